@@ -1,0 +1,267 @@
+//! Frame formats (contract section 2): `lines` (bytes up to `\n`, a `\r`
+//! before it dropped) and `length` (a 4-byte big-endian length, then the
+//! bytes). Payloads are bytes; nothing here assumes UTF-8.
+//!
+//! Decoding works on a borrowed slice so the connection can parse straight
+//! out of a shared read buffer and copy only a trailing partial frame. It
+//! refuses a frame as soon as it is known to exceed the limit, so no caller
+//! ever buffers more than the limit. [`FrameCodec`] also implements
+//! tokio-util's `Decoder`/`Encoder` for use over a `BytesMut`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The frame format, the same in both directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Frames end with `\n`.
+    Lines,
+    /// Frames start with a 4-byte big-endian length.
+    Length,
+}
+
+/// A complete frame found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// The frame's own bytes, without delimiter or length prefix.
+    pub frame: &'a [u8],
+    /// How many buffer bytes the frame used, delimiter or prefix included.
+    pub consumed: usize,
+}
+
+/// Why a buffer cannot be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The frame is longer than the limit.
+    #[error("frame larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+/// Decoder and encoder for one framing and limit.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameCodec {
+    framing: Framing,
+    max_frame: usize,
+}
+
+const LEN_PREFIX: usize = 4;
+
+impl FrameCodec {
+    /// A codec refusing client frames over `max_frame` bytes.
+    pub fn new(framing: Framing, max_frame: usize) -> Self {
+        Self { framing, max_frame }
+    }
+
+    /// The framing this codec speaks.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The first complete frame of `buf`, `Ok(None)` while it is incomplete
+    /// and still within the limit.
+    pub fn decode_slice<'a>(&self, buf: &'a [u8]) -> Result<Option<Decoded<'a>>, FrameError> {
+        match self.framing {
+            Framing::Lines => self.decode_line(buf),
+            Framing::Length => self.decode_length(buf),
+        }
+    }
+
+    fn decode_line<'a>(&self, buf: &'a [u8]) -> Result<Option<Decoded<'a>>, FrameError> {
+        let too_large = Err(FrameError::TooLarge {
+            limit: self.max_frame,
+        });
+        // A frame of `max_frame` bytes may be followed by `\r\n`: never look
+        // further than that for the newline.
+        let window = &buf[..buf.len().min(self.max_frame + 2)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                let mut frame = &buf[..newline];
+                if let Some(stripped) = frame.strip_suffix(b"\r") {
+                    frame = stripped;
+                }
+                if frame.len() > self.max_frame {
+                    return too_large;
+                }
+                Ok(Some(Decoded {
+                    frame,
+                    consumed: newline + 1,
+                }))
+            }
+            None if buf.len() > self.max_frame + 1 => too_large,
+            // `max_frame + 1` bytes are fine only while the last one is a `\r`
+            // that the awaited `\n` will drop.
+            None if buf.len() == self.max_frame + 1 && buf[self.max_frame] != b'\r' => too_large,
+            None => Ok(None),
+        }
+    }
+
+    fn decode_length<'a>(&self, buf: &'a [u8]) -> Result<Option<Decoded<'a>>, FrameError> {
+        let Some(prefix) = buf.first_chunk::<LEN_PREFIX>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                limit: self.max_frame,
+            });
+        }
+        let end = LEN_PREFIX + len;
+        Ok(buf.get(LEN_PREFIX..end).map(|frame| Decoded {
+            frame,
+            consumed: end,
+        }))
+    }
+
+    /// Encodes one frame made of `parts` laid end to end, allocating once.
+    /// Under `lines` the caller guarantees no part holds a `\n`.
+    pub fn encode(&self, parts: &[&[u8]]) -> Bytes {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = BytesMut::with_capacity(len + LEN_PREFIX);
+        self.encode_into(parts, len, &mut out);
+        out.freeze()
+    }
+
+    fn encode_into(&self, parts: &[&[u8]], len: usize, out: &mut BytesMut) {
+        if self.framing == Framing::Length {
+            out.put_u32(len as u32);
+        }
+        for part in parts {
+            out.put_slice(part);
+        }
+        if self.framing == Framing::Lines {
+            out.put_u8(b'\n');
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Self::Error> {
+        let found = self
+            .decode_slice(src)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            .map(|d| (d.frame.len(), d.consumed));
+        Ok(found.map(|(frame_len, consumed)| {
+            let offset = match self.framing {
+                Framing::Lines => 0,
+                Framing::Length => LEN_PREFIX,
+            };
+            let mut taken = src.split_to(consumed);
+            taken.advance(offset);
+            taken.truncate(frame_len);
+            taken.freeze()
+        }))
+    }
+}
+
+impl Encoder<&[u8]> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), Self::Error> {
+        dst.reserve(item.len() + LEN_PREFIX);
+        self.encode_into(&[item], item.len(), dst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` to a decoder in chunks of `chunk` bytes and collects the
+    /// frames, or the error that stopped decoding.
+    fn decode_all(codec: FrameCodec, input: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, String> {
+        let mut codec = codec;
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => frames.push(frame.to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    fn check(codec: FrameCodec, input: &[u8], expected: Result<Vec<&[u8]>, &str>) {
+        let expected = expected
+            .map(|v| v.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .map_err(str::to_string);
+        for chunk in [1, 2, 3, 7, input.len().max(1)] {
+            assert_eq!(
+                decode_all(codec, input, chunk),
+                expected,
+                "input {input:?} in chunks of {chunk}"
+            );
+        }
+    }
+
+    const LINES: FrameCodec = FrameCodec {
+        framing: Framing::Lines,
+        max_frame: 5,
+    };
+    const LENGTH: FrameCodec = FrameCodec {
+        framing: Framing::Length,
+        max_frame: 5,
+    };
+
+    #[test]
+    fn lines_split_on_newline_and_drop_one_cr() {
+        check(LINES, b"PING\nab\r\n\n\r\nx\r\r\n", Ok(vec![b"PING", b"ab", b"", b"", b"x\r"]));
+        check(LINES, b"a\rb\n", Ok(vec![b"a\rb"]));
+        check(LINES, b"\x00\xff\n", Ok(vec![b"\x00\xff"]));
+    }
+
+    #[test]
+    fn lines_limit_counts_the_frame_without_its_delimiter() {
+        check(LINES, b"12345\n", Ok(vec![b"12345"]));
+        check(LINES, b"12345\r\n", Ok(vec![b"12345"]));
+        check(LINES, b"123456\n", Err("frame larger than 5 bytes"));
+        check(LINES, b"12345\r\r\n", Err("frame larger than 5 bytes"));
+    }
+
+    #[test]
+    fn lines_refuse_as_soon_as_the_limit_is_passed() {
+        assert_eq!(LINES.decode_slice(b"12345"), Ok(None));
+        assert_eq!(LINES.decode_slice(b"12345\r"), Ok(None));
+        assert!(LINES.decode_slice(b"123456").is_err());
+        assert!(LINES.decode_slice(b"1234567").is_err());
+    }
+
+    #[test]
+    fn length_frames_round_trip_any_bytes() {
+        let mut input = Vec::new();
+        for frame in [&b""[..], b"\n\r\x00", b"12345"] {
+            input.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            input.extend_from_slice(frame);
+        }
+        check(LENGTH, &input, Ok(vec![b"", b"\n\r\x00", b"12345"]));
+    }
+
+    #[test]
+    fn length_prefix_over_the_limit_is_refused_before_the_body() {
+        assert!(LENGTH.decode_slice(&6u32.to_be_bytes()).is_err());
+        assert!(LENGTH.decode_slice(&u32::MAX.to_be_bytes()).is_err());
+        assert_eq!(LENGTH.decode_slice(&5u32.to_be_bytes()), Ok(None));
+        assert_eq!(LENGTH.decode_slice(&[0, 0]), Ok(None));
+    }
+
+    #[test]
+    fn encode_adds_the_delimiter_or_prefix() {
+        assert_eq!(&LINES.encode(&[b"MSG t", b" ", b"x y"])[..], b"MSG t x y\n");
+        assert_eq!(&LENGTH.encode(&[b"PONG"])[..], b"\x00\x00\x00\x04PONG");
+        let mut out = BytesMut::new();
+        let mut codec = LENGTH;
+        Encoder::encode(&mut codec, &b"\n"[..], &mut out).expect("encode");
+        assert_eq!(&out[..], b"\x00\x00\x00\x01\n");
+    }
+}

@@ -1,0 +1,161 @@
+//! The client commands of contract section 3, parsed from a frame's bytes.
+//!
+//! Parsing borrows from the frame and allocates nothing; it also validates
+//! user and topic names, so a [`Command`] holds only well-formed names.
+
+/// A client command, borrowed from its frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `HELLO <user>`
+    Hello(&'a str),
+    /// `SUB <topic>`
+    Sub(&'a str),
+    /// `UNSUB <topic>`
+    Unsub(&'a str),
+    /// `PUB <topic> <payload>`
+    Pub {
+        /// The topic, validated.
+        topic: &'a str,
+        /// Everything after the space that follows the topic.
+        payload: &'a [u8],
+    },
+    /// `PING` (`None`) or `PING <payload>` (`Some`, possibly empty).
+    Ping(Option<&'a [u8]>),
+    /// `QUIT`
+    Quit,
+}
+
+/// Why a frame is not a command; each maps to one `ERR` code.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum CommandError {
+    /// `ERR unknown-command`
+    UnknownCommand,
+    /// `ERR bad-user`
+    BadUser,
+    /// `ERR bad-topic`
+    BadTopic,
+}
+
+impl CommandError {
+    /// The frame the server answers with.
+    pub fn reply(self) -> &'static [u8] {
+        match self {
+            Self::UnknownCommand => b"ERR unknown-command",
+            Self::BadUser => b"ERR bad-user",
+            Self::BadTopic => b"ERR bad-topic",
+        }
+    }
+}
+
+/// The longest user name.
+pub const MAX_USER: usize = 128;
+/// The longest topic name.
+pub const MAX_TOPIC: usize = 256;
+
+/// Parses one frame.
+pub fn parse(frame: &[u8]) -> Result<Command<'_>, CommandError> {
+    let (verb, rest) = match frame.iter().position(|&b| b == b' ') {
+        Some(space) => (&frame[..space], Some(&frame[space + 1..])),
+        None => (frame, None),
+    };
+    match verb {
+        b"HELLO" => user(rest.unwrap_or_default()).map(Command::Hello),
+        b"SUB" => topic(rest.unwrap_or_default()).map(Command::Sub),
+        b"UNSUB" => topic(rest.unwrap_or_default()).map(Command::Unsub),
+        b"PUB" => {
+            let rest = rest.unwrap_or_default();
+            let (name, payload) = match rest.iter().position(|&b| b == b' ') {
+                Some(space) => (&rest[..space], &rest[space + 1..]),
+                None => (rest, &b""[..]),
+            };
+            Ok(Command::Pub {
+                topic: topic(name)?,
+                payload,
+            })
+        }
+        b"PING" => Ok(Command::Ping(rest)),
+        b"QUIT" if rest.is_none() => Ok(Command::Quit),
+        _ => Err(CommandError::UnknownCommand),
+    }
+}
+
+/// A valid user name: 1 to 128 bytes of `A-Z a-z 0-9 _ . : @ -`.
+pub fn user(name: &[u8]) -> Result<&str, CommandError> {
+    valid(name, MAX_USER, |b| b"_.:@-".contains(&b)).ok_or(CommandError::BadUser)
+}
+
+/// A valid topic name: 1 to 256 bytes of `A-Z a-z 0-9 _ . : / -`.
+pub fn topic(name: &[u8]) -> Result<&str, CommandError> {
+    valid(name, MAX_TOPIC, |b| b"_.:/-".contains(&b)).ok_or(CommandError::BadTopic)
+}
+
+fn valid(name: &[u8], max: usize, extra: impl Fn(u8) -> bool) -> Option<&str> {
+    let ok = (1..=max).contains(&name.len())
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || extra(b));
+    // Only ASCII passed the check, so this never fails.
+    ok.then(|| std::str::from_utf8(name).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::*;
+    use CommandError::*;
+
+    fn check(frame: &[u8], expected: Result<Command<'_>, CommandError>) {
+        assert_eq!(parse(frame), expected, "frame {:?}", String::from_utf8_lossy(frame));
+    }
+
+    #[test]
+    fn commands() {
+        check(b"HELLO alice", Ok(Hello("alice")));
+        check(b"SUB news/eu:1", Ok(Sub("news/eu:1")));
+        check(b"UNSUB news", Ok(Unsub("news")));
+        check(b"PING", Ok(Ping(None)));
+        check(b"PING ", Ok(Ping(Some(b""))));
+        check(b"PING a b", Ok(Ping(Some(b"a b"))));
+        check(b"QUIT", Ok(Quit));
+    }
+
+    #[test]
+    fn pub_payload_is_everything_after_the_topic_space() {
+        check(b"PUB t hello world", Ok(Pub { topic: "t", payload: b"hello world" }));
+        check(b"PUB t ", Ok(Pub { topic: "t", payload: b"" }));
+        check(b"PUB t", Ok(Pub { topic: "t", payload: b"" }));
+        check(b"PUB t  x\x00\xff", Ok(Pub { topic: "t", payload: b" x\x00\xff" }));
+        check(b"PUB", Err(BadTopic));
+        check(b"PUB ", Err(BadTopic));
+        check(b"PUB  x", Err(BadTopic));
+    }
+
+    #[test]
+    fn unknown_verbs() {
+        for frame in [&b""[..], b"hello alice", b"PONG", b"QUIT now", b"HELLOalice", b" PING"] {
+            check(frame, Err(UnknownCommand));
+        }
+    }
+
+    #[test]
+    fn user_names() {
+        check(b"HELLO", Err(BadUser));
+        check(b"HELLO ", Err(BadUser));
+        check(b"HELLO a b", Err(BadUser));
+        check(b"HELLO a\xff", Err(BadUser));
+        check(b"HELLO a/b", Err(BadUser));
+        check(b"HELLO A-z_0.9:x@y", Ok(Hello("A-z_0.9:x@y")));
+        let longest = "u".repeat(MAX_USER);
+        check(format!("HELLO {longest}").as_bytes(), Ok(Hello(&longest)));
+        check(format!("HELLO {longest}u").as_bytes(), Err(BadUser));
+    }
+
+    #[test]
+    fn topic_names() {
+        check(b"SUB", Err(BadTopic));
+        check(b"SUB a b", Err(BadTopic));
+        check(b"SUB a@b", Err(BadTopic));
+        check(b"UNSUB ", Err(BadTopic));
+        let longest = "t".repeat(MAX_TOPIC);
+        check(format!("SUB {longest}").as_bytes(), Ok(Sub(&longest)));
+        check(format!("SUB {longest}t").as_bytes(), Err(BadTopic));
+    }
+}

@@ -1,0 +1,335 @@
+//! The connection actor: one per client, on one worker thread.
+//!
+//! Its mailbox serializes everything addressed to the client, from any
+//! thread; its [`IoDriver`](crate::io) reads frames, runs commands and
+//! writes what is queued, in the same actor turn. A close is a phase, not an
+//! event: once asked for, the actor stops acting on frames, writes what was
+//! queued before, shuts the write side, lingers reading until the client's
+//! EOF or `--close-timeout`, and only then lets the socket go and returns
+//! its state to the pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
+use bytes::Bytes;
+use pool_manager::Checkin;
+use tokio::net::TcpStream;
+
+use crate::command::{self, Command};
+use crate::config::Shared;
+use crate::hub::{ConnHandle, ConnId};
+use crate::idle::{self, IdleSlot};
+use crate::io::IoDriver;
+use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+use crate::state::ConnState;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Phase {
+    /// Acting on frames.
+    Open,
+    /// Writing what was queued before the close; input is discarded.
+    Flushing {
+        reason: CloseReason,
+        since: Instant,
+        /// A slow consumer: write what the socket takes now, drop the rest.
+        abandon: bool,
+    },
+    /// Write side shut; discarding input until EOF or the close timeout.
+    Lingering { reason: CloseReason },
+    /// The socket is about to close.
+    Done { reason: CloseReason },
+}
+
+impl Phase {
+    fn reason(self) -> Option<CloseReason> {
+        match self {
+            Phase::Open => None,
+            Phase::Flushing { reason, .. }
+            | Phase::Lingering { reason }
+            | Phase::Done { reason } => Some(reason),
+        }
+    }
+}
+
+/// A client connection.
+pub struct Connection {
+    pub(crate) id: ConnId,
+    peer: SocketAddr,
+    connected_at: SystemTime,
+    pub(crate) socket: TcpStream,
+    pub(crate) state: Box<ConnState>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) phase: Phase,
+    /// The client shut its write side (or reset).
+    pub(crate) peer_eof: bool,
+    idle: Option<IdleSlot>,
+    close_timer_armed: bool,
+}
+
+impl Connection {
+    /// Starts the actor for an accepted socket on the current thread.
+    /// `state` comes from the pool manager and goes back to it on close.
+    pub fn start(
+        id: ConnId,
+        socket: TcpStream,
+        peer: SocketAddr,
+        state: Box<ConnState>,
+        shared: Arc<Shared>,
+    ) -> ConnHandle {
+        let addr = Connection {
+            id,
+            peer,
+            connected_at: SystemTime::now(),
+            socket,
+            state,
+            shared,
+            phase: Phase::Open,
+            peer_eof: false,
+            idle: None,
+            close_timer_armed: false,
+        }
+        .start();
+        ConnHandle::new(id, addr)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Runs the command in one complete frame.
+    pub(crate) fn on_frame(&mut self, frame: &[u8]) {
+        match command::parse(frame) {
+            Ok(cmd) => self.run(cmd),
+            Err(err) => self.reply(&[err.reply()]),
+        }
+    }
+
+    fn run(&mut self, cmd: Command<'_>) {
+        let hub = &self.shared.hub;
+        match cmd {
+            Command::Hello(user) => {
+                if self.state.user.is_some() {
+                    return self.reply(&[b"ERR already-identified"]);
+                }
+                let user: Arc<str> = Arc::from(user);
+                self.state.user = Some(user.clone());
+                hub.login(user, self.id);
+                let id = self.id.to_string();
+                self.reply(&[b"OK HELLO ", id.as_bytes()]);
+            }
+            Command::Sub(topic) => {
+                let topics = &mut self.state.topics;
+                if !topics.iter().any(|t| &**t == topic) {
+                    if topics.len() >= self.shared.limits.max_subscriptions {
+                        return self.reply(&[b"ERR too-many-subscriptions"]);
+                    }
+                    let name: Arc<str> = Arc::from(topic);
+                    topics.push(name.clone());
+                    hub.subscribe(name, self.id);
+                }
+                self.reply(&[b"OK SUB ", topic.as_bytes()]);
+            }
+            Command::Unsub(topic) => {
+                let topics = &mut self.state.topics;
+                if let Some(at) = topics.iter().position(|t| &**t == topic) {
+                    hub.unsubscribe(topics.remove(at), self.id);
+                }
+                self.reply(&[b"OK UNSUB ", topic.as_bytes()]);
+            }
+            Command::Pub { topic, payload } => {
+                let frame =
+                    self.shared
+                        .codec
+                        .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
+                hub.publish(Arc::from(topic), frame);
+            }
+            Command::Ping(None) => self.reply(&[b"PONG"]),
+            Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
+            Command::Quit => self.begin_close(CloseReason::Quit, None),
+        }
+    }
+
+    /// Answers the client.
+    pub(crate) fn reply(&mut self, parts: &[&[u8]]) {
+        let frame = self.shared.codec.encode(parts);
+        self.enqueue(frame);
+    }
+
+    /// Queues a frame, or drops it once a close was asked for. Past
+    /// `--max-pending-bytes` the client is a slow consumer.
+    fn enqueue(&mut self, frame: Bytes) {
+        if !self.is_open() {
+            self.shared.metrics.dropped("closed", 1);
+            return;
+        }
+        self.state.out.push(frame);
+        if self.state.out.pending() > self.shared.limits.max_pending_bytes {
+            // The queue may only be long because nothing was written yet
+            // this turn: give the socket a chance before judging the client.
+            self.write_now();
+            if self.state.out.pending() > self.shared.limits.max_pending_bytes {
+                self.slow_consumer();
+            }
+        }
+    }
+
+    fn slow_consumer(&mut self) {
+        let dropped = self.state.out.drop_whole_frames();
+        self.shared.metrics.dropped("slow", dropped as u64);
+        self.start_closing(CloseReason::Slow, None, true);
+    }
+
+    /// Asks for a graceful close; the first reason wins. The driver arms
+    /// the close timeout in the same actor turn.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason, message: Option<Bytes>) {
+        self.start_closing(reason, message, false);
+    }
+
+    fn start_closing(&mut self, reason: CloseReason, message: Option<Bytes>, abandon: bool) {
+        if !self.is_open() {
+            return;
+        }
+        if let Some(last) = reason.last_frame(message.as_deref()) {
+            let frame = self.shared.codec.encode(&[&last]);
+            self.state.out.push(frame);
+        }
+        self.phase = Phase::Flushing {
+            reason,
+            since: Instant::now(),
+            abandon,
+        };
+        if let Some(slot) = self.idle.take() {
+            idle::remove(slot);
+        }
+        self.shared.hub.closing(self.id, self.state.topics.clone());
+    }
+
+    /// Bounds a close by `--close-timeout`, once.
+    pub(crate) fn arm_close_timer(&mut self, ctx: &mut Context<Self>) {
+        if !self.is_open() && !self.close_timer_armed {
+            self.close_timer_armed = true;
+            let timeout = self.shared.limits.close_timeout;
+            ctx.run_later(timeout, |act, ctx| act.close_timed_out(ctx));
+        }
+    }
+
+    /// The close timeout ran out: whatever is not written is cut off.
+    fn close_timed_out(&mut self, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Flushing { .. } => {
+                self.shared.metrics.close_flush_timeouts.inc();
+                self.finish(ctx);
+            }
+            Phase::Lingering { .. } => self.finish(ctx),
+            Phase::Open | Phase::Done { .. } => {}
+        }
+    }
+
+    /// The write side is shut: record how long the flush took and linger.
+    pub(crate) fn flushed(&mut self) {
+        if let Phase::Flushing { reason, since, .. } = self.phase {
+            self.shared
+                .metrics
+                .close_flush_duration
+                .observe(since.elapsed().as_secs_f64());
+            self.phase = Phase::Lingering { reason };
+        }
+    }
+
+    /// The socket may close now.
+    pub(crate) fn finish(&mut self, ctx: &mut Context<Self>) {
+        let reason = self.phase.reason().unwrap_or(CloseReason::Error);
+        self.phase = Phase::Done { reason };
+        ctx.stop();
+    }
+
+    /// The client went away (EOF in the open phase, or a reset).
+    pub(crate) fn peer_gone(&mut self, ctx: &mut Context<Self>, reset: bool) {
+        self.peer_eof = true;
+        if reset {
+            // Nothing can reach the client any more.
+            self.start_closing(CloseReason::Client, None, false);
+            self.finish(ctx);
+        } else {
+            self.begin_close(CloseReason::Client, None);
+        }
+    }
+
+    /// Notes a frame from the client for the idle timeout.
+    pub(crate) fn touch(&self) {
+        if let Some(slot) = &self.idle {
+            idle::touch(slot);
+        }
+    }
+
+    fn info(&self) -> ConnInfo {
+        ConnInfo {
+            id: self.id,
+            peer: self.peer,
+            user: self.state.user.clone(),
+            topics: self.state.topics.clone(),
+            closing: !self.is_open(),
+            connected_at: self.connected_at,
+            counters: self.state.counters,
+            pending_bytes: self.state.out.pending(),
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.shared
+            .hub
+            .opened(ConnHandle::new(self.id, ctx.address()));
+        if let Some(timeout) = self.shared.limits.idle_timeout {
+            self.idle = Some(idle::register(ctx.address(), timeout));
+        }
+        ctx.spawn(IoDriver);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(slot) = self.idle.take() {
+            idle::remove(slot);
+        }
+        let metrics = &self.shared.metrics;
+        let reason = self.phase.reason().unwrap_or(CloseReason::Error);
+        if self.phase == Phase::Open {
+            // Stopped without a close (the system is going down).
+            self.shared.hub.closing(self.id, self.state.topics.clone());
+        }
+        self.shared.hub.closed(self.id);
+        metrics.closed(reason.label());
+        metrics.connections_active.dec();
+        let state = std::mem::take(&mut self.state);
+        self.shared.pool.do_send(Checkin(state));
+    }
+}
+
+impl Handler<Deliver> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+        self.enqueue(msg.0);
+    }
+}
+
+impl Handler<Close> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, _: &mut Context<Self>) {
+        self.begin_close(msg.reason, msg.message);
+    }
+}
+
+impl Handler<Inspect> for Connection {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.info())
+    }
+}

@@ -1,0 +1,84 @@
+//! The seam between connections and the topic and user registry.
+//!
+//! A connection reports logins, subscriptions, publishes and its own life
+//! through [`Hub`]; the registry reaches a connection only through a
+//! [`ConnHandle`], which wraps its mailbox. A hub that also fans out to other
+//! gateway nodes (over a message bus) implements the same trait, so
+//! connections never know where their topics' other subscribers live.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use bytes::Bytes;
+
+use crate::connection::Connection;
+use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+
+/// A connection id: unique for the life of the process, never reused.
+pub type ConnId = u64;
+
+/// A validated user or topic name.
+pub type Name = Arc<str>;
+
+/// The registry as a connection sees it. Calls are notifications: they
+/// return at once and take effect in the order one connection made them.
+pub trait Hub: Send + Sync + 'static {
+    /// A connection is open and may be listed and addressed.
+    fn opened(&self, conn: ConnHandle);
+    /// `HELLO user`: bind the user to `conn`, replacing another holder.
+    fn login(&self, user: Name, conn: ConnId);
+    /// `SUB topic`.
+    fn subscribe(&self, topic: Name, conn: ConnId);
+    /// `UNSUB topic`.
+    fn unsubscribe(&self, topic: Name, conn: ConnId);
+    /// `PUB`: deliver `frame` (an encoded `MSG`) to the topic's subscribers.
+    fn publish(&self, topic: Name, frame: Bytes);
+    /// A close was asked for: route nothing more to `conn`.
+    fn closing(&self, conn: ConnId, topics: Vec<Name>);
+    /// The socket is closed: forget `conn`.
+    fn closed(&self, conn: ConnId);
+}
+
+/// The one way to reach a connection from another actor or thread.
+#[derive(Clone)]
+pub struct ConnHandle {
+    id: ConnId,
+    addr: Addr<Connection>,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(id: ConnId, addr: Addr<Connection>) -> Self {
+        Self { id, addr }
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues an encoded frame behind everything queued before. Returns
+    /// `false` when the connection is already gone.
+    pub fn deliver(&self, frame: Bytes) -> bool {
+        let alive = self.addr.connected();
+        if alive {
+            self.addr.do_send(Deliver(frame));
+        }
+        alive
+    }
+
+    /// Queues a graceful close behind everything queued before.
+    pub fn close(&self, reason: CloseReason, message: Option<Bytes>) {
+        self.addr.do_send(Close { reason, message });
+    }
+
+    /// A snapshot of the connection, `None` once it is gone.
+    pub async fn inspect(&self) -> Option<ConnInfo> {
+        self.addr.send(Inspect).await.ok()
+    }
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle").field("id", &self.id).finish()
+    }
+}

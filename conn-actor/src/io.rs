@@ -1,0 +1,260 @@
+//! The connection's socket work, driven as one future inside the actor.
+//!
+//! [`IoDriver`] is polled in every actor turn after the mailbox, so frames
+//! queued by messages are written in the same turn, batched into one
+//! `writev`. It reads into a buffer shared by every connection of the thread
+//! and copies out only a trailing partial frame: an idle connection holds no
+//! read buffer. Closing follows contract section 5: flush, shut the write
+//! side, read and discard until EOF or the close timeout.
+
+use std::cell::RefCell;
+use std::io::{self, ErrorKind};
+use std::pin::Pin;
+use std::task::{self, Poll};
+
+use actix::{ActorFuture, Context};
+use bytes::Buf;
+
+use crate::codec::FrameError;
+use crate::connection::{Connection, Phase};
+
+/// Size of each thread's shared read buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per actor turn before yielding to other connections.
+const READS_PER_TURN: usize = 8;
+/// Slack past the frame limit for a length prefix or a `\r\n`.
+const FRAME_SLACK: usize = 6;
+
+thread_local! {
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// The future that moves a connection's bytes; lives as long as the actor.
+pub(crate) struct IoDriver;
+
+impl ActorFuture<Connection> for IoDriver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        conn: &mut Connection,
+        ctx: &mut Context<Connection>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<()> {
+        conn.drive(ctx, task)
+    }
+}
+
+enum Read {
+    /// Bytes arrived and were handled.
+    Data,
+    /// Nothing to read now; the task will be woken.
+    Blocked,
+    /// EOF or an error; the connection has reacted.
+    Ended,
+}
+
+impl Connection {
+    fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
+        let mut reads = 0;
+        while !self.peer_eof && !matches!(self.phase, Phase::Done { .. }) {
+            match self.read_once(ctx, task) {
+                Read::Data => {}
+                Read::Blocked | Read::Ended => break,
+            }
+            reads += 1;
+            if reads == READS_PER_TURN {
+                // Let the thread's other connections run; come back soon.
+                task.waker().wake_by_ref();
+                break;
+            }
+        }
+        if let Err(err) = self.write_queued(task) {
+            self.write_failed(ctx, err);
+        }
+        self.arm_close_timer(ctx);
+        if matches!(self.phase, Phase::Lingering { .. }) && self.peer_eof {
+            self.finish(ctx);
+        }
+        match self.phase {
+            Phase::Done { .. } => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn read_once(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Read {
+        loop {
+            match self.socket.poll_read_ready(task) {
+                Poll::Pending => return Read::Blocked,
+                Poll::Ready(Err(_)) => {
+                    self.peer_gone(ctx, true);
+                    return Read::Ended;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = READ_BUF.with_borrow_mut(|buf| match self.socket.try_read(buf) {
+                Ok(0) => Ok(0),
+                Ok(n) => {
+                    self.on_input(&buf[..n]);
+                    Ok(n)
+                }
+                Err(err) => Err(err),
+            });
+            match read {
+                Ok(0) => {
+                    if self.is_open() {
+                        self.peer_gone(ctx, false);
+                    } else {
+                        self.peer_eof = true;
+                    }
+                    return Read::Ended;
+                }
+                Ok(_) => return Read::Data,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // A reset: whatever phase, nothing more can be written.
+                    if self.is_open() {
+                        self.peer_gone(ctx, true);
+                    } else {
+                        self.peer_eof = true;
+                        self.finish(ctx);
+                    }
+                    return Read::Ended;
+                }
+            }
+        }
+    }
+
+    /// Handles bytes read from the socket: complete frames run, a trailing
+    /// partial frame is kept. After a close asks for it, input is discarded.
+    fn on_input(&mut self, mut data: &[u8]) {
+        let counters = &mut self.state.counters;
+        counters.bytes_in += data.len() as u64;
+        self.shared.metrics.bytes_received.inc_by(data.len() as u64);
+        let frames_before = counters.frames_in;
+
+        while !data.is_empty() && self.is_open() {
+            if self.state.partial.is_empty() {
+                let used = self.run_frames(data);
+                data = &data[used..];
+                if self.is_open() && !data.is_empty() {
+                    // What is left is one incomplete frame within the limit.
+                    self.state.partial.extend_from_slice(data);
+                }
+                break;
+            }
+            // Complete the carried-over frame, never buffering past the limit.
+            let room = (self.shared.limits.max_frame_bytes + FRAME_SLACK)
+                .saturating_sub(self.state.partial.len());
+            let take = data.len().min(room.max(1));
+            self.state.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let mut carried = std::mem::take(&mut self.state.partial);
+            let used = self.run_frames(&carried);
+            carried.advance(used);
+            if !carried.is_empty() && self.is_open() {
+                self.state.partial = carried;
+            }
+        }
+
+        let frames = self.state.counters.frames_in - frames_before;
+        if frames > 0 {
+            self.shared.metrics.frames_received.inc_by(frames);
+            self.touch();
+        }
+    }
+
+    /// Runs every complete frame at the start of `buf`; returns the bytes used.
+    fn run_frames(&mut self, buf: &[u8]) -> usize {
+        let codec = self.shared.codec;
+        let mut used = 0;
+        while self.is_open() {
+            match codec.decode_slice(&buf[used..]) {
+                Ok(Some(decoded)) => {
+                    used += decoded.consumed;
+                    self.state.counters.frames_in += 1;
+                    self.on_frame(decoded.frame);
+                }
+                Ok(None) => break,
+                Err(FrameError::TooLarge { .. }) => {
+                    self.begin_close(crate::messages::CloseReason::FrameTooLarge, None);
+                    break;
+                }
+            }
+        }
+        used
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full;
+    /// once a close has flushed, shuts the write side.
+    fn write_queued(&mut self, task: &mut task::Context<'_>) -> io::Result<()> {
+        while !self.state.out.is_empty() {
+            match self.socket.poll_write_ready(task) {
+                Poll::Pending => break,
+                Poll::Ready(result) => result?,
+            }
+            match self.write_once() {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if let Phase::Flushing { abandon, .. } = self.phase {
+            if abandon {
+                let dropped = self.state.out.clear();
+                self.shared.metrics.dropped("slow", dropped as u64);
+            }
+            if self.state.out.is_empty() {
+                // The client reads EOF after the last frame; a failure here
+                // means it is gone, which the lingering read will see.
+                let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Write);
+                self.flushed();
+            }
+        }
+        Ok(())
+    }
+
+    fn write_once(&mut self) -> io::Result<()> {
+        let socket = &self.socket;
+        let written = self
+            .state
+            .out
+            .write_with(|slices| socket.try_write_vectored(slices))?;
+        let counters = &mut self.state.counters;
+        counters.bytes_out += written.bytes as u64;
+        counters.frames_out += written.frames as u64;
+        let metrics = &self.shared.metrics;
+        metrics.bytes_sent.inc_by(written.bytes as u64);
+        metrics.frames_sent.inc_by(written.frames as u64);
+        Ok(())
+    }
+
+    /// Writes what the socket takes right now, without waiting.
+    pub(crate) fn write_now(&mut self) {
+        while !self.state.out.is_empty() {
+            if self.write_once().is_err() {
+                // Blocked or failed: the driver's next write reports it.
+                break;
+            }
+        }
+    }
+
+    fn write_failed(&mut self, ctx: &mut Context<Self>, err: io::Error) {
+        let reset = matches!(
+            err.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        );
+        if self.is_open() {
+            if reset {
+                self.peer_gone(ctx, true);
+            } else {
+                self.begin_close(crate::messages::CloseReason::Error, None);
+            }
+        }
+        let dropped = self.state.out.clear();
+        self.shared.metrics.dropped("closed", dropped as u64);
+        self.finish(ctx);
+    }
+}

@@ -1,0 +1,26 @@
+//! The connection actor and everything a connection needs: framing, client
+//! commands, the ordered write queue and the graceful close.
+//!
+//! This crate knows nothing of HTTP, flags or files. It reaches the rest of
+//! the gateway through three seams: the [`Hub`] (topic and user registry),
+//! the pool manager (a `Recipient` of [`pool_manager::Checkin`]) and the
+//! metrics it counts into.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod command;
+mod config;
+mod connection;
+mod hub;
+mod idle;
+mod io;
+pub mod messages;
+mod state;
+
+pub use codec::{FrameCodec, Framing};
+pub use config::{Limits, Shared};
+pub use connection::Connection;
+pub use hub::{ConnHandle, ConnId, Hub, Name};
+pub use messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+pub use state::{ConnState, Counters};

@@ -1,0 +1,274 @@
+//! Per-connection state that outlives a connection: what the pool manager
+//! recycles. Everything a client could leave behind lives here, so one
+//! `reset` decides what the next client starts with.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pool_manager::Recyclable;
+
+/// Bytes of carried-over input kept across a reset; a larger buffer is freed.
+const KEEP_INPUT: usize = 4096;
+/// Queue slots kept while a connection is idle or across a reset.
+const KEEP_SLOTS: usize = 4;
+/// Subscriptions slots kept across a reset.
+const KEEP_TOPICS: usize = 16;
+/// Most frames handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// A connection's traffic counters (contract section 7, CONN).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames read.
+    pub frames_in: u64,
+    /// Frames completely written.
+    pub frames_out: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+/// A connection's recyclable state.
+#[derive(Default)]
+pub struct ConnState {
+    /// The start of a frame whose end has not arrived yet; empty (and
+    /// unallocated) between frames.
+    pub(crate) partial: BytesMut,
+    /// Frames waiting for the socket.
+    pub(crate) out: OutQueue,
+    /// Topics this connection subscribed to.
+    pub(crate) topics: Vec<Arc<str>>,
+    /// The user bound by `HELLO`.
+    pub(crate) user: Option<Arc<str>>,
+    pub(crate) counters: Counters,
+}
+
+impl Recyclable for ConnState {
+    fn reset(&mut self) -> bool {
+        self.partial.clear();
+        if self.partial.capacity() > KEEP_INPUT {
+            self.partial = BytesMut::new();
+        }
+        self.out.clear();
+        self.topics.clear();
+        if self.topics.capacity() > KEEP_TOPICS {
+            self.topics = Vec::new();
+        }
+        self.user = None;
+        self.counters = Counters::default();
+        true
+    }
+
+    fn is_pristine(&self) -> bool {
+        self.partial.is_empty()
+            && self.out.is_empty()
+            && self.out.written == 0
+            && self.topics.is_empty()
+            && self.user.is_none()
+            && self.counters == Counters::default()
+    }
+}
+
+/// Frames queued for the socket, in mailbox order. A frame shared by many
+/// connections is one `Bytes` referenced from each queue.
+#[derive(Default)]
+pub struct OutQueue {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    /// Bytes queued and not yet written.
+    pending: usize,
+}
+
+/// What one write did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes the socket took.
+    pub bytes: usize,
+    /// Frames that are now written whole.
+    pub frames: usize,
+}
+
+impl OutQueue {
+    /// Queues a frame behind the others.
+    pub fn push(&mut self, frame: Bytes) {
+        self.pending += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Whether the front frame is partly written, so nothing may be put
+    /// before its end.
+    pub fn mid_frame(&self) -> bool {
+        self.written > 0
+    }
+
+    /// Writes as much as `write` takes in one call, handing it up to
+    /// [`MAX_IOVECS`] frames at once.
+    pub fn write_with(
+        &mut self,
+        write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<Written> {
+        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
+            let start = if i == 0 { self.written } else { 0 };
+            slices[i] = IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        let n = write(&slices[..count])?;
+        Ok(self.consume(n))
+    }
+
+    fn consume(&mut self, mut n: usize) -> Written {
+        let done = Written {
+            bytes: n,
+            frames: 0,
+        };
+        let mut done = done;
+        self.pending -= n;
+        while n > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.len() - self.written;
+            if n >= left {
+                n -= left;
+                self.written = 0;
+                self.frames.pop_front();
+                done.frames += 1;
+            } else {
+                self.written += n;
+                n = 0;
+            }
+        }
+        self.release_if_empty();
+        done
+    }
+
+    /// Drops every queued frame except the rest of a partly written one;
+    /// returns how many frames were dropped.
+    pub fn drop_whole_frames(&mut self) -> usize {
+        let keep = usize::from(self.mid_frame());
+        let dropped = self.frames.len() - keep;
+        let kept_bytes = self
+            .frames
+            .front()
+            .filter(|_| keep == 1)
+            .map_or(0, |f| f.len() - self.written);
+        self.frames.truncate(keep);
+        self.pending = kept_bytes;
+        self.release_if_empty();
+        dropped
+    }
+
+    /// Drops everything, a partly written frame too; returns how many
+    /// frames were dropped.
+    pub fn clear(&mut self) -> usize {
+        let dropped = self.frames.len();
+        self.frames.clear();
+        self.written = 0;
+        self.pending = 0;
+        self.release_if_empty();
+        dropped
+    }
+
+    /// An idle connection holds no queue storage beyond a few slots.
+    fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
+            self.frames = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(frames: &[&'static [u8]]) -> OutQueue {
+        let mut q = OutQueue::default();
+        for f in frames {
+            q.push(Bytes::from_static(f));
+        }
+        q
+    }
+
+    /// A writer that takes at most `limit` bytes, collecting them.
+    fn take(out: &mut Vec<u8>, limit: usize) -> impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize> {
+        move |slices| {
+            let mut n = 0;
+            for s in slices {
+                let k = s.len().min(limit - n);
+                out.extend_from_slice(&s[..k]);
+                n += k;
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame_in_order() {
+        let mut q = queue(&[b"abc", b"de", b"fgh"]);
+        let mut out = Vec::new();
+        assert_eq!(q.write_with(take(&mut out, 4)).ok(), Some(Written { bytes: 4, frames: 1 }));
+        assert!(q.mid_frame());
+        assert_eq!(q.pending(), 4);
+        assert_eq!(q.write_with(take(&mut out, 100)).ok(), Some(Written { bytes: 4, frames: 2 }));
+        assert_eq!(out, b"abcdefgh");
+        assert!(q.is_empty());
+        assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
+    fn dropping_keeps_the_rest_of_a_partly_written_frame() {
+        let mut q = queue(&[b"abc", b"de", b"fgh"]);
+        let mut out = Vec::new();
+        q.write_with(take(&mut out, 1)).ok();
+        assert_eq!(q.drop_whole_frames(), 2);
+        assert_eq!(q.pending(), 2);
+        q.write_with(take(&mut out, 100)).ok();
+        assert_eq!(out, b"abc");
+
+        let mut q = queue(&[b"abc", b"de"]);
+        assert_eq!(q.drop_whole_frames(), 2);
+        assert!(q.is_empty());
+        assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let mut state = ConnState::default();
+        state.partial.extend_from_slice(b"PING ha");
+        state.out.push(Bytes::from_static(b"MSG t x\n"));
+        state.out.write_with(take(&mut Vec::new(), 2)).ok();
+        state.topics.push("t".into());
+        state.user = Some("alice".into());
+        state.counters.frames_in = 3;
+        assert!(!state.is_pristine());
+        assert!(state.reset());
+        assert!(state.is_pristine());
+        assert_eq!(state.out.pending(), 0);
+    }
+
+    #[test]
+    fn reset_frees_large_buffers() {
+        let mut state = ConnState::default();
+        state.partial.reserve(1 << 20);
+        state.topics.extend((0..1000).map(|i| Arc::from(i.to_string())));
+        state.reset();
+        assert!(state.partial.capacity() <= KEEP_INPUT);
+        assert!(state.topics.capacity() <= KEEP_TOPICS);
+    }
+}
