@@ -1,0 +1,180 @@
+//! `gateway-bench`: drives one scenario against a running server and prints
+//! one JSON line of results on stdout (progress, if any, goes to stderr).
+//! `gateway-bench report FILE...` turns result lines into the comparison
+//! table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use gateway_bench::frame::Framing;
+use gateway_bench::report;
+use gateway_bench::scenario::{self, Ctx, Outcome};
+
+/// Load generator for the gateway (and its baseline).
+#[derive(Debug, Parser)]
+#[command(name = "gateway-bench", version)]
+struct Cli {
+    /// Client port of the server.
+    #[arg(long, global = true)]
+    target: Option<SocketAddr>,
+    /// Admin HTTP port (for /metrics and the admin API).
+    #[arg(long, global = true)]
+    admin: Option<SocketAddr>,
+    /// Frame format the server uses.
+    #[arg(long, global = true, value_enum, default_value_t = Framing::Lines)]
+    framing: Framing,
+    /// Measured seconds of a timed scenario.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds before the measured part.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    warmup: f64,
+    /// Server process id, for its VmRSS.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Name of the server in the result line (e.g. gateway, baseline).
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    /// Name of a variant of the scenario in the result line (e.g. pool-off).
+    #[arg(long, global = true)]
+    variant: Option<String>,
+    /// Load generator threads (default: the CPUs this process may use).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Connections keeping PINGs in flight: messages/s and round-trip latency.
+    Echo(scenario::echo::EchoArgs),
+    /// connect, HELLO, QUIT, EOF in loops: cycles/s and pool reuse.
+    Churn(scenario::churn::ChurnArgs),
+    /// Publishers to one topic with many subscribers: deliveries/s, order.
+    Fanout(scenario::fanout::FanoutArgs),
+    /// Idle subscribed connections: server memory per connection.
+    Idle(scenario::idle::IdleArgs),
+    /// Data pushed to non-reading clients, then kicked: bytes lost.
+    Kick(scenario::kick::KickArgs),
+    /// Print the gateway/baseline table from result lines.
+    Report {
+        /// Files of JSON result lines.
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Report { files } = &cli.cmd {
+        return match report::print_files(files) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-bench report: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gateway-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (line, code) = rt.block_on(run(&cli));
+    emit(&line);
+    code
+}
+
+#[allow(clippy::print_stdout)]
+fn emit(line: &Value) {
+    println!("{line}");
+}
+
+async fn run(cli: &Cli) -> (Value, ExitCode) {
+    let name = match &cli.cmd {
+        Cmd::Echo(_) => "echo",
+        Cmd::Churn(_) => "churn",
+        Cmd::Fanout(_) => "fanout",
+        Cmd::Idle(_) => "idle",
+        Cmd::Kick(_) => "kick",
+        Cmd::Report { .. } => "report",
+    };
+    let mut line = json!({
+        "scenario": name,
+        "server": cli.label,
+        "variant": cli.variant,
+        "framing": cli.framing.as_str(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    });
+    match scenario_run(cli).await {
+        Ok(o) => {
+            let ok = o.failures.is_empty();
+            for f in &o.failures {
+                eprintln!("gateway-bench {name}: {f}");
+            }
+            line["params"] = o.params;
+            line["results"] = o.results;
+            line["failures"] = json!(o.failures);
+            line["ok"] = json!(ok);
+            let code = if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+            (line, code)
+        }
+        Err(e) => {
+            eprintln!("gateway-bench {name}: {e:#}");
+            line["ok"] = json!(false);
+            line["error"] = json!(format!("{e:#}"));
+            (line, ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn scenario_run(cli: &Cli) -> Result<Outcome> {
+    let target = cli.target.context("--target ADDR is required")?;
+    if !(cli.duration > 0.0 && cli.duration.is_finite() && cli.warmup >= 0.0) {
+        bail!("--duration must be positive and --warmup not negative");
+    }
+    let ctx = Ctx {
+        target,
+        admin: cli.admin,
+        framing: cli.framing,
+        duration: Duration::from_secs_f64(cli.duration),
+        warmup: Duration::from_secs_f64(cli.warmup),
+        pid: cli.pid,
+        progress: !cli.quiet,
+    };
+    match &cli.cmd {
+        Cmd::Echo(a) => scenario::echo::run(&ctx, a).await,
+        Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
+        Cmd::Fanout(a) => scenario::fanout::run(&ctx, a).await,
+        Cmd::Idle(a) => scenario::idle::run(&ctx, a).await,
+        Cmd::Kick(a) => scenario::kick::run(&ctx, a).await,
+        Cmd::Report { .. } => bail!("report takes no server"),
+    }
+}

@@ -1,0 +1,213 @@
+//! The benchmark scenarios and what they share: the run's settings, the
+//! result each returns, and small client helpers.
+
+pub mod churn;
+pub mod echo;
+pub mod fanout;
+pub mod idle;
+pub mod kick;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::frame::{FrameReader, Framing};
+use crate::net;
+
+/// Largest frame the load generator accepts from the server.
+pub const MAX_FRAME_IN: usize = 1 << 20;
+
+/// How long one setup step (connect, a reply to `HELLO`/`SUB`) may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings shared by every scenario.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The client port.
+    pub target: SocketAddr,
+    /// The admin HTTP port, when known.
+    pub admin: Option<SocketAddr>,
+    /// Frame format the server was started with.
+    pub framing: Framing,
+    /// Measured part of a timed run.
+    pub duration: Duration,
+    /// Unmeasured part before it.
+    pub warmup: Duration,
+    /// The server's process id, for its memory.
+    pub pid: Option<u32>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a scenario measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The scenario's own parameters, echoed in the result line.
+    pub params: Value,
+    /// The figures.
+    pub results: Value,
+    /// Broken correctness conditions (missing messages, lost bytes, errors).
+    pub failures: Vec<String>,
+}
+
+/// One client connection: a frame reader and the write half.
+#[derive(Debug)]
+pub struct Client {
+    /// Frames from the server.
+    pub rd: FrameReader<OwnedReadHalf>,
+    /// Bytes to the server.
+    pub wr: OwnedWriteHalf,
+    /// Frame format.
+    pub framing: Framing,
+}
+
+impl Client {
+    /// Connects to the scenario's target.
+    pub async fn connect(ctx: &Ctx, spread: bool) -> Result<Self> {
+        let s = tokio::time::timeout(STEP_TIMEOUT, net::connect(ctx.target, spread))
+            .await
+            .map_err(|_| anyhow!("connect to {} timed out", ctx.target))?
+            .with_context(|| format!("connect to {}", ctx.target))?;
+        let (r, w) = s.into_split();
+        Ok(Self {
+            rd: FrameReader::new(r, ctx.framing, MAX_FRAME_IN),
+            wr: w,
+            framing: ctx.framing,
+        })
+    }
+
+    /// Sends frames in one write.
+    pub async fn send(&mut self, frames: &[&[u8]]) -> Result<()> {
+        let mut out = BytesMut::new();
+        for f in frames {
+            self.framing.encode(f, &mut out);
+        }
+        self.wr.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// The next frame within [`STEP_TIMEOUT`]; EOF is an error.
+    pub async fn recv(&mut self) -> Result<Bytes> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.rd.next_frame()).await {
+            Err(_) => bail!("no frame from the server within {STEP_TIMEOUT:?}"),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(None)) => bail!("the server closed the connection"),
+            Ok(Ok(Some(f))) => Ok(f),
+        }
+    }
+
+    /// The next frame, which must start with `prefix`; returns the rest.
+    pub async fn expect(&mut self, prefix: &str) -> Result<Bytes> {
+        let f = self.recv().await?;
+        if !f.starts_with(prefix.as_bytes()) {
+            bail!(
+                "expected {prefix:?}, got {:?}",
+                String::from_utf8_lossy(&f[..f.len().min(200)])
+            );
+        }
+        Ok(f.slice(prefix.len()..))
+    }
+
+    /// `HELLO user`, returning the connection id from `OK HELLO <id>`.
+    pub async fn hello(&mut self, user: &str) -> Result<String> {
+        self.send(&[format!("HELLO {user}").as_bytes()]).await?;
+        let id = self.expect("OK HELLO ").await?;
+        Ok(String::from_utf8_lossy(&id).into_owned())
+    }
+}
+
+/// Runs `make(i)` for `i` in `0..n`, at most `parallel` at once, and returns
+/// the results in index order.
+pub async fn run_indexed<T, F, Fut>(n: usize, parallel: usize, make: F) -> Vec<Result<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let fut = make(i);
+        set.spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            (i, r)
+        });
+    }
+    let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, r)) => out[i] = Some(r),
+            Err(e) => {
+                if let Some(slot) = out.iter_mut().find(|s| s.is_none()) {
+                    *slot = Some(Err(anyhow!("task failed: {e}")));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow!("not run"))))
+        .collect()
+}
+
+/// Splits results into the values and a failure line for the errors.
+pub fn collect_ok<T>(what: &str, results: Vec<Result<T>>, failures: &mut Vec<String>) -> Vec<T> {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut errors = 0usize;
+    let mut first = None;
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                errors += 1;
+                first.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    if let Some(first) = first {
+        failures.push(format!("{errors} {what} failed; first: {first}"));
+    }
+    ok
+}
+
+/// The measured window of a timed run.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Start of the measured part (end of warm-up).
+    pub start: Instant,
+    /// End of the run.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window starting after `ctx.warmup` from now.
+    pub fn from_now(ctx: &Ctx) -> Self {
+        let start = Instant::now() + ctx.warmup;
+        Self {
+            start,
+            end: start + ctx.duration,
+        }
+    }
+
+    /// Whether `t` falls inside.
+    pub fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+
+    /// Measured seconds.
+    pub fn secs(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
