@@ -1,0 +1,170 @@
+//! Minimal HTTP/1.1 client for the admin listener (contract sections 7, 8).
+//!
+//! One request per connection (`Connection: close`), read to EOF, with
+//! `Content-Length` and chunked bodies understood. Enough for `/metrics`,
+//! `/healthz` and `/readyz`; it is not a general HTTP client.
+
+use crate::FRAME_TIMEOUT;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// `GET path` on `addr`.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path, &[], None)
+}
+
+/// Any request; `body` is sent with a `Content-Length`.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// Like [`request`], reporting failures instead of panicking.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, FRAME_TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(FRAME_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(FRAME_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut wire = req.into_bytes();
+    if let Some(body) = body {
+        wire.extend_from_slice(body);
+    }
+    stream.write_all(&wire).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("reading the response: {e}"))?;
+    parse(&raw)
+}
+
+/// Parses one whole response.
+pub fn parse(raw: &[u8]) -> Result<Response, String> {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {} bytes", raw.len()))?;
+    let head = std::str::from_utf8(&raw[..head_end]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line `{status_line}`"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[head_end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("bad content-length `{len}`"))?;
+        rest.get(..len)
+            .ok_or("body shorter than content-length")?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(rest.get(..size).ok_or("short chunk")?);
+        rest = rest.get(size + 2..).ok_or("short chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn parses_length_and_chunked() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").expect("parse");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+        let r = parse(
+            b"HTTP/1.1 503 X\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+        )
+        .expect("parse");
+        assert_eq!((r.status, r.body.as_slice()), (503, &b"abc"[..]));
+    }
+}

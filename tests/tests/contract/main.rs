@@ -1,0 +1,23 @@
+//! Black-box contract tests for the `gateway` binary.
+//!
+//! One test binary; one module per topic of `shared/contract.md`. Each test
+//! starts its own gateway on loopback port 0 (see `gateway_tests::Gateway`),
+//! so tests run in parallel without sharing state. Build the binary first:
+//! `cargo build -p gateway`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod close;
+mod commands;
+mod drain;
+mod framing;
+mod ids;
+mod limits;
+mod metrics_exposition;
+mod order;
+mod pool;
+mod process;
+mod replace;
+mod slow;
