@@ -216,7 +216,11 @@ mod tests {
 
     #[test]
     fn lines_split_on_newline_and_drop_one_cr() {
-        check(LINES, b"PING\nab\r\n\n\r\nx\r\r\n", Ok(vec![b"PING", b"ab", b"", b"", b"x\r"]));
+        check(
+            LINES,
+            b"PING\nab\r\n\n\r\nx\r\r\n",
+            Ok(vec![b"PING", b"ab", b"", b"", b"x\r"]),
+        );
         check(LINES, b"a\rb\n", Ok(vec![b"a\rb"]));
         check(LINES, b"\x00\xff\n", Ok(vec![b"\x00\xff"]));
     }

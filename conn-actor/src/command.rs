@@ -103,7 +103,12 @@ mod tests {
     use CommandError::*;
 
     fn check(frame: &[u8], expected: Result<Command<'_>, CommandError>) {
-        assert_eq!(parse(frame), expected, "frame {:?}", String::from_utf8_lossy(frame));
+        assert_eq!(
+            parse(frame),
+            expected,
+            "frame {:?}",
+            String::from_utf8_lossy(frame)
+        );
     }
 
     #[test]
@@ -119,10 +124,34 @@ mod tests {
 
     #[test]
     fn pub_payload_is_everything_after_the_topic_space() {
-        check(b"PUB t hello world", Ok(Pub { topic: "t", payload: b"hello world" }));
-        check(b"PUB t ", Ok(Pub { topic: "t", payload: b"" }));
-        check(b"PUB t", Ok(Pub { topic: "t", payload: b"" }));
-        check(b"PUB t  x\x00\xff", Ok(Pub { topic: "t", payload: b" x\x00\xff" }));
+        check(
+            b"PUB t hello world",
+            Ok(Pub {
+                topic: "t",
+                payload: b"hello world",
+            }),
+        );
+        check(
+            b"PUB t ",
+            Ok(Pub {
+                topic: "t",
+                payload: b"",
+            }),
+        );
+        check(
+            b"PUB t",
+            Ok(Pub {
+                topic: "t",
+                payload: b"",
+            }),
+        );
+        check(
+            b"PUB t  x\x00\xff",
+            Ok(Pub {
+                topic: "t",
+                payload: b" x\x00\xff",
+            }),
+        );
         check(b"PUB", Err(BadTopic));
         check(b"PUB ", Err(BadTopic));
         check(b"PUB  x", Err(BadTopic));
@@ -130,7 +159,14 @@ mod tests {
 
     #[test]
     fn unknown_verbs() {
-        for frame in [&b""[..], b"hello alice", b"PONG", b"QUIT now", b"HELLOalice", b" PING"] {
+        for frame in [
+            &b""[..],
+            b"hello alice",
+            b"PONG",
+            b"QUIT now",
+            b"HELLOalice",
+            b" PING",
+        ] {
             check(frame, Err(UnknownCommand));
         }
     }

@@ -140,10 +140,10 @@ impl Connection {
                 self.reply(&[b"OK UNSUB ", topic.as_bytes()]);
             }
             Command::Pub { topic, payload } => {
-                let frame =
-                    self.shared
-                        .codec
-                        .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
+                let frame = self
+                    .shared
+                    .codec
+                    .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
                 hub.publish(Arc::from(topic), frame);
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
@@ -204,7 +204,7 @@ impl Connection {
         if let Some(slot) = self.idle.take() {
             idle::remove(slot);
         }
-        self.shared.hub.closing(self.id, self.state.topics.clone());
+        self.shared.hub.closing(self.id);
     }
 
     /// Bounds a close by `--close-timeout`, once.
@@ -300,7 +300,7 @@ impl Actor for Connection {
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
         if self.phase == Phase::Open {
             // Stopped without a close (the system is going down).
-            self.shared.hub.closing(self.id, self.state.topics.clone());
+            self.shared.hub.closing(self.id);
         }
         self.shared.hub.closed(self.id);
         metrics.closed(reason.label());

@@ -34,7 +34,7 @@ pub trait Hub: Send + Sync + 'static {
     /// `PUB`: deliver `frame` (an encoded `MSG`) to the topic's subscribers.
     fn publish(&self, topic: Name, frame: Bytes);
     /// A close was asked for: route nothing more to `conn`.
-    fn closing(&self, conn: ConnId, topics: Vec<Name>);
+    fn closing(&self, conn: ConnId);
     /// The socket is closed: forget `conn`.
     fn closed(&self, conn: ConnId);
 }

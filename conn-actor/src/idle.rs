@@ -81,11 +81,11 @@ pub(crate) fn touch(slot: &IdleSlot) {
 /// Removes a connection from the table.
 pub(crate) fn remove(slot: IdleSlot) {
     TABLE.with_borrow_mut(|table| {
-        if let Some(table) = table.as_mut() {
-            if let Some(entry) = table.entries.get_mut(slot.0) {
-                *entry = None;
-                table.free.push(slot.0);
-            }
+        if let Some(table) = table.as_mut()
+            && let Some(entry) = table.entries.get_mut(slot.0)
+        {
+            *entry = None;
+            table.free.push(slot.0);
         }
     });
 }

@@ -53,9 +53,15 @@ impl CloseReason {
 
     /// The reasons a `KICK` names, by their wire word.
     pub fn from_kick_word(word: &str) -> Option<Self> {
-        [Self::Replaced, Self::Admin, Self::Idle, Self::Slow, Self::Shutdown]
-            .into_iter()
-            .find(|r| r.label() == word)
+        [
+            Self::Replaced,
+            Self::Admin,
+            Self::Idle,
+            Self::Slow,
+            Self::Shutdown,
+        ]
+        .into_iter()
+        .find(|r| r.label() == word)
     }
 
     /// Whether the last frame is a `KICK <reason>`.
@@ -132,21 +138,36 @@ mod tests {
     #[test]
     fn last_frames() {
         let check = |reason: CloseReason, message: Option<&[u8]>, expected: Option<&[u8]>| {
-            assert_eq!(reason.last_frame(message).as_deref(), expected, "{reason:?}");
+            assert_eq!(
+                reason.last_frame(message).as_deref(),
+                expected,
+                "{reason:?}"
+            );
         };
         check(CloseReason::Quit, None, Some(b"BYE"));
         check(CloseReason::Replaced, None, Some(b"KICK replaced"));
-        check(CloseReason::Admin, Some(b"go away now"), Some(b"KICK admin go away now"));
+        check(
+            CloseReason::Admin,
+            Some(b"go away now"),
+            Some(b"KICK admin go away now"),
+        );
         check(CloseReason::Admin, None, Some(b"KICK admin"));
         check(CloseReason::Shutdown, None, Some(b"KICK shutdown"));
-        check(CloseReason::FrameTooLarge, None, Some(b"ERR frame-too-large"));
+        check(
+            CloseReason::FrameTooLarge,
+            None,
+            Some(b"ERR frame-too-large"),
+        );
         check(CloseReason::Client, None, None);
         check(CloseReason::Error, None, None);
     }
 
     #[test]
     fn kick_words() {
-        assert_eq!(CloseReason::from_kick_word("admin"), Some(CloseReason::Admin));
+        assert_eq!(
+            CloseReason::from_kick_word("admin"),
+            Some(CloseReason::Admin)
+        );
         assert_eq!(CloseReason::from_kick_word("quit"), None);
         assert_eq!(CloseReason::from_kick_word("frame_too_large"), None);
     }

@@ -222,10 +222,22 @@ mod tests {
     fn partial_writes_resume_mid_frame_in_order() {
         let mut q = queue(&[b"abc", b"de", b"fgh"]);
         let mut out = Vec::new();
-        assert_eq!(q.write_with(take(&mut out, 4)).ok(), Some(Written { bytes: 4, frames: 1 }));
+        assert_eq!(
+            q.write_with(take(&mut out, 4)).ok(),
+            Some(Written {
+                bytes: 4,
+                frames: 1
+            })
+        );
         assert!(q.mid_frame());
         assert_eq!(q.pending(), 4);
-        assert_eq!(q.write_with(take(&mut out, 100)).ok(), Some(Written { bytes: 4, frames: 2 }));
+        assert_eq!(
+            q.write_with(take(&mut out, 100)).ok(),
+            Some(Written {
+                bytes: 4,
+                frames: 2
+            })
+        );
         assert_eq!(out, b"abcdefgh");
         assert!(q.is_empty());
         assert_eq!(q.pending(), 0);
@@ -266,7 +278,9 @@ mod tests {
     fn reset_frees_large_buffers() {
         let mut state = ConnState::default();
         state.partial.reserve(1 << 20);
-        state.topics.extend((0..1000).map(|i| Arc::from(i.to_string())));
+        state
+            .topics
+            .extend((0..1000).map(|i| Arc::from(i.to_string())));
         state.reset();
         assert!(state.partial.capacity() <= KEEP_INPUT);
         assert!(state.topics.capacity() <= KEEP_TOPICS);

@@ -1,0 +1,283 @@
+//! Flags and `GATEWAY_*` variables (contract section 1), parsed into a
+//! validated [`Config`]. Every problem is collected and reported on one
+//! line, before anything binds.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use conn_actor::{Framing, Limits};
+
+/// Raw command line, as clap reads it from flags and the environment.
+#[derive(Parser, Debug)]
+#[command(
+    name = "gateway",
+    version,
+    about = "A TCP connection gateway with an admin API"
+)]
+pub struct Args {
+    /// Client TCP listener.
+    #[arg(
+        long,
+        env = "GATEWAY_LISTEN",
+        default_value = "0.0.0.0:7000",
+        value_name = "ADDR"
+    )]
+    listen: String,
+    /// Admin HTTP API, /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9000",
+        value_name = "ADDR"
+    )]
+    admin_listen: String,
+    /// Frame format, both directions.
+    #[arg(long, env = "GATEWAY_FRAMING", value_enum, default_value = "lines")]
+    framing: FramingArg,
+    /// Largest frame accepted from a client.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_FRAME_BYTES",
+        default_value_t = 65536,
+        value_name = "N"
+    )]
+    max_frame_bytes: u64,
+    /// Open client connections at once.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_CONNECTIONS",
+        default_value_t = 10000,
+        value_name = "N"
+    )]
+    max_connections: u64,
+    /// Output queued for one connection past which it is a slow consumer.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_PENDING_BYTES",
+        default_value_t = 1048576,
+        value_name = "N"
+    )]
+    max_pending_bytes: u64,
+    /// Topics one connection may hold.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_SUBSCRIPTIONS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    max_subscriptions: u64,
+    /// Seconds without a frame before `KICK idle`; 0 turns it off.
+    #[arg(
+        long,
+        env = "GATEWAY_IDLE_TIMEOUT",
+        default_value_t = 300,
+        value_name = "SECS"
+    )]
+    idle_timeout: u64,
+    /// Bound on one graceful close, flush and linger together, in seconds.
+    #[arg(
+        long,
+        env = "GATEWAY_CLOSE_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    close_timeout: u64,
+    /// Bound on draining everything at SIGTERM or /api/v1/drain, in seconds.
+    #[arg(
+        long,
+        env = "GATEWAY_SHUTDOWN_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    shutdown_timeout: u64,
+    /// Recycled connection states kept ready.
+    #[arg(
+        long,
+        env = "GATEWAY_POOL_MAX_IDLE",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pool_max_idle: u64,
+    /// Threads that run connection actors [default: CPU count].
+    #[arg(long, env = "GATEWAY_WORKERS", value_name = "N")]
+    workers: Option<u64>,
+    /// When set, /api/* needs `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Log lines on stderr; RUST_LOG filters them.
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FramingArg {
+    Lines,
+    Length,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub limits: Limits,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub workers: usize,
+    pub admin_token: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// The largest frame a 4-byte length prefix can announce.
+const MAX_FRAME_LIMIT: u64 = u32::MAX as u64;
+
+impl Args {
+    /// Validates the raw values, reporting every problem at once.
+    pub fn validate(self) -> Result<Config, String> {
+        let mut problems = Vec::new();
+        let mut addr = |flag: &str, value: &str| -> Option<SocketAddr> {
+            match value.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => Some(addr),
+                _ => {
+                    problems.push(format!("{flag} '{value}' is not a HOST:PORT address"));
+                    None
+                }
+            }
+        };
+        let listen = addr("--listen", &self.listen);
+        let admin_listen = addr("--admin-listen", &self.admin_listen);
+        let mut positive = |flag: &str, value: u64, max: u64| -> usize {
+            if value == 0 || value > max {
+                problems.push(format!("{flag} must be between 1 and {max}, not {value}"));
+            }
+            value.min(max) as usize
+        };
+        let max_frame_bytes = positive("--max-frame-bytes", self.max_frame_bytes, MAX_FRAME_LIMIT);
+        let max_connections = positive("--max-connections", self.max_connections, 1 << 24);
+        let max_pending_bytes = positive("--max-pending-bytes", self.max_pending_bytes, 1 << 40);
+        let max_subscriptions = positive("--max-subscriptions", self.max_subscriptions, 1 << 20);
+        let close_timeout = positive("--close-timeout", self.close_timeout, 86_400);
+        let shutdown_timeout = positive("--shutdown-timeout", self.shutdown_timeout, 86_400);
+        let workers = match self.workers {
+            Some(n) => positive("--workers", n, 1024),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.idle_timeout > 86_400 * 365 {
+            problems.push(format!("--idle-timeout {} is too large", self.idle_timeout));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            problems.push("--admin-token must not be empty".into());
+        }
+        let (Some(listen), Some(admin_listen), true) = (listen, admin_listen, problems.is_empty())
+        else {
+            return Err(problems.join("; "));
+        };
+        Ok(Config {
+            listen,
+            admin_listen,
+            limits: Limits {
+                framing: match self.framing {
+                    FramingArg::Lines => Framing::Lines,
+                    FramingArg::Length => Framing::Length,
+                },
+                max_frame_bytes,
+                max_pending_bytes,
+                max_subscriptions,
+                idle_timeout: (self.idle_timeout > 0)
+                    .then(|| Duration::from_secs(self.idle_timeout)),
+                close_timeout: Duration::from_secs(close_timeout as u64),
+            },
+            max_connections,
+            shutdown_timeout: Duration::from_secs(shutdown_timeout as u64),
+            pool_max_idle: self.pool_max_idle.min(1 << 24) as usize,
+            workers,
+            admin_token: self.admin_token,
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// Whether the command line or environment asks for JSON logs, read
+/// leniently so that even a parse error can be reported in that format.
+pub fn wants_json_logs(args: &[String]) -> bool {
+    let from_args = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    from_args || std::env::var("GATEWAY_LOG_FORMAT").is_ok_and(|v| v == "json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("gateway").chain(args.iter().copied());
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
+
+    #[test]
+    fn defaults_are_the_contract_defaults() {
+        let config = parse(&[]).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.limits.framing, Framing::Lines);
+        assert_eq!(config.limits.max_frame_bytes, 65536);
+        assert_eq!(config.max_connections, 10000);
+        assert_eq!(config.limits.max_pending_bytes, 1 << 20);
+        assert_eq!(config.limits.max_subscriptions, 1024);
+        assert_eq!(config.limits.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(config.limits.close_timeout, Duration::from_secs(10));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.pool_max_idle, 1024);
+        assert!(config.workers >= 1);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn zero_idle_timeout_turns_it_off() {
+        let config = parse(&["--idle-timeout", "0"]).expect("valid");
+        assert_eq!(config.limits.idle_timeout, None);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = parse(&[
+            "--max-frame-bytes",
+            "0",
+            "--workers",
+            "0",
+            "--listen",
+            "nowhere",
+        ])
+        .expect_err("invalid");
+        assert!(err.contains("--max-frame-bytes"), "{err}");
+        assert!(err.contains("--workers"), "{err}");
+        assert!(err.contains("--listen"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unparsable_numbers_are_refused() {
+        assert!(parse(&["--max-connections", "many"]).is_err());
+        assert!(parse(&["--framing", "xml"]).is_err());
+    }
+}

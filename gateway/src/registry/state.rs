@@ -1,0 +1,334 @@
+//! The registry's data: connections by id, users, and topic subscribers.
+//! Plain data with no actor in it, generic over how a connection is
+//! reached, so its rules are tested on their own.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
+
+use super::messages::{List, Page, Target, TargetError};
+
+/// How the directory reaches a connection.
+pub trait Endpoint: Clone {
+    fn id(&self) -> ConnId;
+    /// Queues a frame; `false` when the connection is gone.
+    fn deliver(&self, frame: Bytes) -> bool;
+    fn close(&self, reason: CloseReason, message: Option<Bytes>);
+}
+
+impl Endpoint for ConnHandle {
+    fn id(&self) -> ConnId {
+        ConnHandle::id(self)
+    }
+    fn deliver(&self, frame: Bytes) -> bool {
+        ConnHandle::deliver(self, frame)
+    }
+    fn close(&self, reason: CloseReason, message: Option<Bytes>) {
+        ConnHandle::close(self, reason, message)
+    }
+}
+
+struct Entry<H> {
+    handle: H,
+    user: Option<Name>,
+    topics: Vec<Name>,
+    closing: bool,
+}
+
+/// Connections, users and topics.
+pub struct Directory<H = ConnHandle> {
+    /// Ordered by id, so pages walk it with a stable cursor.
+    conns: BTreeMap<ConnId, Entry<H>>,
+    users: HashMap<Name, ConnId>,
+    topics: HashMap<Name, HashMap<ConnId, H>>,
+    subscriptions: usize,
+}
+
+impl<H> Default for Directory<H> {
+    fn default() -> Self {
+        Self {
+            conns: BTreeMap::new(),
+            users: HashMap::new(),
+            topics: HashMap::new(),
+            subscriptions: 0,
+        }
+    }
+}
+
+impl<H: Endpoint> Directory<H> {
+    pub fn open(&mut self, handle: H) {
+        let entry = Entry {
+            handle,
+            user: None,
+            topics: Vec::new(),
+            closing: false,
+        };
+        self.conns.insert(entry.handle.id(), entry);
+    }
+
+    /// Binds `user` to `conn`; returns the open connection that held it.
+    pub fn login(&mut self, user: Name, conn: ConnId) -> Option<H> {
+        let entry = self.conns.get_mut(&conn).filter(|e| !e.closing)?;
+        entry.user = Some(user.clone());
+        let previous = self.users.insert(user, conn)?;
+        self.conns
+            .get(&previous)
+            .filter(|e| previous != conn && !e.closing)
+            .map(|e| e.handle.clone())
+    }
+
+    pub fn subscribe(&mut self, topic: Name, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn).filter(|e| !e.closing) else {
+            return;
+        };
+        let subscribers = self.topics.entry(topic.clone()).or_default();
+        if subscribers.insert(conn, entry.handle.clone()).is_none() {
+            entry.topics.push(topic);
+            self.subscriptions += 1;
+        }
+    }
+
+    pub fn unsubscribe(&mut self, topic: &Name, conn: ConnId) {
+        if let Some(subscribers) = self.topics.get_mut(topic) {
+            if subscribers.remove(&conn).is_some() {
+                self.subscriptions -= 1;
+                if let Some(entry) = self.conns.get_mut(&conn) {
+                    entry.topics.retain(|t| t != topic);
+                }
+            }
+            if subscribers.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+    }
+
+    /// Queues `frame` for every subscriber of `topic`; returns how many.
+    pub fn publish(&self, topic: &str, frame: &Bytes) -> usize {
+        self.topics.get(topic).map_or(0, |subscribers| {
+            subscribers
+                .values()
+                .filter(|h| h.deliver(frame.clone()))
+                .count()
+        })
+    }
+
+    /// Queues `frame` for every open connection; returns how many.
+    pub fn broadcast(&self, frame: &Bytes) -> usize {
+        self.conns
+            .values()
+            .filter(|e| !e.closing && e.handle.deliver(frame.clone()))
+            .count()
+    }
+
+    /// Stops routing to `conn`; it stays listed until [`Self::closed`].
+    pub fn closing(&mut self, conn: ConnId) {
+        let topics = match self.conns.get_mut(&conn) {
+            Some(entry) => {
+                entry.closing = true;
+                std::mem::take(&mut entry.topics)
+            }
+            None => return,
+        };
+        for topic in topics {
+            self.unsubscribe(&topic, conn);
+        }
+    }
+
+    pub fn closed(&mut self, conn: ConnId) {
+        self.closing(conn);
+        if let Some(entry) = self.conns.remove(&conn)
+            && let Some(user) = entry.user
+            && self.users.get(&user) == Some(&conn)
+        {
+            self.users.remove(&user);
+        }
+    }
+
+    pub fn find(&self, target: &Target) -> Result<H, TargetError> {
+        let id = match target {
+            Target::Conn(id) => *id,
+            Target::User(user) => *self.users.get(user).ok_or(TargetError::NotFound)?,
+        };
+        match self.conns.get(&id) {
+            None => Err(TargetError::NotFound),
+            Some(entry) if entry.closing => Err(TargetError::Closing),
+            Some(entry) => Ok(entry.handle.clone()),
+        }
+    }
+
+    pub fn close_all(&mut self, reason: CloseReason) {
+        for entry in self.conns.values().filter(|e| !e.closing) {
+            entry.handle.close(reason, None);
+        }
+    }
+
+    pub fn list(&self, query: &List) -> Page<H> {
+        let start = query.after.map_or(0, |id| id.saturating_add(1));
+        let mut matching = self.conns.range(start..).filter(|(_, e)| {
+            query
+                .user
+                .as_deref()
+                .is_none_or(|u| e.user.as_deref() == Some(u))
+                && query
+                    .topic
+                    .as_deref()
+                    .is_none_or(|t| e.topics.iter().any(|x| &**x == t))
+        });
+        let conns: Vec<H> = matching
+            .by_ref()
+            .take(query.limit)
+            .map(|(_, e)| e.handle.clone())
+            .collect();
+        let more = matching.next().is_some();
+        Page { conns, more }
+    }
+
+    pub fn topics(&self) -> Vec<(Name, usize)> {
+        let mut topics: Vec<_> = self
+            .topics
+            .iter()
+            .map(|(name, subs)| (name.clone(), subs.len()))
+            .collect();
+        topics.sort();
+        topics
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Records what the directory asked of each connection.
+    #[derive(Clone)]
+    struct Probe {
+        id: ConnId,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl Endpoint for Probe {
+        fn id(&self) -> ConnId {
+            self.id
+        }
+        fn deliver(&self, frame: Bytes) -> bool {
+            let text = String::from_utf8_lossy(&frame).into_owned();
+            self.log.borrow_mut().push(format!("{} <- {text}", self.id));
+            true
+        }
+        fn close(&self, reason: CloseReason, _: Option<Bytes>) {
+            self.log
+                .borrow_mut()
+                .push(format!("{} closed {}", self.id, reason.label()));
+        }
+    }
+
+    fn setup(ids: &[ConnId]) -> (Directory<Probe>, Rc<RefCell<Vec<String>>>) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut dir = Directory::default();
+        for &id in ids {
+            dir.open(Probe {
+                id,
+                log: log.clone(),
+            });
+        }
+        (dir, log)
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from(s)
+    }
+
+    #[test]
+    fn second_login_replaces_the_first() {
+        let (mut dir, log) = setup(&[1, 2]);
+        assert!(dir.login(name("u"), 1).is_none());
+        let previous = dir.login(name("u"), 2).map(|h| h.id);
+        assert_eq!(previous, Some(1));
+        assert_eq!(dir.find(&Target::User(name("u"))).map(|h| h.id), Ok(2));
+        // The replaced connection leaving does not unbind the new holder.
+        dir.closed(1);
+        assert_eq!(dir.find(&Target::User(name("u"))).map(|h| h.id), Ok(2));
+        assert!(log.borrow().is_empty());
+    }
+
+    #[test]
+    fn publish_reaches_subscribers_only_while_open() {
+        let (mut dir, log) = setup(&[1, 2, 3]);
+        dir.subscribe(name("t"), 1);
+        dir.subscribe(name("t"), 2);
+        dir.subscribe(name("t"), 2);
+        assert_eq!(dir.subscription_count(), 2);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m1")), 2);
+        dir.closing(2);
+        assert_eq!(
+            dir.find(&Target::Conn(2)).map(|h| h.id),
+            Err(TargetError::Closing)
+        );
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m2")), 1);
+        dir.closed(2);
+        assert_eq!(
+            dir.find(&Target::Conn(2)).map(|h| h.id),
+            Err(TargetError::NotFound)
+        );
+        let mut log = log.borrow().clone();
+        log.sort();
+        assert_eq!(log, ["1 <- m1", "1 <- m2", "2 <- m1"]);
+    }
+
+    #[test]
+    fn topics_without_subscribers_vanish() {
+        let (mut dir, _log) = setup(&[1]);
+        dir.subscribe(name("a"), 1);
+        dir.subscribe(name("b"), 1);
+        dir.unsubscribe(&name("a"), 1);
+        assert_eq!(dir.topics(), vec![(name("b"), 1)]);
+        dir.closed(1);
+        assert!(dir.topics().is_empty());
+        assert_eq!(dir.subscription_count(), 0);
+        assert_eq!(dir.publish("b", &Bytes::new()), 0);
+    }
+
+    #[test]
+    fn pages_walk_every_connection_once() {
+        let ids: Vec<ConnId> = (1..=25).collect();
+        let (mut dir, _log) = setup(&ids);
+        for id in (1..=25).step_by(2) {
+            dir.subscribe(name("odd"), id);
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = dir.list(&List {
+                user: None,
+                topic: Some("odd".into()),
+                after,
+                limit: 5,
+            });
+            seen.extend(page.conns.iter().map(|h| h.id));
+            after = seen.last().copied();
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, (1..=25).step_by(2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drain_closes_open_connections() {
+        let (mut dir, log) = setup(&[1, 2]);
+        dir.closing(2);
+        dir.close_all(CloseReason::Shutdown);
+        assert_eq!(*log.borrow(), ["1 closed shutdown"]);
+    }
+}
