@@ -280,9 +280,10 @@ impl Client {
         self.check(format!("PING sync-{n}"), format!("PONG sync-{n}"));
     }
 
-    /// `QUIT`, asserting `BYE` and then a clean EOF.
+    /// `QUIT`, asserting `BYE` and then a clean EOF; then closes the socket,
+    /// so the gateway's linger ends at once.
     #[track_caller]
-    pub fn quit(&mut self) {
+    pub fn quit(mut self) {
         self.check("QUIT", "BYE");
         self.expect_eof();
     }

@@ -37,6 +37,7 @@ fn quit_with_a_megabyte_pending_delivers_everything_then_bye() {
         }
         reader.expect("BYE");
         reader.expect_eof();
+        drop(reader);
         gw.wait_metric_eq(
             "gateway_connections_closed_total",
             &[("reason", "quit")],
@@ -67,6 +68,7 @@ fn client_eof_after_pipelined_commands_gets_every_answer() {
         c.expect("MSG t last");
         c.expect("ERR unknown-command");
         c.expect_eof();
+        drop(c);
         gw.wait_metric_eq(
             "gateway_connections_closed_total",
             &[("reason", "client")],

@@ -97,6 +97,7 @@ fn one_byte_over_the_limit_is_refused_then_closed() {
         c.send_raw(&wire);
         c.expect("ERR frame-too-large");
         c.expect_eof();
+        drop(c);
         gw.wait_metric_eq(
             "gateway_connections_closed_total",
             &[("reason", "frame_too_large")],

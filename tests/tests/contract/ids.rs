@@ -18,10 +18,9 @@ fn ids_are_unique_non_empty_and_without_spaces() {
             check_id(&id);
             assert!(seen.insert(id.clone()), "{framing:?}: id {id} given twice");
         }
-        for c in &mut open {
+        for c in open {
             c.quit();
         }
-        drop(open);
         // ... and one after another, after those closed, with states recycled.
         for i in 0..200 {
             let mut c = gw.connect();

@@ -41,7 +41,6 @@ fn past_max_connections_the_client_gets_server_full() {
 
         // A freed place is usable again.
         a.quit();
-        drop(a);
         gw.wait_metric_eq("gateway_connections_active", &[], 1.0);
         let mut d = gw.connect();
         d.check("PING d", "PONG d");
@@ -114,6 +113,7 @@ fn a_silent_client_is_kicked_idle_and_a_talking_one_is_not() {
             "{framing:?}: KICK idle after {took:?}, expected within a second after 1 s"
         );
         silent.expect_eof();
+        drop(silent);
         talking.join().unwrap();
         gw.wait_metric_eq(
             "gateway_connections_closed_total",

@@ -69,7 +69,6 @@ fn recycled_states_carry_nothing_over() {
             ids.push(id);
             fresh.sync();
             fresh.quit();
-            drop(fresh);
             wait_active(&gw, 1);
         }
         let metrics = gw.metrics();
@@ -153,10 +152,9 @@ fn at_most_pool_max_idle_states_wait() {
     for c in &mut clients {
         c.check("PING", "PONG");
     }
-    for c in &mut clients {
+    for c in clients {
         c.quit();
     }
-    drop(clients);
     wait_active(&gw, 0);
     let idle = gw.wait_metric(
         "gateway_pool_idle",

@@ -31,6 +31,7 @@ fn the_replaced_connection_reads_its_queue_then_kick_then_eof() {
         }
         a.expect("KICK replaced");
         a.expect_eof();
+        drop(a);
 
         // The new holder of the name inherits nothing and is not kicked.
         publisher.send(publish("to-a", b"after"));

@@ -104,6 +104,7 @@ fn a_slow_consumer_is_cut_off_and_memory_stays_bounded() {
         "a slow consumer's queue is dropped and counted, got {dropped}"
     );
     check_cut_off_stream(&mut slow, "flood");
+    drop(slow);
 
     // Nobody else was touched.
     bystander.sync();
@@ -134,6 +135,7 @@ fn a_slow_consumer_under_lines_framing_is_cut_off() {
     let dropped = gw.metric("gateway_writes_dropped_total", &[("reason", "slow")]);
     assert!(dropped > 0.0, "dropped frames counted, got {dropped}");
     check_cut_off_stream(&mut slow, "flood");
+    drop(slow);
     // The topic lost its only subscriber.
     gw.wait_metric_eq("gateway_subscriptions", &[], 0.0);
 }
