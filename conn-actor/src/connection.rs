@@ -144,7 +144,12 @@ impl Connection {
                     .shared
                     .codec
                     .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
-                hub.publish(Arc::from(topic), frame);
+                let subscribed = self.state.topics.iter().any(|t| &**t == topic);
+                let name = Arc::from(topic);
+                self.shared.hub.publish(name, frame.clone(), self.id);
+                if subscribed {
+                    self.enqueue(frame);
+                }
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),

@@ -31,8 +31,10 @@ pub trait Hub: Send + Sync + 'static {
     fn subscribe(&self, topic: Name, conn: ConnId);
     /// `UNSUB topic`.
     fn unsubscribe(&self, topic: Name, conn: ConnId);
-    /// `PUB`: deliver `frame` (an encoded `MSG`) to the topic's subscribers.
-    fn publish(&self, topic: Name, frame: Bytes);
+    /// `PUB` from `from`: deliver `frame` (an encoded `MSG`) to the topic's
+    /// subscribers other than `from`, which queues its own copy at once so
+    /// that it comes before the answers to its later commands.
+    fn publish(&self, topic: Name, frame: Bytes, from: ConnId);
     /// A close was asked for: route nothing more to `conn`.
     fn closing(&self, conn: ConnId);
     /// The socket is closed: forget `conn`.

@@ -41,6 +41,8 @@ pub struct Unsubscribe {
 pub struct Publish {
     pub topic: Name,
     pub frame: Bytes,
+    /// The publishing connection, which delivers its own copy.
+    pub from: Option<ConnId>,
 }
 
 /// A connection began closing: route nothing more to it.

@@ -66,8 +66,12 @@ impl Hub for RegistryHub {
     fn unsubscribe(&self, topic: Name, conn: ConnId) {
         self.0.do_send(Unsubscribe { topic, conn });
     }
-    fn publish(&self, topic: Name, frame: Bytes) {
-        self.0.do_send(Publish { topic, frame });
+    fn publish(&self, topic: Name, frame: Bytes, from: ConnId) {
+        self.0.do_send(Publish {
+            topic,
+            frame,
+            from: Some(from),
+        });
     }
     fn closing(&self, conn: ConnId) {
         self.0.do_send(Closing(conn));
@@ -116,7 +120,7 @@ impl Handler<Unsubscribe> for Registry {
 impl Handler<Publish> for Registry {
     type Result = usize;
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> usize {
-        self.dir.publish(&msg.topic, &msg.frame)
+        self.dir.publish(&msg.topic, &msg.frame, msg.from)
     }
 }
 

@@ -103,12 +103,13 @@ impl<H: Endpoint> Directory<H> {
         }
     }
 
-    /// Queues `frame` for every subscriber of `topic`; returns how many.
-    pub fn publish(&self, topic: &str, frame: &Bytes) -> usize {
+    /// Queues `frame` for every subscriber of `topic` but `skip`; returns
+    /// how many subscribers the publish reached, `skip` included.
+    pub fn publish(&self, topic: &str, frame: &Bytes, skip: Option<ConnId>) -> usize {
         self.topics.get(topic).map_or(0, |subscribers| {
             subscribers
-                .values()
-                .filter(|h| h.deliver(frame.clone()))
+                .iter()
+                .filter(|&(id, h)| Some(*id) == skip || h.deliver(frame.clone()))
                 .count()
         })
     }
@@ -269,18 +270,20 @@ mod tests {
         dir.subscribe(name("t"), 2);
         dir.subscribe(name("t"), 2);
         assert_eq!(dir.subscription_count(), 2);
-        assert_eq!(dir.publish("t", &Bytes::from_static(b"m1")), 2);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m1"), None), 2);
         dir.closing(2);
         assert_eq!(
             dir.find(&Target::Conn(2)).map(|h| h.id),
             Err(TargetError::Closing)
         );
-        assert_eq!(dir.publish("t", &Bytes::from_static(b"m2")), 1);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m2"), Some(3)), 1);
         dir.closed(2);
         assert_eq!(
             dir.find(&Target::Conn(2)).map(|h| h.id),
             Err(TargetError::NotFound)
         );
+        // The publisher queues its own copy; it still counts as reached.
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m3"), Some(1)), 1);
         let mut log = log.borrow().clone();
         log.sort();
         assert_eq!(log, ["1 <- m1", "1 <- m2", "2 <- m1"]);
@@ -296,7 +299,7 @@ mod tests {
         dir.closed(1);
         assert!(dir.topics().is_empty());
         assert_eq!(dir.subscription_count(), 0);
-        assert_eq!(dir.publish("b", &Bytes::new()), 0);
+        assert_eq!(dir.publish("b", &Bytes::new(), None), 0);
     }
 
     #[test]
