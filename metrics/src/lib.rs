@@ -40,8 +40,8 @@ pub const DROP_REASONS: [&str; 2] = ["closed", "slow"];
 /// Buckets of the close-flush histogram: 50 µs to 10 s, about three per
 /// decade, so both a loopback flush and a `--close-timeout` cut-off resolve.
 pub const FLUSH_BUCKETS: [f64; 17] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// Handles to every gateway metric. Cloning shares the same families.
@@ -185,7 +185,9 @@ impl GatewayMetrics {
     /// Counts `frames` dropped under `reason` (one of [`DROP_REASONS`]).
     pub fn dropped(&self, reason: &str, frames: u64) {
         if frames > 0 {
-            self.writes_dropped.with_label_values(&[reason]).inc_by(frames);
+            self.writes_dropped
+                .with_label_values(&[reason])
+                .inc_by(frames);
         }
     }
 }
