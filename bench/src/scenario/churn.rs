@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Client, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok};
+use super::{Client, CpuProbe, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok};
 use crate::metrics::{self, PoolCounters};
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -40,6 +40,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
     let sink = LatencySink::new();
     let done = Arc::new(AtomicU64::new(0));
     let window = Window::from_now(ctx);
+    let cpu = CpuProbe::start(ctx.pid, window);
     let bar = Progress::timed(
         ctx.progress,
         "churn",
@@ -112,6 +113,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
             "cycles_total": total,
             "errors": errors,
             "seconds": round2(secs),
+            "cpu": cpu.finish().await,
             "latency": sink.summary(),
             "pool_reuse": reuse.map(|r| (r * 10000.0).round() / 10000.0),
             "pool_delta": pool_delta,

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, Ctx, Outcome, Window, collect_ok, run_indexed};
+use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -64,6 +64,7 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     let sink = LatencySink::new();
     let done = Arc::new(AtomicU64::new(0));
     let window = Window::from_now(ctx);
+    let cpu = CpuProbe::start(ctx.pid, window);
     let bar = Progress::timed(
         ctx.progress,
         "echo",
@@ -101,6 +102,7 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             "msgs_per_sec": round2(measured as f64 / secs),
             "messages": measured,
             "seconds": round2(secs),
+            "cpu": cpu.finish().await,
             "latency": sink.summary(),
         }),
         failures,

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Client, Ctx, Outcome, Window, collect_ok, run_indexed};
+use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -97,6 +97,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         subscribers: subs.len() as u64,
     });
     let window = Window::from_now(ctx);
+    let cpu = CpuProbe::start(ctx.pid, window);
     let sink = LatencySink::new();
     let (final_tx, final_rx) = watch::channel::<Option<Arc<Vec<u64>>>>(None);
     let npub = pubs.len();
@@ -184,6 +185,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
             "missing": t.missing,
             "reordered": t.reordered,
             "seconds": round2(secs),
+            "cpu": cpu.finish().await,
             "latency": sink.summary(),
         }),
         failures,

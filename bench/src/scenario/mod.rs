@@ -211,3 +211,50 @@ impl Window {
         (self.end - self.start).as_secs_f64()
     }
 }
+
+/// CPU use of the server and of the load generator over a window, to tell
+/// which side limited a figure.
+#[derive(Debug)]
+pub struct CpuProbe {
+    task: tokio::task::JoinHandle<Value>,
+}
+
+impl CpuProbe {
+    /// Samples at `window.start` and `window.end`.
+    pub fn start(pid: Option<u32>, window: Window) -> Self {
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(window.start).await;
+            let s0 = pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
+            let l0 = crate::procfs::own_cpu_ticks().ok();
+            let c0 = crate::procfs::cpu_jiffies().unwrap_or_default();
+            tokio::time::sleep_until(window.end).await;
+            let s1 = pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
+            let l1 = crate::procfs::own_cpu_ticks().ok();
+            let c1 = crate::procfs::cpu_jiffies().unwrap_or_default();
+            // How busy each core was, whoever kept it busy.
+            let cores: Vec<Value> = c0
+                .iter()
+                .zip(c1.iter())
+                .map(|((b0, t0), (b1, t1))| {
+                    let t = t1.saturating_sub(*t0).max(1) as f64;
+                    serde_json::json!((b1.saturating_sub(*b0) as f64 * 100.0 / t).round())
+                })
+                .collect();
+            let pct = |a: Option<u64>, b: Option<u64>| {
+                a.zip(b)
+                    .map(|(a, b)| ((b.saturating_sub(a)) as f64 / window.secs()).round())
+            };
+            serde_json::json!({
+                "server_cpu_pct": pct(s0, s1),
+                "loadgen_cpu_pct": pct(l0, l1),
+                "core_busy_pct": cores,
+            })
+        });
+        Self { task }
+    }
+
+    /// The percentages (100 = one core busy), or nulls.
+    pub async fn finish(self) -> Value {
+        self.task.await.unwrap_or(Value::Null)
+    }
+}
