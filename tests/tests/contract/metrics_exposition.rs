@@ -184,3 +184,86 @@ fn frames_and_bytes_are_counted_on_the_wire() {
         gw.wait_metric_eq("gateway_connections_active", &[], 0.0);
     }
 }
+
+#[test]
+fn each_close_counts_once_under_what_started_it() {
+    for framing in Framing::ALL {
+        let gw = start(
+            framing,
+            &["--max-frame-bytes", "1024", "--close-timeout", "5"],
+        );
+        // QUIT, then a reset during the linger: still `quit`.
+        let mut quitter = gw.connect();
+        quitter.check("PING", "PONG");
+        quitter.check("QUIT", "BYE");
+        quitter.reset();
+        // Replaced, then the client's EOF: still `replaced`.
+        let mut old = gw.connect();
+        old.hello("twice");
+        let mut new = gw.connect();
+        new.hello("twice");
+        old.expect("KICK replaced");
+        old.expect_eof();
+        old.shutdown_write();
+        drop(old);
+        // The client's EOF first: `client`.
+        let mut leaver = gw.connect();
+        leaver.check("PING", "PONG");
+        leaver.shutdown_write();
+        leaver.expect_eof();
+        drop(leaver);
+        // Too large, then a reset: `frame_too_large`.
+        let mut big = gw.connect();
+        big.send_raw(&framing.encode(&[b'x'; 2000]));
+        big.expect("ERR frame-too-large");
+        big.expect_eof();
+        big.reset();
+
+        gw.wait_metric_eq("gateway_connections_active", &[], 1.0);
+        let m = gw.metrics();
+        for (reason, count) in [
+            ("quit", 1.0),
+            ("replaced", 1.0),
+            ("client", 1.0),
+            ("frame_too_large", 1.0),
+            ("admin", 0.0),
+            ("idle", 0.0),
+            ("slow", 0.0),
+            ("shutdown", 0.0),
+            ("error", 0.0),
+        ] {
+            assert_eq!(
+                m.value("gateway_connections_closed_total", &[("reason", reason)]),
+                count,
+                "{framing:?}: closed_total{{reason=\"{reason}\"}}"
+            );
+        }
+        assert_eq!(m.value("gateway_connections_accepted_total", &[]), 5.0);
+        new.sync();
+    }
+}
+
+#[test]
+fn topic_and_subscription_gauges_follow_subscriptions() {
+    let gw = start(Framing::Lines, &[]);
+    let mut a = gw.connect();
+    let mut b = gw.connect();
+    a.sub("one");
+    a.sub("two");
+    b.sub("one");
+    b.sub("one");
+    gw.wait_metric_eq("gateway_topics", &[], 2.0);
+    gw.wait_metric_eq("gateway_subscriptions", &[], 3.0);
+    a.check("UNSUB two", "OK UNSUB two");
+    gw.wait_metric_eq("gateway_topics", &[], 1.0);
+    gw.wait_metric_eq("gateway_subscriptions", &[], 2.0);
+    // A publish creates no topic.
+    a.send("PUB nobody-here x");
+    a.sync();
+    assert_eq!(gw.metric("gateway_topics", &[]), 1.0);
+    a.quit();
+    gw.wait_metric_eq("gateway_subscriptions", &[], 1.0);
+    b.quit();
+    gw.wait_metric_eq("gateway_topics", &[], 0.0);
+    gw.wait_metric_eq("gateway_subscriptions", &[], 0.0);
+}
