@@ -154,7 +154,14 @@ impl Gateway {
     pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut args = vec!["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
         args.extend_from_slice(flags);
-        let mut child = command(&args, env).spawn().expect("spawn the gateway");
+        Gateway::start_exact(&args, env)
+    }
+
+    /// Starts it with exactly these arguments (no listen flags added); the
+    /// environment must then name loopback listeners.
+    pub fn start_exact(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let flags = args;
+        let mut child = command(args, env).spawn().expect("spawn the gateway");
         let (stdout, out_reader) = Pipe::spawn(child.stdout.take().expect("stdout"));
         let (stderr, err_reader) = Pipe::spawn(child.stderr.take().expect("stderr"));
         let line = stdout.first_line(READY_TIMEOUT);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 fn quit_with_a_megabyte_pending_delivers_everything_then_bye() {
     const COUNT: usize = 256;
     const SIZE: usize = 4096;
-    const ROUNDS: usize = 8;
+    const ROUNDS: usize = 16;
     for framing in Framing::ALL {
         let gw = start(
             framing,

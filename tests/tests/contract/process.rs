@@ -65,6 +65,43 @@ fn flags_are_read_from_gateway_variables() {
     second.expect_eof();
 }
 
+#[test]
+fn every_flag_reads_its_gateway_variable() {
+    let gw = Gateway::start_exact(
+        &[],
+        &[
+            ("GATEWAY_LISTEN", "127.0.0.1:0"),
+            ("GATEWAY_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("GATEWAY_MAX_FRAME_BYTES", "64"),
+            ("GATEWAY_MAX_SUBSCRIPTIONS", "1"),
+            ("GATEWAY_IDLE_TIMEOUT", "1"),
+            ("GATEWAY_CLOSE_TIMEOUT", "2"),
+            ("GATEWAY_WORKERS", "1"),
+            ("GATEWAY_POOL_MAX_IDLE", "2"),
+        ],
+    );
+    for addr in [gw.client_addr(), gw.admin_addr()] {
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        assert_ne!(addr.port(), 0);
+    }
+    assert_eq!(gw.http_get("/healthz").status, 200);
+    let mut c = gw.connect();
+    c.sub("one");
+    c.check("SUB two", "ERR too-many-subscriptions");
+    let mut big = gw.connect();
+    big.send([b'x'; 65]);
+    big.expect("ERR frame-too-large");
+    big.expect_eof();
+    let mut idle = gw.connect();
+    let kick = idle.next_event(Duration::from_secs(3));
+    assert_eq!(
+        kick,
+        gateway_tests::Event::Frame(b"KICK idle".to_vec()),
+        "{}",
+        kick.describe()
+    );
+}
+
 #[track_caller]
 fn assert_fails_before_ready(extra: &[&str], env: &[(&str, &str)]) -> Exited {
     let mut args = LOOPBACK.to_vec();
