@@ -7,8 +7,34 @@
 //! - `GET /healthz`: 200 `{"status":"ok"}`
 //! - `GET /readyz`: 200 while accepting, 503 while draining
 //! - `GET /metrics`: Prometheus text exposition
+//! - `GET /api/v1/stats`: connection, pool, topic and subscription counts
+//! - `GET /api/v1/connections?user=&topic=&limit=&cursor=`: a page of
+//!   connections by id, with an opaque `next_cursor`
+//! - `GET /api/v1/connections/{id}`: one connection
+//! - `POST /api/v1/connections/{id}/send`: `PUSH <payload>` to it (202)
+//! - `POST /api/v1/connections/{id}/close`: `KICK admin [message]` (202)
+//! - `POST /api/v1/users/{user}/send`, `POST /api/v1/users/{user}/close`:
+//!   the same, to the connection bound to the user
+//! - `GET /api/v1/topics`: topics with subscribers
+//! - `POST /api/v1/topics/{topic}/publish`: `MSG <topic> <payload>` to its
+//!   subscribers, answering how many
+//! - `POST /api/v1/broadcast`: `PUSH <payload>` to every open connection
+//! - `POST /api/v1/drain`: the same drain as SIGTERM (202)
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of all the above
+//!
+//! With `--admin-token` everything under `/api` needs the bearer token
+//! ([`auth`]). Bodies are read by [`body`]; the route table is in
+//! [`routes`]. Unknown routes answer 404 and known routes with another
+//! method 405, both in the API's JSON error shape. This module never
+//! touches a socket of a client: it asks the registry, which queues into
+//! the connections' mailboxes.
 
+pub mod api;
+pub mod auth;
+pub mod body;
 mod error;
+pub mod rfc3339;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,13 +66,17 @@ pub struct AdminState {
 
 /// Binds the admin listener; the returned server runs once spawned.
 pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, SocketAddr)> {
+    let token: Option<Arc<str>> = state.token.as_deref().map(Arc::from);
     let state = web::Data::from(Arc::new(state));
     let server = HttpServer::new(move || {
+        let token = token.clone();
         App::new()
             .app_data(state.clone())
+            .wrap_fn(move |req, srv| auth::check(token.as_deref(), req, srv))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
+            .configure(routes::configure)
             .default_service(web::to(not_found))
     })
     .workers(1)

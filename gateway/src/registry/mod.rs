@@ -154,15 +154,22 @@ impl Handler<SendTo> for Registry {
             .find(&msg.target)
             .and_then(|conn| match msg.action {
                 Action::Deliver(frame) => match conn.deliver(frame) {
-                    true => Ok(()),
+                    true => Ok(None),
                     false => Err(TargetError::NotFound),
                 },
                 Action::Close { reason, message } => {
                     conn.close(reason, message);
-                    Ok(())
+                    Ok(Some(conn.id()))
                 }
             });
-        MessageResult(result)
+        // A close answered 202 makes the connection `closing` at once
+        // (contract section 5): a send or close right behind it gets 409,
+        // even before the connection reports its own close.
+        if let Ok(Some(closed)) = result {
+            self.dir.closing(closed);
+            self.update_gauges();
+        }
+        MessageResult(result.map(drop))
     }
 }
 

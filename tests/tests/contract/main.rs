@@ -9,6 +9,8 @@
 
 mod common;
 
+mod admin_api;
+mod admin_errors;
 mod close;
 mod commands;
 mod drain;

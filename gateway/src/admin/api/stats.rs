@@ -1,0 +1,44 @@
+//! `GET /api/v1/stats`: the gateway's counters in one JSON object, read
+//! from the same metrics `/metrics` exports plus the registry's counts.
+
+use actix_web::HttpResponse;
+use gateway_metrics::{CLOSE_REASONS, REJECT_REASONS};
+use prometheus::IntCounterVec;
+use serde_json::json;
+
+use super::State;
+use crate::admin::ApiError;
+use crate::admin::body::Body;
+use crate::registry::messages::Counts;
+
+/// `GET /api/v1/stats`.
+pub async fn stats(state: State, body: Body) -> Result<HttpResponse, ApiError> {
+    body.none()?;
+    let counts = state.ask(Counts).await?;
+    let m = &state.metrics;
+    Ok(HttpResponse::Ok().json(json!({
+        "connections": {
+            "active": m.connections_active.get(),
+            "accepted": m.connections_accepted.get(),
+            "closed": sum(&m.connections_closed, &CLOSE_REASONS),
+            "rejected": sum(&m.connections_rejected, &REJECT_REASONS),
+        },
+        "pool": {
+            "idle": m.pool_idle.get(),
+            "reused": m.pool_reused.get(),
+            "allocated": m.pool_allocated.get(),
+            "discarded": m.pool_discarded.get(),
+        },
+        "topics": counts.topics,
+        "subscriptions": counts.subscriptions,
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "draining": state.drain.is_draining(),
+    })))
+}
+
+fn sum(counter: &IntCounterVec, labels: &[&str]) -> u64 {
+    labels
+        .iter()
+        .map(|label| counter.with_label_values(&[label]).get())
+        .sum()
+}
