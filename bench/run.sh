@@ -53,7 +53,7 @@ if [ "$QUICK" = 1 ]; then
     IDLE_ARGS="--connections 1000 --settle-ms 300"
     KICK_ARGS="--connections 100 --bytes 65536"
 else
-    ROUNDS=${ROUNDS:-2}
+    ROUNDS=${ROUNDS:-3}
     DURATION=10; WARMUP=2
     ECHO_ARGS="--connections 100 --depth 16 --payload 64"
     CHURN_ARGS="--concurrency 32"

@@ -250,7 +250,7 @@ pub fn render(lines: &[Value]) -> String {
             r.metric,
             fmt(g),
             fmt(b),
-            ratio.map_or("–".to_owned(), |q| format!("{q:.2}")),
+            ratio.map_or("–".to_owned(), |q| format!("{q:.3}")),
         );
     }
     let mut notes = String::new();
@@ -289,8 +289,8 @@ mod tests {
             json!({"server":"gateway","scenario":"kick","variant":null,"error":"404"}),
         ];
         let t = super::render(&lines);
-        assert!(t.contains("| echo | msgs/s | 95.00 | 100 | 0.95 | ≥ 0.9× baseline | PASS |"));
-        assert!(t.contains("| echo | p99 µs | 13.00 | 10.00 | 1.30 | ≤ 1.2× baseline | FAIL |"));
+        assert!(t.contains("| echo | msgs/s | 95.00 | 100 | 0.950 | ≥ 0.9× baseline | PASS |"));
+        assert!(t.contains("| echo | p99 µs | 13.00 | 10.00 | 1.300 | ≤ 1.2× baseline | FAIL |"));
         assert!(t.contains("| kick | bytes lost | – | – | – | ≤ 0 | pending |"));
         assert!(t.contains("gateway kick: did not run: 404"));
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gateway_bench::frame::Framing;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use state::State;
 
@@ -81,12 +81,9 @@ fn main() -> ExitCode {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     use anyhow::Context;
-    let client = TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("binding {}", cli.listen))?;
-    let admin = TcpListener::bind(cli.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", cli.admin_listen))?;
+    let client = listen(cli.listen).with_context(|| format!("binding {}", cli.listen))?;
+    let admin =
+        listen(cli.admin_listen).with_context(|| format!("binding {}", cli.admin_listen))?;
     let state = Arc::new(State::new(state::Limits {
         framing: cli.framing,
         max_frame: cli.max_frame_bytes,
@@ -109,6 +106,20 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A listener with a 4096-deep accept queue (what the gateway asks for;
+/// tokio's `TcpListener::bind` asks for less, and a burst of connects then
+/// overflows it into 1 s SYN retransmits).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }
 
 #[allow(clippy::print_stdout)]

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{Client, Ctx, Outcome, collect_ok, run_indexed};
 use crate::procfs::vm_rss_kib;
 use crate::progress::Progress;
-use crate::stats::round2;
+use crate::stats::{LatencySink, round2};
 
 /// Parameters of `idle`.
 #[derive(Clone, Debug, clap::Args)]
@@ -49,10 +49,12 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
     );
     let tag = std::process::id();
     let topics = args.topics.max(1);
+    let sink = LatencySink::new();
     let start = Instant::now();
     let conns = run_indexed(args.connections, args.parallel, |i| {
-        let (ctx, done) = (ctx.clone(), done.clone());
+        let (ctx, done, mut rec) = (ctx.clone(), done.clone(), sink.recorder());
         async move {
+            let t0 = Instant::now();
             let mut c = Client::connect(&ctx, true).await?;
             let topic = format!("idle.{}", i % topics);
             c.send(&[
@@ -63,6 +65,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
             c.expect("OK HELLO ").await?;
             c.expect(&format!("OK SUB {topic}")).await?;
             done.fetch_add(1, Ordering::Relaxed);
+            rec.record(t0.elapsed());
             Ok(c)
         }
     })
@@ -87,6 +90,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
             "connected": n,
             "connects_per_sec": round2(n as f64 / setup.as_secs_f64()),
             "setup_seconds": round2(setup.as_secs_f64()),
+            "setup_latency": sink.summary(),
         }),
         failures,
     })
