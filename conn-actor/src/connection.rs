@@ -30,6 +30,10 @@ use crate::state::ConnState;
 pub(crate) enum Phase {
     /// Acting on frames.
     Open,
+    /// The client ended (`QUIT`, EOF, a too-large frame): frames are no
+    /// longer acted on, and the close waits behind the mailbox, so that
+    /// whatever was addressed to the client before it is still written.
+    Ending { reason: CloseReason },
     /// Writing what was queued before the close; input is discarded.
     Flushing {
         reason: CloseReason,
@@ -47,7 +51,8 @@ impl Phase {
     fn reason(self) -> Option<CloseReason> {
         match self {
             Phase::Open => None,
-            Phase::Flushing { reason, .. }
+            Phase::Ending { reason }
+            | Phase::Flushing { reason, .. }
             | Phase::Lingering { reason }
             | Phase::Done { reason } => Some(reason),
         }
@@ -95,19 +100,25 @@ impl Connection {
         ConnHandle::new(id, addr)
     }
 
+    /// Whether frames from the client are acted on.
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
+    /// Whether frames for the client are still queued (no close yet).
+    fn takes_output(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Ending { .. })
+    }
+
     /// Runs the command in one complete frame.
-    pub(crate) fn on_frame(&mut self, frame: &[u8]) {
+    pub(crate) fn on_frame(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
         match command::parse(frame) {
-            Ok(cmd) => self.run(cmd),
+            Ok(cmd) => self.run(ctx, cmd),
             Err(err) => self.reply(&[err.reply()]),
         }
     }
 
-    fn run(&mut self, cmd: Command<'_>) {
+    fn run(&mut self, ctx: &mut Context<Self>, cmd: Command<'_>) {
         let hub = &self.shared.hub;
         match cmd {
             Command::Hello(user) => {
@@ -153,7 +164,7 @@ impl Connection {
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
-            Command::Quit => self.begin_close(CloseReason::Quit, None),
+            Command::Quit => self.client_ends(ctx, CloseReason::Quit),
         }
     }
 
@@ -166,7 +177,7 @@ impl Connection {
     /// Queues a frame, or drops it once a close was asked for. Past
     /// `--max-pending-bytes` the client is a slow consumer.
     fn enqueue(&mut self, frame: Bytes) {
-        if !self.is_open() {
+        if !self.takes_output() {
             self.shared.metrics.dropped("closed", 1);
             return;
         }
@@ -193,10 +204,29 @@ impl Connection {
         self.start_closing(reason, message, false);
     }
 
-    fn start_closing(&mut self, reason: CloseReason, message: Option<Bytes>, abandon: bool) {
-        if !self.is_open() {
-            return;
+    /// The client ended: stop acting on its frames now, and close once
+    /// everything already in the mailbox is queued.
+    pub(crate) fn client_ends(&mut self, ctx: &mut Context<Self>, reason: CloseReason) {
+        if self.is_open() {
+            self.phase = Phase::Ending { reason };
+            self.shared.hub.closing(self.id);
+            ctx.address().do_send(Close {
+                reason,
+                message: None,
+            });
         }
+    }
+
+    fn start_closing(&mut self, reason: CloseReason, message: Option<Bytes>, abandon: bool) {
+        let (reason, message) = match self.phase {
+            Phase::Open => {
+                self.shared.hub.closing(self.id);
+                (reason, message)
+            }
+            // The client's own end came first.
+            Phase::Ending { reason } => (reason, None),
+            _ => return,
+        };
         if let Some(last) = reason.last_frame(message.as_deref()) {
             let frame = self.shared.codec.encode(&[&last]);
             self.state.out.push(frame);
@@ -209,12 +239,11 @@ impl Connection {
         if let Some(slot) = self.idle.take() {
             idle::remove(slot);
         }
-        self.shared.hub.closing(self.id);
     }
 
     /// Bounds a close by `--close-timeout`, once.
     pub(crate) fn arm_close_timer(&mut self, ctx: &mut Context<Self>) {
-        if !self.is_open() && !self.close_timer_armed {
+        if !self.takes_output() && !self.close_timer_armed {
             self.close_timer_armed = true;
             let timeout = self.shared.limits.close_timeout;
             ctx.run_later(timeout, |act, ctx| act.close_timed_out(ctx));
@@ -229,7 +258,7 @@ impl Connection {
                 self.finish(ctx);
             }
             Phase::Lingering { .. } => self.finish(ctx),
-            Phase::Open | Phase::Done { .. } => {}
+            Phase::Open | Phase::Ending { .. } | Phase::Done { .. } => {}
         }
     }
 
@@ -259,7 +288,7 @@ impl Connection {
             self.start_closing(CloseReason::Client, None, false);
             self.finish(ctx);
         } else {
-            self.begin_close(CloseReason::Client, None);
+            self.client_ends(ctx, CloseReason::Client);
         }
     }
 
@@ -303,7 +332,7 @@ impl Actor for Connection {
         }
         let metrics = &self.shared.metrics;
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
-        if self.phase == Phase::Open {
+        if self.takes_output() {
             // Stopped without a close (the system is going down).
             self.shared.hub.closing(self.id);
         }

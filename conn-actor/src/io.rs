@@ -17,6 +17,7 @@ use bytes::Buf;
 
 use crate::codec::FrameError;
 use crate::connection::{Connection, Phase};
+use crate::messages::CloseReason;
 
 /// Size of each thread's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -95,7 +96,7 @@ impl Connection {
             let read = READ_BUF.with_borrow_mut(|buf| match self.socket.try_read(buf) {
                 Ok(0) => Ok(0),
                 Ok(n) => {
-                    self.on_input(&buf[..n]);
+                    self.on_input(ctx, &buf[..n]);
                     Ok(n)
                 }
                 Err(err) => Err(err),
@@ -128,7 +129,7 @@ impl Connection {
 
     /// Handles bytes read from the socket: complete frames run, a trailing
     /// partial frame is kept. After a close asks for it, input is discarded.
-    fn on_input(&mut self, mut data: &[u8]) {
+    fn on_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
         let counters = &mut self.state.counters;
         counters.bytes_in += data.len() as u64;
         self.shared.metrics.bytes_received.inc_by(data.len() as u64);
@@ -136,7 +137,7 @@ impl Connection {
 
         while !data.is_empty() && self.is_open() {
             if self.state.partial.is_empty() {
-                let used = self.run_frames(data);
+                let used = self.run_frames(ctx, data);
                 data = &data[used..];
                 if self.is_open() && !data.is_empty() {
                     // What is left is one incomplete frame within the limit.
@@ -151,7 +152,7 @@ impl Connection {
             self.state.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
             let mut carried = std::mem::take(&mut self.state.partial);
-            let used = self.run_frames(&carried);
+            let used = self.run_frames(ctx, &carried);
             carried.advance(used);
             if !carried.is_empty() && self.is_open() {
                 self.state.partial = carried;
@@ -166,7 +167,7 @@ impl Connection {
     }
 
     /// Runs every complete frame at the start of `buf`; returns the bytes used.
-    fn run_frames(&mut self, buf: &[u8]) -> usize {
+    fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
         let codec = self.shared.codec;
         let mut used = 0;
         while self.is_open() {
@@ -174,11 +175,11 @@ impl Connection {
                 Ok(Some(decoded)) => {
                     used += decoded.consumed;
                     self.state.counters.frames_in += 1;
-                    self.on_frame(decoded.frame);
+                    self.on_frame(ctx, decoded.frame);
                 }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { .. }) => {
-                    self.begin_close(crate::messages::CloseReason::FrameTooLarge, None);
+                    self.client_ends(ctx, CloseReason::FrameTooLarge);
                     break;
                 }
             }
@@ -246,12 +247,10 @@ impl Connection {
             err.kind(),
             ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
         );
-        if self.is_open() {
-            if reset {
-                self.peer_gone(ctx, true);
-            } else {
-                self.begin_close(crate::messages::CloseReason::Error, None);
-            }
+        if reset {
+            self.peer_gone(ctx, true);
+        } else {
+            self.begin_close(CloseReason::Error, None);
         }
         let dropped = self.state.out.clear();
         self.shared.metrics.dropped("closed", dropped as u64);

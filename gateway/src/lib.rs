@@ -4,8 +4,9 @@
 //! `gateway-metrics`.
 //!
 //! Threads: the system thread runs the acceptor, the pool manager and the
-//! drain; one arbiter runs the registry; `--workers` arbiters run the
-//! connection actors; actix-web runs the admin API on its own thread.
+//! drain; one arbiter runs the registry actor that serves the admin API's
+//! queries; `--workers` arbiters run the connection actors; actix-web runs
+//! the admin API on its own thread.
 
 pub mod acceptor;
 pub mod admin;
@@ -29,7 +30,7 @@ use crate::acceptor::Acceptor;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::registry::{Registry, RegistryHub};
+use crate::registry::{Registry, SharedRegistry};
 
 /// Pending connections the kernel queues before `accept`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -44,14 +45,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let registry_thread = Arbiter::new();
 
     let (client, admin) = system.block_on(async {
+        let directory = SharedRegistry::new(metrics.clone());
         let registry = {
-            let metrics = metrics.clone();
-            Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(metrics))
+            let directory = directory.clone();
+            Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(directory))
         };
         let pool = PoolManager::<ConnState>::new(config.pool_max_idle, metrics.clone()).start();
         let shared = Shared::new(
             config.limits.clone(),
-            Arc::new(RegistryHub(registry.clone())),
+            Arc::new(directory),
             metrics.clone(),
             pool.clone().recipient(),
         );

@@ -1,38 +1,8 @@
-//! The registry's messages: notifications from connections (through
-//! [`RegistryHub`](super::RegistryHub)) and queries from the admin API.
+//! The registry actor's messages: the admin API's requests.
 
 use actix::Message;
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
-
-/// A connection opened.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Opened(pub ConnHandle);
-
-/// `HELLO`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Login {
-    pub user: Name,
-    pub conn: ConnId,
-}
-
-/// `SUB`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe {
-    pub topic: Name,
-    pub conn: ConnId,
-}
-
-/// `UNSUB`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub topic: Name,
-    pub conn: ConnId,
-}
 
 /// A publish from a client or the admin API; answers how many connections
 /// the frame was queued for.
@@ -44,16 +14,6 @@ pub struct Publish {
     /// The publishing connection, which delivers its own copy.
     pub from: Option<ConnId>,
 }
-
-/// A connection began closing: route nothing more to it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Closing(pub ConnId);
-
-/// A connection's socket closed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Closed(pub ConnId);
 
 /// How the admin API names a connection.
 #[derive(Debug, Clone)]

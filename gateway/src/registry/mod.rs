@@ -1,19 +1,25 @@
 //! The topic and user registry: which connections exist, which user each
 //! holds and which topics each follows.
 //!
-//! It is one actor, so its view is consistent and the order of one
-//! sender's requests is the order they take effect: a `SUB` then a `PUB`
-//! from the same connection always sees the subscription. Connections reach
-//! it through [`RegistryHub`] (the `conn_actor::Hub` seam); the admin API
-//! through the queries in [`messages`]. Fanning out to other gateway nodes
-//! belongs behind the same two seams.
+//! One [`Directory`](state::Directory) behind a lock, shared by every
+//! worker. A connection's `SUB`, `HELLO` and `PUB` take effect in the
+//! connection's own turn, so causality holds without further care: once a
+//! client has the answer to a command that followed its `PUB`, the `MSG` is
+//! already in every subscriber's mailbox, ahead of anything they do next.
+//! Publishes from two workers only read the directory and run in parallel.
+//!
+//! Connections reach it through [`SharedRegistry`]'s `conn_actor::Hub`
+//! implementation; the admin API through the [`Registry`] actor and its
+//! [`messages`]. Fanning out to other gateway nodes belongs behind the same
+//! two seams.
 
 pub mod messages;
 mod state;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use actix::{Actor, Addr, Context, Handler, MessageResult};
+use actix::{Actor, Context, Handler, MessageResult};
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Hub, Name};
 use gateway_metrics::GatewayMetrics;
@@ -21,28 +27,157 @@ use gateway_metrics::GatewayMetrics;
 use messages::*;
 use state::Directory;
 
-/// The registry actor.
-pub struct Registry {
-    dir: Directory,
+/// The registry, shared by connections (as their `Hub`) and the admin API.
+#[derive(Clone)]
+pub struct SharedRegistry(Arc<Inner>);
+
+struct Inner {
+    dir: RwLock<Directory>,
     metrics: GatewayMetrics,
-    draining: bool,
+    draining: AtomicBool,
 }
 
-impl Registry {
+impl SharedRegistry {
     /// An empty registry counting into `metrics`.
     pub fn new(metrics: GatewayMetrics) -> Self {
-        Self {
-            dir: Directory::default(),
+        Self(Arc::new(Inner {
+            dir: RwLock::new(Directory::default()),
             metrics,
-            draining: false,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    // Nothing panics while holding the lock, and every write leaves the
+    // directory consistent, so a poisoned lock is still sound to use.
+    fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.0.dir.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.0.dir.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update_gauges(&self, dir: &Directory) {
+        let metrics = &self.0.metrics;
+        metrics.topics.set(dir.topic_count() as i64);
+        metrics.subscriptions.set(dir.subscription_count() as i64);
+    }
+
+    /// Looks a target up.
+    pub fn find(&self, target: &Target) -> Result<ConnHandle, TargetError> {
+        self.read().find(target)
+    }
+
+    /// Queues `action` for an open target. A close makes it `closing` at
+    /// once, so a request right behind it gets 409.
+    pub fn send_to(&self, target: &Target, action: Action) -> Result<(), TargetError> {
+        match action {
+            Action::Deliver(frame) => match self.find(target)?.deliver(frame) {
+                true => Ok(()),
+                false => Err(TargetError::NotFound),
+            },
+            Action::Close { reason, message } => {
+                let mut dir = self.write();
+                let conn = dir.find(target)?.id();
+                dir.close(conn, reason, message);
+                self.update_gauges(&dir);
+                Ok(())
+            }
         }
     }
 
-    fn update_gauges(&self) {
-        self.metrics.topics.set(self.dir.topic_count() as i64);
-        self.metrics
-            .subscriptions
-            .set(self.dir.subscription_count() as i64);
+    /// Queues an encoded `MSG` for the topic's subscribers but `from`.
+    pub fn publish_frame(&self, topic: &str, frame: &Bytes, from: Option<ConnId>) -> usize {
+        self.read().publish(topic, frame, from)
+    }
+
+    /// Queues a frame for every open connection.
+    pub fn broadcast(&self, frame: &Bytes) -> usize {
+        self.read().broadcast(frame)
+    }
+
+    /// One page of connections.
+    pub fn list(&self, query: &List) -> Page<ConnHandle> {
+        self.read().list(query)
+    }
+
+    /// Topics with subscribers.
+    pub fn topics(&self) -> Vec<(Name, usize)> {
+        self.read().topics()
+    }
+
+    /// Topic and subscription counts.
+    pub fn counts(&self) -> RegistryCounts {
+        let dir = self.read();
+        RegistryCounts {
+            topics: dir.topic_count(),
+            subscriptions: dir.subscription_count(),
+        }
+    }
+
+    /// Kicks every connection with `KICK shutdown`, and every later one.
+    pub fn drain_all(&self) {
+        let mut dir = self.write();
+        self.0.draining.store(true, Ordering::SeqCst);
+        dir.close_all(CloseReason::Shutdown);
+        self.update_gauges(&dir);
+    }
+}
+
+impl Hub for SharedRegistry {
+    fn opened(&self, conn: ConnHandle) {
+        let mut dir = self.write();
+        // Checked under the lock, so a connection opening while the drain
+        // begins is either kicked here or by `drain_all`.
+        if self.0.draining.load(Ordering::SeqCst) {
+            conn.close(CloseReason::Shutdown, None);
+        }
+        dir.open(conn);
+    }
+
+    fn login(&self, user: Name, conn: ConnId) {
+        let mut dir = self.write();
+        dir.login(user, conn);
+        self.update_gauges(&dir);
+    }
+
+    fn subscribe(&self, topic: Name, conn: ConnId) {
+        let mut dir = self.write();
+        dir.subscribe(topic, conn);
+        self.update_gauges(&dir);
+    }
+
+    fn unsubscribe(&self, topic: Name, conn: ConnId) {
+        let mut dir = self.write();
+        dir.unsubscribe(&topic, conn);
+        self.update_gauges(&dir);
+    }
+
+    fn publish(&self, topic: Name, frame: Bytes, from: ConnId) {
+        self.publish_frame(&topic, &frame, Some(from));
+    }
+
+    fn closing(&self, conn: ConnId) {
+        let mut dir = self.write();
+        dir.closing(conn);
+        self.update_gauges(&dir);
+    }
+
+    fn closed(&self, conn: ConnId) {
+        self.write().closed(conn);
+    }
+}
+
+/// The admin API's handle on the registry: an actor so that handlers on
+/// the admin thread queue their requests like any other sender.
+pub struct Registry {
+    shared: SharedRegistry,
+}
+
+impl Registry {
+    /// An actor answering queries on `shared`.
+    pub fn new(shared: SharedRegistry) -> Self {
+        Self { shared }
     }
 }
 
@@ -50,167 +185,58 @@ impl Actor for Registry {
     type Context = Context<Self>;
 }
 
-/// Connections notify the registry through its mailbox.
-pub struct RegistryHub(pub Addr<Registry>);
-
-impl Hub for RegistryHub {
-    fn opened(&self, conn: ConnHandle) {
-        self.0.do_send(Opened(conn));
-    }
-    fn login(&self, user: Name, conn: ConnId) {
-        self.0.do_send(Login { user, conn });
-    }
-    fn subscribe(&self, topic: Name, conn: ConnId) {
-        self.0.do_send(Subscribe { topic, conn });
-    }
-    fn unsubscribe(&self, topic: Name, conn: ConnId) {
-        self.0.do_send(Unsubscribe { topic, conn });
-    }
-    fn publish(&self, topic: Name, frame: Bytes, from: ConnId) {
-        self.0.do_send(Publish {
-            topic,
-            frame,
-            from: Some(from),
-        });
-    }
-    fn closing(&self, conn: ConnId) {
-        self.0.do_send(Closing(conn));
-    }
-    fn closed(&self, conn: ConnId) {
-        self.0.do_send(Closed(conn));
-    }
-}
-
-impl Handler<Opened> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Opened, _: &mut Context<Self>) {
-        if self.draining {
-            // Accepted just before the drain began: drain it too.
-            msg.0.close(CloseReason::Shutdown, None);
-        }
-        self.dir.open(msg.0);
-    }
-}
-
-impl Handler<Login> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Login, _: &mut Context<Self>) {
-        if let Some(previous) = self.dir.login(msg.user, msg.conn) {
-            previous.close(CloseReason::Replaced, None);
-        }
-    }
-}
-
-impl Handler<Subscribe> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        self.dir.subscribe(msg.topic, msg.conn);
-        self.update_gauges();
-    }
-}
-
-impl Handler<Unsubscribe> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        self.dir.unsubscribe(&msg.topic, msg.conn);
-        self.update_gauges();
-    }
-}
-
 impl Handler<Publish> for Registry {
     type Result = usize;
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> usize {
-        self.dir.publish(&msg.topic, &msg.frame, msg.from)
-    }
-}
-
-impl Handler<Closing> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Closing, _: &mut Context<Self>) {
-        self.dir.closing(msg.0);
-        self.update_gauges();
-    }
-}
-
-impl Handler<Closed> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Closed, _: &mut Context<Self>) {
-        self.dir.closed(msg.0);
+        self.shared.publish_frame(&msg.topic, &msg.frame, msg.from)
     }
 }
 
 impl Handler<Find> for Registry {
     type Result = MessageResult<Find>;
     fn handle(&mut self, msg: Find, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.dir.find(&msg.0))
+        MessageResult(self.shared.find(&msg.0))
     }
 }
 
 impl Handler<SendTo> for Registry {
     type Result = MessageResult<SendTo>;
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
-        let result = self
-            .dir
-            .find(&msg.target)
-            .and_then(|conn| match msg.action {
-                Action::Deliver(frame) => match conn.deliver(frame) {
-                    true => Ok(None),
-                    false => Err(TargetError::NotFound),
-                },
-                Action::Close { reason, message } => {
-                    conn.close(reason, message);
-                    Ok(Some(conn.id()))
-                }
-            });
-        // A close answered 202 makes the connection `closing` at once
-        // (contract section 5): a send or close right behind it gets 409,
-        // even before the connection reports its own close.
-        if let Ok(Some(closed)) = result {
-            self.dir.closing(closed);
-            self.update_gauges();
-        }
-        MessageResult(result.map(drop))
+        MessageResult(self.shared.send_to(&msg.target, msg.action))
     }
 }
 
 impl Handler<Broadcast> for Registry {
     type Result = usize;
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
-        self.dir.broadcast(&msg.0)
+        self.shared.broadcast(&msg.0)
     }
 }
 
 impl Handler<List> for Registry {
     type Result = MessageResult<List>;
     fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.dir.list(&msg))
+        MessageResult(self.shared.list(&msg))
     }
 }
 
 impl Handler<Topics> for Registry {
     type Result = MessageResult<Topics>;
     fn handle(&mut self, _: Topics, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.dir.topics())
+        MessageResult(self.shared.topics())
     }
 }
 
 impl Handler<Counts> for Registry {
     type Result = MessageResult<Counts>;
     fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(RegistryCounts {
-            topics: self.dir.topic_count(),
-            subscriptions: self.dir.subscription_count(),
-        })
+        MessageResult(self.shared.counts())
     }
 }
 
 impl Handler<DrainAll> for Registry {
     type Result = ();
     fn handle(&mut self, _: DrainAll, _: &mut Context<Self>) {
-        self.draining = true;
-        self.dir.close_all(CloseReason::Shutdown);
+        self.shared.drain_all();
     }
 }
-
-/// Shared by the parts that talk to the registry.
-pub type RegistryAddr = Arc<Addr<Registry>>;

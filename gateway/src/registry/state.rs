@@ -67,15 +67,26 @@ impl<H: Endpoint> Directory<H> {
         self.conns.insert(entry.handle.id(), entry);
     }
 
-    /// Binds `user` to `conn`; returns the open connection that held it.
-    pub fn login(&mut self, user: Name, conn: ConnId) -> Option<H> {
-        let entry = self.conns.get_mut(&conn).filter(|e| !e.closing)?;
+    /// Binds `user` to `conn`, closing (`KICK replaced`) the open
+    /// connection that held it.
+    pub fn login(&mut self, user: Name, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn).filter(|e| !e.closing) else {
+            return;
+        };
         entry.user = Some(user.clone());
-        let previous = self.users.insert(user, conn)?;
-        self.conns
-            .get(&previous)
-            .filter(|e| previous != conn && !e.closing)
-            .map(|e| e.handle.clone())
+        if let Some(previous) = self.users.insert(user, conn)
+            && previous != conn
+        {
+            self.close(previous, CloseReason::Replaced, None);
+        }
+    }
+
+    /// Asks an open connection to close; from now on it is `closing`.
+    pub fn close(&mut self, conn: ConnId, reason: CloseReason, message: Option<Bytes>) {
+        if let Some(entry) = self.conns.get(&conn).filter(|e| !e.closing) {
+            entry.handle.close(reason, message);
+            self.closing(conn);
+        }
     }
 
     pub fn subscribe(&mut self, topic: Name, conn: ConnId) {
@@ -159,8 +170,14 @@ impl<H: Endpoint> Directory<H> {
     }
 
     pub fn close_all(&mut self, reason: CloseReason) {
-        for entry in self.conns.values().filter(|e| !e.closing) {
-            entry.handle.close(reason, None);
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| !e.closing)
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in open {
+            self.close(conn, reason, None);
         }
     }
 
@@ -253,14 +270,18 @@ mod tests {
     #[test]
     fn second_login_replaces_the_first() {
         let (mut dir, log) = setup(&[1, 2]);
-        assert!(dir.login(name("u"), 1).is_none());
-        let previous = dir.login(name("u"), 2).map(|h| h.id);
-        assert_eq!(previous, Some(1));
+        dir.login(name("u"), 1);
+        assert!(log.borrow().is_empty());
+        dir.login(name("u"), 2);
+        assert_eq!(*log.borrow(), ["1 closed replaced"]);
+        assert_eq!(
+            dir.find(&Target::Conn(1)).map(|h| h.id),
+            Err(TargetError::Closing)
+        );
         assert_eq!(dir.find(&Target::User(name("u"))).map(|h| h.id), Ok(2));
         // The replaced connection leaving does not unbind the new holder.
         dir.closed(1);
         assert_eq!(dir.find(&Target::User(name("u"))).map(|h| h.id), Ok(2));
-        assert!(log.borrow().is_empty());
     }
 
     #[test]
@@ -333,5 +354,9 @@ mod tests {
         dir.closing(2);
         dir.close_all(CloseReason::Shutdown);
         assert_eq!(*log.borrow(), ["1 closed shutdown"]);
+        assert_eq!(
+            dir.find(&Target::Conn(1)).map(|h| h.id),
+            Err(TargetError::Closing)
+        );
     }
 }
