@@ -202,7 +202,8 @@ done
 
 {
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING, $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
-    echo "server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s."
+    echo "server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
+    echo "built from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null)" ] && echo ' with uncommitted changes in the server crates' )."
     echo
     "$BENCH_BIN" report "$RESULTS"
 } | tee "$OUT/table.md"
