@@ -1,6 +1,8 @@
 //! `churn`: C concurrent loops of connect, `HELLO <unique user>`, `QUIT`,
 //! read to EOF. Measures cycles/s, the cycle time, and the gateway's pool
-//! reuse ratio over the measured window, from `/metrics`.
+//! reuse ratio over the measured window, from `/metrics`. Each phase of a
+//! cycle (connected, `OK HELLO` read, `BYE` read, EOF read) is timed from the
+//! start of the cycle, to show where slow cycles spend their time.
 //!
 //! Each client socket is bound to its own 127.0.0.X source address (see
 //! [`crate::net`]) so ephemeral ports do not run out.
@@ -38,6 +40,7 @@ struct Tally {
 pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
     let mut failures = Vec::new();
     let sink = LatencySink::new();
+    let phase_sinks: Vec<LatencySink> = PHASES.iter().map(|_| LatencySink::new()).collect();
     let done = Arc::new(AtomicU64::new(0));
     let window = Window::from_now(ctx);
     let cpu = CpuProbe::start(ctx.pid, window);
@@ -52,7 +55,8 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
     let mut tasks = tokio::task::JoinSet::new();
     for l in 0..args.concurrency.max(1) {
         let (ctx, rec, done) = (ctx.clone(), sink.recorder(), done.clone());
-        tasks.spawn(async move { one_loop(ctx, l, run_tag, window, rec, done).await });
+        let phases = phase_sinks.iter().map(LatencySink::recorder).collect();
+        tasks.spawn(async move { one_loop(ctx, l, run_tag, window, rec, phases, done).await });
     }
 
     // Pool counters at the end of the warm-up and after the last cycle.
@@ -115,6 +119,11 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
             "seconds": round2(secs),
             "cpu": cpu.finish().await,
             "latency": sink.summary(),
+            "phases": PHASES
+                .iter()
+                .zip(&phase_sinks)
+                .map(|(name, s)| (name.to_string(), s.summary()))
+                .collect::<serde_json::Map<_, _>>(),
             "pool_reuse": reuse.map(|r| (r * 10000.0).round() / 10000.0),
             "pool_delta": pool_delta,
             "metrics_error": scrape_error,
@@ -129,6 +138,7 @@ async fn one_loop(
     run_tag: u32,
     window: Window,
     mut rec: Recorder,
+    mut phases: Vec<Recorder>,
     done: Arc<AtomicU64>,
 ) -> Tally {
     let mut t = Tally::default();
@@ -138,15 +148,18 @@ async fn one_loop(
         let user = format!("churn-{run_tag}-{l}-{i}");
         i += 1;
         match tokio::time::timeout(STEP_TIMEOUT, one_cycle(&ctx, &user)).await {
-            Ok(Ok(())) => {
+            Ok(Ok(at)) => {
                 let now = Instant::now();
                 t.total += 1;
                 done.fetch_add(1, Ordering::Relaxed);
-                if window.contains(now) && start >= window.start {
+                if window.contains(now) {
                     t.measured += 1;
-                    rec.record(now - start);
-                } else if window.contains(now) {
-                    t.measured += 1;
+                    if start >= window.start {
+                        rec.record(now - start);
+                        for (r, a) in phases.iter_mut().zip(at) {
+                            r.record(a - start);
+                        }
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -163,18 +176,25 @@ async fn one_loop(
     t
 }
 
-/// connect, HELLO, QUIT, `OK HELLO`, `BYE`, EOF.
-async fn one_cycle(ctx: &Ctx, user: &str) -> Result<()> {
+/// Phases of a cycle, each timed from the start of the cycle.
+const PHASES: [&str; 4] = ["connected", "ok_hello", "bye", "eof"];
+
+/// connect, HELLO, QUIT, `OK HELLO`, `BYE`, EOF; returns when each of
+/// [`PHASES`] was reached.
+async fn one_cycle(ctx: &Ctx, user: &str) -> Result<[Instant; 4]> {
     let mut c = Client::connect(ctx, true).await?;
+    let connected = Instant::now();
     let hello = format!("HELLO {user}");
     c.send(&[hello.as_bytes(), b"QUIT"]).await?;
     c.expect("OK HELLO ").await?;
+    let ok_hello = Instant::now();
     let bye = c.recv().await?;
     if &bye[..] != b"BYE" {
         bail!("expected BYE, got {:?}", String::from_utf8_lossy(&bye));
     }
+    let bye_at = Instant::now();
     match c.rd.next_frame().await? {
-        None => Ok(()),
+        None => Ok([connected, ok_hello, bye_at, Instant::now()]),
         Some(f) => bail!("frame after BYE: {:?}", String::from_utf8_lossy(&f)),
     }
 }
