@@ -16,7 +16,8 @@
 #
 # --quick: short runs and small counts, for a smoke check (under a minute
 # once built). Results go to target/bench/<time>/ (results.jsonl, table.md,
-# server logs).
+# server logs). Exit status 1 when a run failed or broke a correctness
+# condition; performance verdicts do not change it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -203,8 +204,16 @@ done
 {
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING, $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
-    echo "built from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null)" ] && echo ' with uncommitted changes in the server crates' )."
+    echo "built from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null)" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/ or bench/' )."
     echo
     "$BENCH_BIN" report "$RESULTS"
 } | tee "$OUT/table.md"
 echo "run.sh: results in $OUT" >&2
+# The exit status reflects runs that failed or broke a correctness condition
+# (errors, missing or reordered messages, lost bytes); the performance
+# verdicts in the table do not change it.
+BAD=$(grep -c '"ok":false' "$RESULTS" || true)
+if [ "$BAD" -gt 0 ]; then
+    echo "run.sh: $BAD run(s) failed or broke a correctness condition (see 'Problems seen')" >&2
+    exit 1
+fi

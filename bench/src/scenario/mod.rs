@@ -237,12 +237,12 @@ impl CpuProbe {
                 .zip(c1.iter())
                 .map(|((b0, t0), (b1, t1))| {
                     let t = t1.saturating_sub(*t0).max(1) as f64;
-                    serde_json::json!((b1.saturating_sub(*b0) as f64 * 100.0 / t).round())
+                    serde_json::json!((b1.saturating_sub(*b0) as f64 * 100.0 / t).round() as i64)
                 })
                 .collect();
             let pct = |a: Option<u64>, b: Option<u64>| {
                 a.zip(b)
-                    .map(|(a, b)| ((b.saturating_sub(a)) as f64 / window.secs()).round())
+                    .map(|(a, b)| ((b.saturating_sub(a)) as f64 / window.secs()).round() as i64)
             };
             serde_json::json!({
                 "server_cpu_pct": pct(s0, s1),
