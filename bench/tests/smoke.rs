@@ -1,0 +1,126 @@
+//! Runs every scenario briefly against the baseline server, in both
+//! framings, and checks each result line reports a clean run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    client: String,
+    admin: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_baseline(framing: &str) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-baseline"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--framing",
+            framing,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start gateway-baseline");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("READY line");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_owned)
+            .expect("READY field")
+    };
+    let (client, admin) = (field("client="), field("admin="));
+    Server {
+        child,
+        client,
+        admin,
+    }
+}
+
+fn bench(server: &Server, framing: &str, args: &[&str]) -> Value {
+    let pid = server.child.id().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway-bench"))
+        .args([
+            "--target",
+            &server.client,
+            "--admin",
+            &server.admin,
+            "--pid",
+            &pid,
+            "--framing",
+            framing,
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--quiet",
+            "--label",
+            "baseline",
+        ])
+        .args(args)
+        .output()
+        .expect("run gateway-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(
+        line["ok"],
+        true,
+        "{args:?}: {line}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    line
+}
+
+fn all_scenarios(framing: &str) {
+    let s = start_baseline(framing);
+    let echo = bench(&s, framing, &["echo", "--connections", "4", "--depth", "4"]);
+    assert!(echo["results"]["messages"].as_u64().unwrap_or(0) > 0);
+    let churn = bench(&s, framing, &["churn", "--concurrency", "2"]);
+    assert!(churn["results"]["cycles"].as_u64().unwrap_or(0) > 0);
+    let fanout = bench(
+        &s,
+        framing,
+        &["fanout", "--subscribers", "20", "--publishers", "2"],
+    );
+    assert_eq!(fanout["results"]["missing"], 0);
+    assert!(fanout["results"]["deliveries"].as_u64().unwrap_or(0) > 0);
+    let idle = bench(
+        &s,
+        framing,
+        &["idle", "--connections", "50", "--settle-ms", "50"],
+    );
+    assert_eq!(idle["results"]["connected"], 50);
+    let kick = bench(
+        &s,
+        framing,
+        &["kick", "--connections", "5", "--bytes", "40000"],
+    );
+    assert_eq!(kick["results"]["bytes_lost"], 0);
+    assert_eq!(kick["results"]["bytes_read"], 200_000);
+}
+
+#[test]
+fn scenarios_run_clean_against_the_baseline_with_lines() {
+    all_scenarios("lines");
+}
+
+#[test]
+fn scenarios_run_clean_against_the_baseline_with_length_prefixes() {
+    all_scenarios("length");
+}
