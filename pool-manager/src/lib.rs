@@ -24,7 +24,7 @@ pub trait Recyclable: Default + Send + 'static {
     fn is_pristine(&self) -> bool;
 }
 
-/// A state handed out by [`Checkout`].
+/// A state handed out by [`CheckoutOf`].
 pub struct Lease<S> {
     /// The state, reset.
     pub state: Box<S>,

@@ -1,7 +1,7 @@
 //! The topic and user registry: which connections exist, which user each
 //! holds and which topics each follows.
 //!
-//! One [`Directory`](state::Directory) behind a lock, shared by every
+//! One `Directory` (see `state.rs`) behind a lock, shared by every
 //! worker. A connection's `SUB`, `HELLO` and `PUB` take effect in the
 //! connection's own turn, so causality holds without further care: once a
 //! client has the answer to a command that followed its `PUB`, the `MSG` is
