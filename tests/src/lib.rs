@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod poll;
+pub mod prometheus;
 
 pub use client::{Client, End, Event};
 pub use framing::Framing;
