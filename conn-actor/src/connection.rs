@@ -274,7 +274,11 @@ impl Connection {
     }
 
     /// The socket may close now.
+    /// Frames it could not write (a reset, the close timeout) are counted
+    /// as dropped.
     pub(crate) fn finish(&mut self, ctx: &mut Context<Self>) {
+        let unwritten = self.state.out.clear();
+        self.shared.metrics.dropped("closed", unwritten as u64);
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
         self.phase = Phase::Done { reason };
         ctx.stop();

@@ -252,8 +252,6 @@ impl Connection {
         } else {
             self.begin_close(CloseReason::Error, None);
         }
-        let dropped = self.state.out.clear();
-        self.shared.metrics.dropped("closed", dropped as u64);
         self.finish(ctx);
     }
 }

@@ -34,7 +34,9 @@ pub const CLOSE_REASONS: [&str; 9] = [
 pub const REJECT_REASONS: [&str; 2] = ["full", "draining"];
 
 /// Why queued frames were dropped; the `reason` label of
-/// `gateway_writes_dropped_total`.
+/// `gateway_writes_dropped_total`: `closed` for frames that came after a
+/// close or that the close could not write (a reset, the close timeout),
+/// `slow` for a slow consumer's queue.
 pub const DROP_REASONS: [&str; 2] = ["closed", "slow"];
 
 /// Buckets of the close-flush histogram: 50 µs to 10 s, about three per
