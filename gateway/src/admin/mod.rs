@@ -42,6 +42,7 @@ use std::time::Instant;
 
 use actix::Addr;
 use actix_web::dev::Server;
+use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use conn_actor::Framing;
@@ -73,9 +74,21 @@ pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, Sock
         App::new()
             .app_data(state.clone())
             .wrap_fn(move |req, srv| auth::check(token.as_deref(), req, srv))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
+            .service(routes::resource(
+                "/healthz",
+                Method::GET,
+                web::route().to(healthz),
+            ))
+            .service(routes::resource(
+                "/readyz",
+                Method::GET,
+                web::route().to(readyz),
+            ))
+            .service(routes::resource(
+                "/metrics",
+                Method::GET,
+                web::route().to(metrics),
+            ))
             .configure(routes::configure)
             .default_service(web::to(not_found))
     })

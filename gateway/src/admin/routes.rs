@@ -4,7 +4,7 @@
 //! `method_not_allowed` with an `Allow` header.
 
 use actix_web::http::{Method, header};
-use actix_web::{HttpResponse, Route, web};
+use actix_web::{HttpResponse, Resource, Route, web};
 
 use super::ApiError;
 use super::api::{connections, drain, stats, targets, topics};
@@ -59,17 +59,20 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// Registers every endpoint.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for endpoint in endpoints() {
-        let allow = endpoint.method.to_string();
-        let route = (endpoint.handler)().method(endpoint.method);
-        cfg.service(
-            web::resource(endpoint.pattern.unwrap_or(endpoint.path))
-                .route(route)
-                .default_service(web::to(move || {
-                    let allow = allow.clone();
-                    async move { MethodNotAllowed(allow) }
-                })),
-        );
+        let pattern = endpoint.pattern.unwrap_or(endpoint.path);
+        cfg.service(resource(pattern, endpoint.method, (endpoint.handler)()));
     }
+}
+
+/// A path served by one method; any other gets 405 with `Allow`.
+pub fn resource(pattern: &str, method: Method, route: Route) -> Resource {
+    let allow = method.to_string();
+    web::resource(pattern)
+        .route(route.method(method))
+        .default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { MethodNotAllowed(allow) }
+        }))
 }
 
 /// A 405 naming the allowed method.

@@ -159,6 +159,9 @@ fn unknown_routes_and_methods() {
         ("GET", "/api/v1/topics/a/b/publish"),
         ("GET", "/api/v1/broadcast"),
         ("PATCH", "/api/v1/drain"),
+        ("POST", "/healthz"),
+        ("PUT", "/readyz"),
+        ("DELETE", "/metrics"),
     ] {
         let r = api(&gw, method, path, None);
         assert_error(&r, 405, "method_not_allowed");
