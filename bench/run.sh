@@ -186,6 +186,8 @@ case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS
 }
 
 START=$(date +%s)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null | head -c 1)
 N=0
 for ROUND in $(seq 1 "$ROUNDS"); do
     for c in $ONLY; do
@@ -204,7 +206,7 @@ done
 {
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING, $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
-    echo "built from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$( [ -n "$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null)" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/ or bench/' )."
+    echo "built from commit $COMMIT$( [ -n "$DIRTY" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/ or bench/' )."
     echo
     "$BENCH_BIN" report "$RESULTS"
 } | tee "$OUT/table.md"

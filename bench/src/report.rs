@@ -54,6 +54,13 @@ const ROWS: &[Row] = &[
     ),
     row("echo", None, "p99.9 µs", "/latency/p999_us", Target::Info),
     row(
+        "echo",
+        None,
+        "msgs per server CPU-s",
+        "/per_server_cpu_sec",
+        Target::Info,
+    ),
+    row(
         "churn",
         None,
         "cycles/s",
@@ -67,6 +74,13 @@ const ROWS: &[Row] = &[
         "pool reuse",
         "/pool_reuse",
         Target::AtLeast(0.99),
+    ),
+    row(
+        "churn",
+        None,
+        "cycles per server CPU-s",
+        "/per_server_cpu_sec",
+        Target::Info,
     ),
     Row {
         scenario: "churn",
@@ -93,6 +107,13 @@ const ROWS: &[Row] = &[
     ),
     row("fanout", None, "p50 µs", "/latency/p50_us", Target::Info),
     row("fanout", None, "p99 µs", "/latency/p99_us", Target::Info),
+    row(
+        "fanout",
+        None,
+        "deliveries per server CPU-s",
+        "/per_server_cpu_sec",
+        Target::Info,
+    ),
     row("fanout", None, "missing", "/missing", Target::AtMost(0.0)),
     row(
         "fanout",

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok};
+use super::{Client, CpuProbe, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok, per_server_cpu_sec};
 use crate::metrics::{self, PoolCounters};
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -109,6 +109,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
         ));
     }
     let secs = window.secs();
+    let cpu = cpu.finish().await;
     Ok(Outcome {
         params: json!({ "concurrency": args.concurrency }),
         results: json!({
@@ -117,7 +118,8 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
             "cycles_total": total,
             "errors": errors,
             "seconds": round2(secs),
-            "cpu": cpu.finish().await,
+            "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
+            "cpu": cpu,
             "latency": sink.summary(),
             "phases": PHASES
                 .iter()

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed};
+use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -92,6 +92,7 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
         }
     }
     let secs = window.secs();
+    let cpu = cpu.finish().await;
     Ok(Outcome {
         params: json!({
             "connections": args.connections,
@@ -102,7 +103,8 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             "msgs_per_sec": round2(measured as f64 / secs),
             "messages": measured,
             "seconds": round2(secs),
-            "cpu": cpu.finish().await,
+            "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
+            "cpu": cpu,
             "latency": sink.summary(),
         }),
         failures,

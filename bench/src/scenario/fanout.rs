@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed};
+use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -171,6 +171,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         ));
     }
     let secs = window.secs();
+    let cpu = cpu.finish().await;
     Ok(Outcome {
         params: json!({
             "subscribers": args.subscribers,
@@ -185,7 +186,8 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
             "missing": t.missing,
             "reordered": t.reordered,
             "seconds": round2(secs),
-            "cpu": cpu.finish().await,
+            "per_server_cpu_sec": per_server_cpu_sec(t.measured, &cpu, &window),
+            "cpu": cpu,
             "latency": sink.summary(),
         }),
         failures,

@@ -258,3 +258,12 @@ impl CpuProbe {
         self.task.await.unwrap_or(Value::Null)
     }
 }
+
+/// `count` per second of server CPU time over the window: how much work the
+/// server does per unit of CPU, which other load on the machine disturbs
+/// less than the raw rate. `None` without a CPU reading.
+pub fn per_server_cpu_sec(count: u64, cpu: &Value, window: &Window) -> Option<f64> {
+    let pct = cpu.get("server_cpu_pct")?.as_f64()?;
+    let cpu_secs = pct / 100.0 * window.secs();
+    (cpu_secs > 0.0).then(|| (count as f64 / cpu_secs).round())
+}
