@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
+use actix_web::dev::ServerHandle;
 use gateway_metrics::GatewayMetrics;
 use tokio::sync::Notify;
 
@@ -53,6 +54,7 @@ impl Drain {
 pub async fn run(
     drain: Drain,
     registry: Addr<Registry>,
+    admin: ServerHandle,
     metrics: GatewayMetrics,
     timeout: Duration,
 ) {
@@ -72,6 +74,9 @@ pub async fn run(
             "shutdown timeout ran out; exiting"
         ),
     }
+    // Let the admin server finish what it is answering (the drain request
+    // itself, among others) before the process goes.
+    admin.stop(true).await;
     actix_rt::System::current().stop();
 }
 

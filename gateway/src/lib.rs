@@ -72,6 +72,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 started: Instant::now(),
             },
         )?;
+        let admin_handle = admin_server.handle();
         actix_rt::spawn(async move {
             if let Err(err) = admin_server.await {
                 tracing::error!(error = %err, "admin server failed");
@@ -94,6 +95,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         actix_rt::spawn(drain::run(
             drain,
             registry,
+            admin_handle,
             metrics.clone(),
             config.shutdown_timeout,
         ));
