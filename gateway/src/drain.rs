@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actix::Addr;
 use actix_web::dev::ServerHandle;
 use gateway_metrics::GatewayMetrics;
 use tokio::sync::Notify;
 
 use crate::registry::Registry;
-use crate::registry::messages::DrainAll;
 
 /// How often the drain checks whether every connection is gone.
 const POLL: Duration = Duration::from_millis(20);
@@ -53,7 +51,7 @@ impl Drain {
 /// Waits for the drain, carries it out, then stops the actor system.
 pub async fn run(
     drain: Drain,
-    registry: Addr<Registry>,
+    registry: Registry,
     admin: ServerHandle,
     metrics: GatewayMetrics,
     timeout: Duration,
@@ -61,7 +59,7 @@ pub async fn run(
     drain.requested().await;
     let active = metrics.connections_active.get();
     tracing::info!(active, "draining");
-    registry.do_send(DrainAll);
+    registry.drain_all();
     let all_closed = async {
         while metrics.connections_active.get() > 0 {
             actix_rt::time::sleep(POLL).await;

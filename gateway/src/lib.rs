@@ -4,9 +4,8 @@
 //! `gateway-metrics`.
 //!
 //! Threads: the system thread runs the acceptor, the pool manager and the
-//! drain; one arbiter runs the registry actor that serves the admin API's
-//! queries; `--workers` arbiters run the connection actors; actix-web runs
-//! the admin API on its own thread.
+//! drain; `--workers` arbiters run the connection actors; actix-web runs
+//! the admin API on its own thread. The registry is shared by all of them.
 
 pub mod acceptor;
 pub mod admin;
@@ -30,7 +29,7 @@ use crate::acceptor::Acceptor;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::registry::{Registry, SharedRegistry};
+use crate::registry::Registry;
 
 /// Pending connections the kernel queues before `accept`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -42,18 +41,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (prometheus, metrics) =
         gateway_metrics::new_registry().context("cannot register metrics")?;
     let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
-    let registry_thread = Arbiter::new();
 
     let (client, admin) = system.block_on(async {
-        let directory = SharedRegistry::new(metrics.clone());
-        let registry = {
-            let directory = directory.clone();
-            Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(directory))
-        };
+        let registry = Registry::new(metrics.clone());
         let pool = PoolManager::<ConnState>::new(config.pool_max_idle, metrics.clone()).start();
         let shared = Shared::new(
             config.limits.clone(),
-            Arc::new(directory),
+            Arc::new(registry.clone()),
             metrics.clone(),
             pool.clone().recipient(),
         );
@@ -108,7 +102,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for worker in workers {
         worker.stop();
     }
-    registry_thread.stop();
     Ok(())
 }
 

@@ -40,7 +40,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -56,7 +55,7 @@ use crate::registry::Registry;
 
 /// What the handlers share.
 pub struct AdminState {
-    pub registry: Addr<Registry>,
+    pub registry: Registry,
     pub prometheus: prometheus::Registry,
     pub metrics: GatewayMetrics,
     pub drain: Drain,

@@ -8,28 +8,27 @@
 //! already in every subscriber's mailbox, ahead of anything they do next.
 //! Publishes from two workers only read the directory and run in parallel.
 //!
-//! Connections reach it through [`SharedRegistry`]'s `conn_actor::Hub`
-//! implementation; the admin API through the [`Registry`] actor and its
-//! [`messages`]. Fanning out to other gateway nodes belongs behind the same
+//! Connections reach it through [`Registry`]'s `conn_actor::Hub`
+//! implementation; the admin API through its methods and the types in
+//! [`query`]. Fanning out to other gateway nodes belongs behind the same
 //! two seams.
 
-pub mod messages;
+pub mod query;
 mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use actix::{Actor, Context, Handler, MessageResult};
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Hub, Name};
 use gateway_metrics::GatewayMetrics;
 
-use messages::*;
+use query::*;
 use state::Directory;
 
 /// The registry, shared by connections (as their `Hub`) and the admin API.
 #[derive(Clone)]
-pub struct SharedRegistry(Arc<Inner>);
+pub struct Registry(Arc<Inner>);
 
 struct Inner {
     dir: RwLock<Directory>,
@@ -37,7 +36,7 @@ struct Inner {
     draining: AtomicBool,
 }
 
-impl SharedRegistry {
+impl Registry {
     /// An empty registry counting into `metrics`.
     pub fn new(metrics: GatewayMetrics) -> Self {
         Self(Arc::new(Inner {
@@ -101,6 +100,11 @@ impl SharedRegistry {
         self.read().list(query)
     }
 
+    /// A connection by id, closing ones included.
+    pub fn get(&self, conn: ConnId) -> Option<ConnHandle> {
+        self.read().get(conn)
+    }
+
     /// Topics with subscribers.
     pub fn topics(&self) -> Vec<(Name, usize)> {
         self.read().topics()
@@ -124,7 +128,7 @@ impl SharedRegistry {
     }
 }
 
-impl Hub for SharedRegistry {
+impl Hub for Registry {
     fn opened(&self, conn: ConnHandle) {
         let mut dir = self.write();
         // Checked under the lock, so a connection opening while the drain
@@ -165,78 +169,5 @@ impl Hub for SharedRegistry {
 
     fn closed(&self, conn: ConnId) {
         self.write().closed(conn);
-    }
-}
-
-/// The admin API's handle on the registry: an actor so that handlers on
-/// the admin thread queue their requests like any other sender.
-pub struct Registry {
-    shared: SharedRegistry,
-}
-
-impl Registry {
-    /// An actor answering queries on `shared`.
-    pub fn new(shared: SharedRegistry) -> Self {
-        Self { shared }
-    }
-}
-
-impl Actor for Registry {
-    type Context = Context<Self>;
-}
-
-impl Handler<Publish> for Registry {
-    type Result = usize;
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> usize {
-        self.shared.publish_frame(&msg.topic, &msg.frame, msg.from)
-    }
-}
-
-impl Handler<Find> for Registry {
-    type Result = MessageResult<Find>;
-    fn handle(&mut self, msg: Find, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.shared.find(&msg.0))
-    }
-}
-
-impl Handler<SendTo> for Registry {
-    type Result = MessageResult<SendTo>;
-    fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.shared.send_to(&msg.target, msg.action))
-    }
-}
-
-impl Handler<Broadcast> for Registry {
-    type Result = usize;
-    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
-        self.shared.broadcast(&msg.0)
-    }
-}
-
-impl Handler<List> for Registry {
-    type Result = MessageResult<List>;
-    fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.shared.list(&msg))
-    }
-}
-
-impl Handler<Topics> for Registry {
-    type Result = MessageResult<Topics>;
-    fn handle(&mut self, _: Topics, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.shared.topics())
-    }
-}
-
-impl Handler<Counts> for Registry {
-    type Result = MessageResult<Counts>;
-    fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.shared.counts())
-    }
-}
-
-impl Handler<DrainAll> for Registry {
-    type Result = ();
-    fn handle(&mut self, _: DrainAll, _: &mut Context<Self>) {
-        self.shared.drain_all();
     }
 }

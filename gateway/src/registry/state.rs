@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
 
-use super::messages::{List, Page, Target, TargetError};
+use super::query::{List, Page, Target, TargetError};
 
 /// How the directory reaches a connection.
 pub trait Endpoint: Clone {
@@ -167,6 +167,10 @@ impl<H: Endpoint> Directory<H> {
             Some(entry) if entry.closing => Err(TargetError::Closing),
             Some(entry) => Ok(entry.handle.clone()),
         }
+    }
+
+    pub fn get(&self, conn: ConnId) -> Option<H> {
+        self.conns.get(&conn).map(|e| e.handle.clone())
     }
 
     pub fn close_all(&mut self, reason: CloseReason) {

@@ -4,14 +4,14 @@
 //! the connection's, not the registry's copy.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use conn_actor::{ConnHandle, ConnId, ConnInfo, command};
+use conn_actor::{ConnId, ConnInfo, command};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{State, cursor, param};
 use crate::admin::body::Body;
 use crate::admin::{ApiError, rfc3339};
-use crate::registry::messages::List;
+use crate::registry::query::List;
 
 /// Connections on a page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -57,14 +57,12 @@ pub async fn list(state: State, req: HttpRequest, body: Body) -> Result<HttpResp
             cursor::decode(text).ok_or_else(|| ApiError::BadRequest("malformed cursor".into()))?,
         ),
     };
-    let page = state
-        .ask(List {
-            user: query.user,
-            topic: query.topic,
-            after,
-            limit,
-        })
-        .await?;
+    let page = state.registry.list(&List {
+        user: query.user,
+        topic: query.topic,
+        after,
+        limit,
+    });
     let next = page
         .more
         .then(|| page.conns.last().map(|h| cursor::encode(h.id())))
@@ -83,7 +81,7 @@ pub async fn list(state: State, req: HttpRequest, body: Body) -> Result<HttpResp
 pub async fn get(state: State, req: HttpRequest, body: Body) -> Result<HttpResponse, ApiError> {
     body.none()?;
     let id = conn_id(&param(&req, "id")?)?;
-    let handle = lookup(&state, id).await?;
+    let handle = state.registry.get(id).ok_or_else(not_found)?;
     let info = handle.inspect().await.ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(conn_json(&info)))
 }
@@ -100,23 +98,6 @@ pub fn conn_id(text: &[u8]) -> Result<ConnId, ApiError> {
 
 fn not_found() -> ApiError {
     ApiError::NotFound("no such connection".into())
-}
-
-/// Finds a connection by id, closing ones included: the page of one that
-/// starts at `id`.
-async fn lookup(state: &State, id: ConnId) -> Result<ConnHandle, ApiError> {
-    let page = state
-        .ask(List {
-            user: None,
-            topic: None,
-            after: id.checked_sub(1),
-            limit: 1,
-        })
-        .await?;
-    page.conns
-        .into_iter()
-        .find(|h| h.id() == id)
-        .ok_or_else(not_found)
 }
 
 /// CONN (contract section 7).

@@ -13,13 +13,11 @@ pub mod stats;
 pub mod targets;
 pub mod topics;
 
-use actix::{Handler, Message};
 use actix_web::{HttpRequest, web};
 use conn_actor::FrameCodec;
 
 use super::{AdminState, ApiError};
-use crate::registry::Registry;
-use crate::registry::messages::TargetError;
+use crate::registry::query::TargetError;
 
 /// The handlers' shared state.
 pub type State = web::Data<AdminState>;
@@ -37,17 +35,6 @@ impl AdminState {
             true => Err(ApiError::Draining),
             false => Ok(()),
         }
-    }
-
-    /// Asks the registry; a registry that cannot answer is an internal
-    /// error, never the caller's.
-    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, ApiError>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        Registry: Handler<M>,
-    {
-        self.registry.send(msg).await.map_err(ApiError::internal)
     }
 }
 

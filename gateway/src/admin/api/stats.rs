@@ -9,12 +9,11 @@ use serde_json::json;
 use super::State;
 use crate::admin::ApiError;
 use crate::admin::body::Body;
-use crate::registry::messages::Counts;
 
 /// `GET /api/v1/stats`.
 pub async fn stats(state: State, body: Body) -> Result<HttpResponse, ApiError> {
     body.none()?;
-    let counts = state.ask(Counts).await?;
+    let counts = state.registry.counts();
     let m = &state.metrics;
     Ok(HttpResponse::Ok().json(json!({
         "connections": {

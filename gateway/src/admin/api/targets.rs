@@ -13,7 +13,7 @@ use super::connections::conn_id;
 use super::{State, param, show};
 use crate::admin::ApiError;
 use crate::admin::body::Body;
-use crate::registry::messages::{Action, SendTo, Target};
+use crate::registry::query::{Action, Target};
 
 /// `POST /api/v1/connections/{id}/send`.
 pub async fn conn_send(
@@ -67,7 +67,7 @@ async fn send(state: State, target: Target, body: Body) -> Result<HttpResponse, 
     state.not_draining()?;
     let frame = state.codec().encode(&[b"PUSH ", &payload]);
     let action = Action::Deliver(frame);
-    state.ask(SendTo { target, action }).await??;
+    state.registry.send_to(&target, action)?;
     Ok(HttpResponse::Accepted().json(json!({"status": "queued"})))
 }
 
@@ -78,6 +78,6 @@ async fn close(state: State, target: Target, body: Body) -> Result<HttpResponse,
         reason,
         message: message.map(Bytes::from),
     };
-    state.ask(SendTo { target, action }).await??;
+    state.registry.send_to(&target, action)?;
     Ok(HttpResponse::Accepted().json(json!({"status": "closing"})))
 }

@@ -4,18 +4,17 @@
 //! the answer counts the connections it was queued for.
 
 use actix_web::{HttpRequest, HttpResponse};
-use conn_actor::{Name, command};
+use conn_actor::command;
 use serde_json::json;
 
 use super::{State, param, show};
 use crate::admin::ApiError;
 use crate::admin::body::Body;
-use crate::registry::messages::{Broadcast, Publish, Topics};
 
 /// `GET /api/v1/topics`: topics with at least one subscriber.
 pub async fn list(state: State, body: Body) -> Result<HttpResponse, ApiError> {
     body.none()?;
-    let topics = state.ask(Topics).await?;
+    let topics = state.registry.topics();
     let topics: Vec<_> = topics
         .iter()
         .map(|(name, subscribers)| json!({"name": &**name, "subscribers": subscribers}))
@@ -34,13 +33,7 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
     let frame = state
         .codec()
         .encode(&[b"MSG ", topic.as_bytes(), b" ", &payload]);
-    let delivered = state
-        .ask(Publish {
-            topic: Name::from(topic),
-            frame,
-            from: None,
-        })
-        .await?;
+    let delivered = state.registry.publish_frame(topic, &frame, None);
     Ok(HttpResponse::Ok().json(json!({"delivered_to": delivered})))
 }
 
@@ -49,6 +42,6 @@ pub async fn broadcast(state: State, body: Body) -> Result<HttpResponse, ApiErro
     let payload = body.message(state.framing)?;
     state.not_draining()?;
     let frame = state.codec().encode(&[b"PUSH ", &payload]);
-    let delivered = state.ask(Broadcast(frame)).await?;
+    let delivered = state.registry.broadcast(&frame);
     Ok(HttpResponse::Ok().json(json!({"delivered_to": delivered})))
 }
