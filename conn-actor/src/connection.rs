@@ -155,10 +155,8 @@ impl Connection {
                     .shared
                     .codec
                     .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
-                let subscribed = self.state.topics.iter().any(|t| &**t == topic);
-                let name = Arc::from(topic);
-                self.shared.hub.publish(name, frame.clone(), self.id);
-                if subscribed {
+                hub.publish(topic, frame.clone(), self.id);
+                if self.state.topics.iter().any(|t| &**t == topic) {
                     self.enqueue(frame);
                 }
             }

@@ -34,7 +34,7 @@ pub trait Hub: Send + Sync + 'static {
     /// `PUB` from `from`: deliver `frame` (an encoded `MSG`) to the topic's
     /// subscribers other than `from`, which queues its own copy at once so
     /// that it comes before the answers to its later commands.
-    fn publish(&self, topic: Name, frame: Bytes, from: ConnId);
+    fn publish(&self, topic: &str, frame: Bytes, from: ConnId);
     /// A close was asked for: route nothing more to `conn`.
     fn closing(&self, conn: ConnId);
     /// The socket is closed: forget `conn`.

@@ -157,8 +157,8 @@ impl Hub for Registry {
         self.update_gauges(&dir);
     }
 
-    fn publish(&self, topic: Name, frame: Bytes, from: ConnId) {
-        self.publish_frame(&topic, &frame, Some(from));
+    fn publish(&self, topic: &str, frame: Bytes, from: ConnId) {
+        self.publish_frame(topic, &frame, Some(from));
     }
 
     fn closing(&self, conn: ConnId) {
