@@ -76,6 +76,10 @@ else
     PIN_SERVER=(); PIN_LOAD=()
 fi
 
+# What is about to be built.
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null | head -c 1)
+
 GATEWAY_BIN=target/release/gateway
 BASELINE_BIN=target/release/gateway-baseline
 BENCH_BIN=target/release/gateway-bench
@@ -186,8 +190,6 @@ case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS
 }
 
 START=$(date +%s)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null | head -c 1)
 N=0
 for ROUND in $(seq 1 "$ROUNDS"); do
     for c in $ONLY; do

@@ -1,7 +1,8 @@
 //! `kick`: N connections stop reading; each gets B bytes pushed through the
 //! admin API (`POST /api/v1/connections/{id}/send`), then each is kicked
 //! (`POST /api/v1/connections/{id}/close`). A client starts reading as soon
-//! as its close is accepted, and reads to EOF. Measures bytes lost (must be
+//! as its close is accepted (or, with `--read-after-all-closed`, once every
+//! close was accepted), and reads to EOF. Measures bytes lost (must be
 //! 0) and the time from the close request to EOF.
 //!
 //! Pushed payloads are `<conn>:<chunk>:xxxx...`, so the reader also checks
@@ -36,6 +37,11 @@ pub struct KickArgs {
     /// Admin requests in progress at once.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// Clients start reading only once every close was accepted (by default
+    /// each starts as soon as its own close is accepted). The close-to-EOF
+    /// time then includes waiting for the other closes.
+    #[arg(long)]
+    pub read_after_all_closed: bool,
 }
 
 /// How long a kicked client may take to read everything to EOF.
@@ -91,12 +97,19 @@ pub async fn run(ctx: &Ctx, args: &KickArgs) -> Result<Outcome> {
         ids,
         starts: starts.clone(),
         chunks: chunk_lengths(args.bytes, chunk),
+        deferred: args.read_after_all_closed.then(|| Mutex::new(Vec::new())),
     });
     admin_pass(admin, args.parallel, &plan, Pass::Push).await?;
     let push_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     admin_pass(admin, args.parallel, &plan, Pass::Close).await?;
     let close_secs = t1.elapsed().as_secs_f64();
+    if let Some(d) = &plan.deferred {
+        let all = std::mem::take(&mut *d.lock().unwrap_or_else(PoisonError::into_inner));
+        for (tx, sent) in all {
+            let _ = tx.send(sent);
+        }
+    }
     // Readers whose close never went out stop now.
     for s in starts.iter() {
         s.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -134,7 +147,12 @@ pub async fn run(ctx: &Ctx, args: &KickArgs) -> Result<Outcome> {
         ));
     }
     Ok(Outcome {
-        params: json!({ "connections": args.connections, "bytes": args.bytes, "chunk": chunk }),
+        params: json!({
+            "connections": args.connections,
+            "bytes": args.bytes,
+            "chunk": chunk,
+            "read_after_all_closed": args.read_after_all_closed,
+        }),
         results: json!({
             "bytes_lost": lost,
             "bytes_read": read_total,
@@ -188,7 +206,12 @@ struct Plan {
     ids: Vec<String>,
     starts: Arc<Vec<Mutex<Option<oneshot::Sender<Instant>>>>>,
     chunks: Vec<usize>,
+    /// With `--read-after-all-closed`: readers to start after the close pass.
+    deferred: Option<Mutex<Vec<DeferredStart>>>,
 }
+
+/// A reader to start, and when its close request was sent.
+type DeferredStart = (oneshot::Sender<Instant>, Instant);
 
 /// One pass over all connections.
 #[derive(Clone, Copy, Debug)]
@@ -261,7 +284,15 @@ async fn close_one(c: &mut HttpClient, plan: &Plan, i: usize, id: &str) -> Resul
         .get(i)
         .and_then(|s| s.lock().unwrap_or_else(PoisonError::into_inner).take());
     if let Some(tx) = tx {
-        let _ = tx.send(sent);
+        match &plan.deferred {
+            Some(d) => d
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((tx, sent)),
+            None => {
+                let _ = tx.send(sent);
+            }
+        }
     }
     Ok(())
 }
