@@ -1,5 +1,5 @@
-//! What every connection shares: its limits, its codec and the parts of the
-//! gateway it talks to. Built once, shared behind an `Arc`.
+//! What connections share: their limits, their codec and the parts of the
+//! gateway they talk to. Built once per worker thread, behind an `Arc`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use actix::Recipient;
 use gateway_metrics::GatewayMetrics;
 use pool_manager::Checkin;
 
+use crate::admission::Admission;
 use crate::codec::{FrameCodec, Framing};
 use crate::hub::Hub;
 use crate::state::ConnState;
@@ -29,21 +30,26 @@ pub struct Limits {
     pub close_timeout: Duration,
 }
 
-/// Everything a connection needs besides its socket and state.
+/// Everything the connections of one worker thread need besides their
+/// sockets and states.
 pub struct Shared {
     pub(crate) limits: Limits,
     pub(crate) codec: FrameCodec,
     pub(crate) hub: Arc<dyn Hub>,
     pub(crate) metrics: GatewayMetrics,
+    pub(crate) admission: Arc<Admission>,
+    /// The pool manager of this thread.
     pub(crate) pool: Recipient<Checkin<ConnState>>,
 }
 
 impl Shared {
-    /// Bundles the limits with the registry, the metrics and the pool.
+    /// Bundles the limits with the registry, the metrics, the process-wide
+    /// connection slots and this thread's pool.
     pub fn new(
         limits: Limits,
         hub: Arc<dyn Hub>,
         metrics: GatewayMetrics,
+        admission: Arc<Admission>,
         pool: Recipient<Checkin<ConnState>>,
     ) -> Arc<Self> {
         let codec = FrameCodec::new(limits.framing, limits.max_frame_bytes);
@@ -52,6 +58,7 @@ impl Shared {
             codec,
             hub,
             metrics,
+            admission,
             pool,
         })
     }
@@ -59,5 +66,10 @@ impl Shared {
     /// The codec every connection speaks.
     pub fn codec(&self) -> FrameCodec {
         self.codec
+    }
+
+    /// The process-wide connection slots.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 }

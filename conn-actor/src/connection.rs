@@ -341,6 +341,7 @@ impl Actor for Connection {
         self.shared.hub.closed(self.id);
         metrics.closed(reason.label());
         metrics.connections_active.dec();
+        self.shared.admission.release();
         let state = std::mem::take(&mut self.state);
         self.shared.pool.do_send(Checkin(state));
     }

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod codec;
 pub mod command;
 mod config;
@@ -18,6 +19,7 @@ mod io;
 pub mod messages;
 mod state;
 
+pub use admission::Admission;
 pub use codec::{FrameCodec, Framing};
 pub use config::{Limits, Shared};
 pub use connection::Connection;

@@ -1,15 +1,19 @@
-//! The client listener: admits or refuses each client, checks a state out
-//! of the pool, and starts the connection actor on a worker thread, round
-//! robin. It runs on one thread and does no per-connection work beyond
-//! that, so it is not the bottleneck.
+//! Accepting clients. Every worker thread runs its own acceptor on a clone
+//! of the one listening socket, with its own pool manager, and starts the
+//! connections it accepts on its own thread: a new client costs no hop
+//! between threads. A worker that is busy accepts less, so load spreads by
+//! itself.
+//!
+//! Each acceptor admits or refuses (`ERR server-full` past
+//! `--max-connections`, `ERR draining` during a drain, both followed by a
+//! short lingering close), assigns the id, checks a state out of its pool
+//! and starts the `Connection`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
-use actix_rt::ArbiterHandle;
 use conn_actor::{ConnState, Connection, Shared};
 use gateway_metrics::GatewayMetrics;
 use pool_manager::{CheckoutOf, PoolManager};
@@ -21,14 +25,15 @@ use crate::drain::Drain;
 /// Refused clients being closed at once; past it they are dropped unread.
 const MAX_REFUSING: usize = 1024;
 
-/// What the acceptor needs.
+/// One worker thread's acceptor.
 pub struct Acceptor {
+    /// This thread's registration of the shared listening socket.
     pub listener: TcpListener,
-    pub workers: Vec<ArbiterHandle>,
+    /// This thread's pool manager.
     pub pool: Addr<PoolManager<ConnState>>,
+    /// What this thread's connections share.
     pub shared: Arc<Shared>,
     pub metrics: GatewayMetrics,
-    pub max_connections: usize,
     pub close_timeout: Duration,
     pub drain: Drain,
 }
@@ -40,10 +45,10 @@ static REFUSING: AtomicUsize = AtomicUsize::new(0);
 impl Acceptor {
     /// Accepts until the process stops.
     pub async fn run(self) {
-        let mut next_worker = 0;
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => {
                     // Out of descriptors or a client gone before accept:
                     // back off briefly rather than spin.
@@ -52,59 +57,33 @@ impl Acceptor {
                     continue;
                 }
             };
-            let metrics = &self.metrics;
             if self.drain.is_draining() {
-                metrics.rejected("draining");
+                self.metrics.rejected("draining");
                 self.refuse(stream, b"ERR draining");
                 continue;
             }
-            if metrics.connections_active.get() >= self.max_connections as i64 {
-                metrics.rejected("full");
+            if !self.shared.admission().try_admit() {
+                self.metrics.rejected("full");
                 self.refuse(stream, b"ERR server-full");
                 continue;
             }
-            metrics.connections_accepted.inc();
-            metrics.connections_active.inc();
-            let worker = self.workers[next_worker % self.workers.len()].clone();
-            next_worker = next_worker.wrapping_add(1);
-            self.admit(stream, peer, worker);
-        }
-    }
-
-    fn admit(&self, stream: TcpStream, peer: SocketAddr, worker: ArbiterHandle) {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let pool = self.pool.clone();
-        let shared = self.shared.clone();
-        let metrics = self.metrics.clone();
-        // Small frames must not wait for more to fill a segment.
-        let _ = stream.set_nodelay(true);
-        actix_rt::spawn(async move {
-            let (lease, std_stream) =
-                match (pool.send(CheckoutOf::default()).await, stream.into_std()) {
-                    (Ok(lease), Ok(std_stream)) => (lease, std_stream),
-                    _ => {
-                        // The pool is gone (shutting down) or the socket broke.
-                        metrics.connections_active.dec();
-                        metrics.closed("error");
-                        return;
-                    }
-                };
-            let started = worker.spawn(async move {
-                match TcpStream::from_std(std_stream) {
-                    Ok(stream) => {
-                        Connection::start(id, stream, peer, lease.state, shared);
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot register client socket");
-                        metrics.connections_active.dec();
-                        metrics.closed("error");
-                    }
+            self.metrics.connections_accepted.inc();
+            self.metrics.connections_active.inc();
+            // Small frames must not wait for more to fill a segment.
+            let _ = stream.set_nodelay(true);
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            match self.pool.send(CheckoutOf::default()).await {
+                Ok(lease) => {
+                    Connection::start(id, stream, peer, lease.state, self.shared.clone());
                 }
-            });
-            if !started {
-                tracing::warn!("worker thread is gone");
+                Err(_) => {
+                    // The pool manager is gone: the system is stopping.
+                    self.metrics.connections_active.dec();
+                    self.metrics.closed("error");
+                    self.shared.admission().release();
+                }
             }
-        });
+        }
     }
 
     /// Closes a refused client at once: one frame, EOF, and a short

@@ -3,9 +3,11 @@
 //! `conn-actor`, recycled state in `pool-manager`, metric names in
 //! `gateway-metrics`.
 //!
-//! Threads: the system thread runs the acceptor, the pool manager and the
-//! drain; `--workers` arbiters run the connection actors; actix-web runs
-//! the admin API on its own thread. The registry is shared by all of them.
+//! Threads: each of the `--workers` arbiters accepts clients on its own
+//! clone of the listening socket, keeps its own pool manager and runs the
+//! connection actors it accepted; the system thread runs the drain;
+//! actix-web runs the admin API on its own thread. The registry is shared
+//! by all of them.
 
 pub mod acceptor;
 pub mod admin;
@@ -22,7 +24,7 @@ use std::time::Instant;
 use actix::Actor;
 use actix_rt::Arbiter;
 use anyhow::Context as _;
-use conn_actor::{ConnState, Shared};
+use conn_actor::{Admission, ConnState, Hub, Shared};
 use pool_manager::PoolManager;
 
 use crate::acceptor::Acceptor;
@@ -44,13 +46,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let (client, admin) = system.block_on(async {
         let registry = Registry::new(metrics.clone());
-        let pool = PoolManager::<ConnState>::new(config.pool_max_idle, metrics.clone()).start();
-        let shared = Shared::new(
-            config.limits.clone(),
-            Arc::new(registry.clone()),
-            metrics.clone(),
-            pool.clone().recipient(),
-        );
         let listener = bind_clients(config.listen)?;
         let client = listener.local_addr()?;
         let drain = Drain::default();
@@ -72,19 +67,43 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tracing::error!(error = %err, "admin server failed");
             }
         });
-        actix_rt::spawn(
-            Acceptor {
-                listener,
-                workers: workers.iter().map(Arbiter::handle).collect(),
-                pool,
-                shared,
-                metrics: metrics.clone(),
-                max_connections: config.max_connections,
-                close_timeout: config.limits.close_timeout,
-                drain: drain.clone(),
-            }
-            .run(),
-        );
+        let admission = Arc::new(Admission::new(config.max_connections));
+        let hub: Arc<dyn Hub> = Arc::new(registry.clone());
+        for (index, worker) in workers.iter().enumerate() {
+            let pool_max_idle = share_of(config.pool_max_idle, workers.len(), index);
+            let listener = listener
+                .try_clone()
+                .context("cannot share the client listener")?;
+            let limits = config.limits.clone();
+            let (hub, admission) = (hub.clone(), admission.clone());
+            let (metrics, drain) = (metrics.clone(), drain.clone());
+            worker.spawn(async move {
+                let pool = PoolManager::<ConnState>::new(pool_max_idle, metrics.clone()).start();
+                let close_timeout = limits.close_timeout;
+                let shared = Shared::new(
+                    limits,
+                    hub,
+                    metrics.clone(),
+                    admission,
+                    pool.clone().recipient(),
+                );
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        Acceptor {
+                            listener,
+                            pool,
+                            shared,
+                            metrics,
+                            close_timeout,
+                            drain,
+                        }
+                        .run()
+                        .await
+                    }
+                    Err(err) => tracing::error!(error = %err, "a worker cannot accept clients"),
+                }
+            });
+        }
         actix_rt::spawn(drain::on_signals(drain.clone()));
         actix_rt::spawn(drain::run(
             drain,
@@ -105,8 +124,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind_clients(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+/// Worker `index`'s part of `total` pooled states, so the parts add up to
+/// `--pool-max-idle`.
+fn share_of(total: usize, workers: usize, index: usize) -> usize {
+    total / workers + usize::from(index < total % workers)
+}
+
+fn bind_clients(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let bind = || -> std::io::Result<std::net::TcpListener> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -116,7 +141,7 @@ fn bind_clients(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)?;
-        tokio::net::TcpListener::from_std(socket.into())
+        Ok(socket.into())
     };
     bind().with_context(|| format!("cannot bind the client listener on {addr}"))
 }
@@ -127,4 +152,18 @@ fn announce_ready(client: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     writeln!(stdout, "READY client={client} admin={admin}")
         .and_then(|()| stdout.flush())
         .context("cannot write the READY line")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_of;
+
+    #[test]
+    fn pool_shares_add_up_to_the_total() {
+        for (total, workers) in [(1024, 2), (1025, 2), (0, 3), (5, 3), (1, 4)] {
+            let parts: Vec<usize> = (0..workers).map(|i| share_of(total, workers, i)).collect();
+            assert_eq!(parts.iter().sum::<usize>(), total, "{parts:?}");
+            assert!(parts.iter().max().unwrap_or(&0) - parts.iter().min().unwrap_or(&0) <= 1);
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! or framing: the state type decides what "reset" means and whether a state
 //! grew too large to keep. The manager enforces the two pool-wide rules: a
 //! state is reset before anyone can take it again, and at most `max_idle`
-//! states wait.
+//! states wait. Several managers (one per thread) may share the metrics:
+//! `gateway_pool_idle` moves by deltas, so it is their sum.
 
 #![warn(missing_docs)]
 
@@ -88,7 +89,9 @@ impl<S: Recyclable> PoolManager<S> {
             }
         };
         debug_assert!(lease.state.is_pristine());
-        self.metrics.pool_idle.set(self.idle.len() as i64);
+        if lease.reused {
+            self.metrics.pool_idle.dec();
+        }
         lease
     }
 
@@ -100,10 +103,10 @@ impl<S: Recyclable> PoolManager<S> {
         // let it reach another connection.
         if keep && state.is_pristine() {
             self.idle.push(state);
+            self.metrics.pool_idle.inc();
         } else {
             self.metrics.pool_discarded.inc();
         }
-        self.metrics.pool_idle.set(self.idle.len() as i64);
     }
 
     /// States waiting to be handed out.
