@@ -77,6 +77,7 @@ pub struct Connection {
 impl Connection {
     /// Starts the actor for an accepted socket on the current thread.
     /// `state` comes from the pool manager and goes back to it on close.
+    /// The connection is in the registry when this returns.
     pub fn start(
         id: ConnId,
         socket: TcpStream,
@@ -84,19 +85,21 @@ impl Connection {
         state: Box<ConnState>,
         shared: Arc<Shared>,
     ) -> ConnHandle {
-        let addr = Connection {
-            id,
-            peer,
-            connected_at: SystemTime::now(),
-            socket,
-            state,
-            shared,
-            phase: Phase::Open,
-            peer_eof: false,
-            idle: None,
-            close_timer_armed: false,
-        }
-        .start();
+        let addr = Connection::create(|ctx| {
+            shared.hub.opened(ConnHandle::new(id, ctx.address()));
+            Connection {
+                id,
+                peer,
+                connected_at: SystemTime::now(),
+                socket,
+                state,
+                shared,
+                phase: Phase::Open,
+                peer_eof: false,
+                idle: None,
+                close_timer_armed: false,
+            }
+        });
         ConnHandle::new(id, addr)
     }
 
@@ -319,9 +322,6 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.shared
-            .hub
-            .opened(ConnHandle::new(self.id, ctx.address()));
         if let Some(timeout) = self.shared.limits.idle_timeout {
             self.idle = Some(idle::register(ctx.address(), timeout));
         }

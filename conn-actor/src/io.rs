@@ -70,7 +70,11 @@ impl Connection {
                 break;
             }
         }
-        if let Err(err) = self.write_queued(task) {
+        // While the client's own close waits in the mailbox (a turn away),
+        // hold the answers back so they leave with the last frame and the
+        // FIN in one write.
+        let close_is_next = matches!(self.phase, Phase::Ending { .. });
+        if !close_is_next && let Err(err) = self.write_queued(task) {
             self.write_failed(ctx, err);
         }
         self.arm_close_timer(ctx);

@@ -67,22 +67,18 @@ impl Acceptor {
                 self.refuse(stream, b"ERR server-full");
                 continue;
             }
-            self.metrics.connections_accepted.inc();
-            self.metrics.connections_active.inc();
             // Small frames must not wait for more to fill a segment.
             let _ = stream.set_nodelay(true);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            match self.pool.send(CheckoutOf::default()).await {
-                Ok(lease) => {
-                    Connection::start(id, stream, peer, lease.state, self.shared.clone());
-                }
-                Err(_) => {
-                    // The pool manager is gone: the system is stopping.
-                    self.metrics.connections_active.dec();
-                    self.metrics.closed("error");
-                    self.shared.admission().release();
-                }
-            }
+            let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
+                // The pool manager is gone: the system is stopping.
+                self.shared.admission().release();
+                continue;
+            };
+            Connection::start(id, stream, peer, lease.state, self.shared.clone());
+            // Counted once listed, so an active connection can be addressed.
+            self.metrics.connections_accepted.inc();
+            self.metrics.connections_active.inc();
         }
     }
 

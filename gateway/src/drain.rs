@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use gateway_metrics::GatewayMetrics;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
 
 use crate::registry::Registry;
@@ -78,23 +79,32 @@ pub async fn run(
     actix_rt::System::current().stop();
 }
 
-/// Starts the drain on SIGTERM or SIGINT.
-pub async fn on_signals(drain: Drain) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; drain only through the admin API");
-        return;
-    };
-    loop {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        if drain.start() {
-            tracing::info!(signal = name, "drain requested");
+/// SIGTERM and SIGINT, caught from the moment this exists: install it
+/// before announcing `READY`, or an early signal kills the process.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Starts the drain on each signal.
+    pub async fn drain_on_each(mut self, drain: Drain) {
+        loop {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            };
+            if drain.start() {
+                tracing::info!(signal = name, "drain requested");
+            }
         }
     }
 }

@@ -104,7 +104,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 }
             });
         }
-        actix_rt::spawn(drain::on_signals(drain.clone()));
+        let signals = drain::Signals::install().context("cannot install signal handlers")?;
+        actix_rt::spawn(signals.drain_on_each(drain.clone()));
         actix_rt::spawn(drain::run(
             drain,
             registry,
