@@ -4,6 +4,21 @@
 
 use std::collections::HashMap;
 
+/// The `reason` values of `gateway_connections_closed_total` (contract
+/// section 8), written out here so the tests hold the gateway to the
+/// contract rather than to its own list.
+pub const CLOSE_REASONS: [&str; 9] = [
+    "client",
+    "quit",
+    "replaced",
+    "admin",
+    "idle",
+    "slow",
+    "shutdown",
+    "frame_too_large",
+    "error",
+];
+
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

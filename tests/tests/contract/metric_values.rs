@@ -18,6 +18,7 @@
 
 use crate::common::{msg, publish, start};
 use gateway_tests::http::{self, Response};
+use gateway_tests::metrics::CLOSE_REASONS;
 use gateway_tests::{Client, Framing, Gateway, Metrics};
 use std::time::Duration;
 
@@ -26,18 +27,6 @@ const ACTIVE: &str = "gateway_connections_active";
 const ACCEPTED: &str = "gateway_connections_accepted_total";
 const FLUSH_COUNT: &str = "gateway_close_flush_duration_seconds_count";
 const FLUSH_BUCKET: &str = "gateway_close_flush_duration_seconds_bucket";
-
-const REASONS: [&str; 9] = [
-    "client",
-    "quit",
-    "replaced",
-    "admin",
-    "idle",
-    "slow",
-    "shutdown",
-    "frame_too_large",
-    "error",
-];
 
 /// `POST path` on the admin API with no body.
 fn post(gw: &Gateway, path: &str) -> Response {
@@ -60,11 +49,11 @@ fn wait_closed(gw: &Gateway, reason: &str, n: usize) {
 /// Asserts every `closed_total` reason at once, naming each in a failure.
 #[track_caller]
 fn assert_closed(m: &Metrics, expected: &[(&str, usize)]) {
-    let actual: Vec<(&str, f64)> = REASONS
+    let actual: Vec<(&str, f64)> = CLOSE_REASONS
         .iter()
         .map(|r| (*r, m.value(CLOSED, &[("reason", r)])))
         .collect();
-    let wanted: Vec<(&str, f64)> = REASONS
+    let wanted: Vec<(&str, f64)> = CLOSE_REASONS
         .iter()
         .map(|r| {
             let n = expected

@@ -4,6 +4,7 @@
 //! the wire exactly. `/healthz` and `/readyz` answer 200 while serving.
 
 use crate::common::start;
+use gateway_tests::metrics::CLOSE_REASONS;
 use gateway_tests::{Framing, Metrics};
 
 const COUNTERS: [&str; 11] = [
@@ -22,20 +23,7 @@ const COUNTERS: [&str; 11] = [
 
 const LABELLED: [(&str, &[&str]); 3] = [
     ("gateway_connections_rejected_total", &["full", "draining"]),
-    (
-        "gateway_connections_closed_total",
-        &[
-            "client",
-            "quit",
-            "replaced",
-            "admin",
-            "idle",
-            "slow",
-            "shutdown",
-            "frame_too_large",
-            "error",
-        ],
-    ),
+    ("gateway_connections_closed_total", &CLOSE_REASONS),
     ("gateway_writes_dropped_total", &["closed", "slow"]),
 ];
 
