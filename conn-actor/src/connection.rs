@@ -228,9 +228,8 @@ impl Connection {
             Phase::Ending { reason } => (reason, None),
             _ => return,
         };
-        if let Some(last) = reason.last_frame(message.as_deref()) {
-            let frame = self.shared.codec.encode(&[&last]);
-            self.state.out.push(frame);
+        if let Some(last) = reason.last_frame(&self.shared.codec, message.as_deref()) {
+            self.state.out.push(last);
         }
         self.phase = Phase::Flushing {
             reason,

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use actix::Message;
 use bytes::Bytes;
 
+use crate::codec::FrameCodec;
 use crate::state::Counters;
 
 /// What started a close; the `reason` label of
@@ -69,23 +70,22 @@ impl CloseReason {
         Self::from_kick_word(self.label()).is_some()
     }
 
-    /// The last frame's content, before framing: `KICK <reason> [message]`,
-    /// `BYE` or `ERR frame-too-large`; none when the client went away.
-    pub fn last_frame(self, message: Option<&[u8]>) -> Option<Vec<u8>> {
-        let mut frame = match self {
-            Self::Quit => b"BYE".to_vec(),
-            Self::FrameTooLarge => b"ERR frame-too-large".to_vec(),
+    /// The last frame, encoded once: `KICK <reason> [message]`, `BYE` or
+    /// `ERR frame-too-large`; none when the client went away.
+    pub fn last_frame(self, codec: &FrameCodec, message: Option<&[u8]>) -> Option<Bytes> {
+        let head: &[&[u8]] = match self {
+            Self::Quit => &[b"BYE"],
+            Self::FrameTooLarge => &[b"ERR frame-too-large"],
             Self::Client | Self::Error => return None,
             kick => {
                 debug_assert!(kick.is_kick());
-                [b"KICK ", kick.label().as_bytes()].concat()
+                &[b"KICK ", kick.label().as_bytes()]
             }
         };
-        if let Some(message) = message.filter(|_| self.is_kick()) {
-            frame.push(b' ');
-            frame.extend_from_slice(message);
-        }
-        Some(frame)
+        Some(match message.filter(|_| self.is_kick()) {
+            Some(message) => codec.encode(&[head[0], head[1], b" ", message]),
+            None => codec.encode(head),
+        })
     }
 }
 
@@ -134,13 +134,16 @@ pub struct ConnInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Framing;
 
     #[test]
     fn last_frames() {
+        let lines = FrameCodec::new(Framing::Lines, 64);
         let check = |reason: CloseReason, message: Option<&[u8]>, expected: Option<&[u8]>| {
+            let expected = expected.map(|frame| [frame, b"\n"].concat());
             assert_eq!(
-                reason.last_frame(message).as_deref(),
-                expected,
+                reason.last_frame(&lines, message).as_deref(),
+                expected.as_deref(),
                 "{reason:?}"
             );
         };
@@ -160,6 +163,11 @@ mod tests {
         );
         check(CloseReason::Client, None, None);
         check(CloseReason::Error, None, None);
+        let length = FrameCodec::new(Framing::Length, 64);
+        assert_eq!(
+            CloseReason::Quit.last_frame(&length, None).as_deref(),
+            Some(&b"\x00\x00\x00\x03BYE"[..])
+        );
     }
 
     #[test]
