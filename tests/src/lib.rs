@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod poll;
 pub mod prometheus;
+pub mod writer;
 
 pub use client::{Client, End, Event};
 pub use framing::Framing;

@@ -5,10 +5,8 @@
 //! reads nothing is cut off by `--close-timeout` and that is counted.
 
 use crate::common::{msg, numbered, publish, start};
+use gateway_tests::writer::BackgroundWriter;
 use gateway_tests::{Event, FRAME_TIMEOUT, Framing, show};
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -93,22 +91,14 @@ fn a_client_still_writing_after_quit_reads_bye_then_eof_not_a_reset() {
         wire.extend_from_slice(
             &framing.encode_all((0..20_000).map(|i| format!("PING after-quit {i}"))),
         );
-        let mut writer = c.writer();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_writer = Arc::clone(&stop);
         let more = framing.encode_all((0..1000).map(|_| "PING more"));
-        let handle = std::thread::spawn(move || {
-            writer.write_all(&wire)?;
-            let deadline = Instant::now() + Duration::from_secs(4);
-            while !stop_writer.load(Ordering::Relaxed) && Instant::now() < deadline {
-                writer.write_all(&more)?;
-            }
-            Ok::<(), std::io::Error>(())
+        let mut first_write = Some(wire);
+        let writer = BackgroundWriter::start(c.writer(), Duration::from_secs(4), move || {
+            Some(first_write.take().unwrap_or_else(|| more.clone()))
         });
         let first = c.next_event(FRAME_TIMEOUT);
         let second = c.next_event(FRAME_TIMEOUT);
-        stop.store(true, Ordering::Relaxed);
-        let written = handle.join().unwrap();
+        let written = writer.stop();
         assert_eq!(
             first,
             Event::Frame(b"BYE".to_vec()),

@@ -6,10 +6,10 @@
 //! `--shutdown-timeout` runs out, even if a client never reads.
 
 use crate::common::{msg, numbered, publish, start};
+use gateway_tests::writer::BackgroundWriter;
 use gateway_tests::{Client, Event, FRAME_TIMEOUT, Framing, Gateway, show};
-use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,20 +30,13 @@ fn busy_client(gw: &Gateway, n: usize, progress: Arc<AtomicUsize>) -> JoinHandle
     c.sub(&topic);
     std::thread::spawn(move || {
         let framing = c.framing();
-        let mut writer = c.writer();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_writer = Arc::clone(&stop);
         let writer_topic = topic.clone();
-        let writes = std::thread::spawn(move || {
-            let mut seq = 0;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !stop_writer.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let frames = (seq..seq + 20).map(|i| publish(&writer_topic, &numbered(i, 200)));
-                writer.write_all(&framing.encode_all(frames))?;
-                seq += 20;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Ok(())
+        let mut seq = 0;
+        let writer = BackgroundWriter::start(c.writer(), Duration::from_secs(20), move || {
+            std::thread::sleep(Duration::from_millis(2));
+            let frames = (seq..seq + 20).map(|i| publish(&writer_topic, &numbered(i, 200)));
+            seq += 20;
+            Some(framing.encode_all(frames))
         });
         let mut msgs = 0;
         let mut tail = Vec::new();
@@ -62,8 +55,7 @@ fn busy_client(gw: &Gateway, n: usize, progress: Arc<AtomicUsize>) -> JoinHandle
                 end => break end,
             }
         };
-        stop.store(true, Ordering::Relaxed);
-        let written = writes.join().unwrap();
+        let written = writer.stop();
         Seen {
             msgs,
             tail,

@@ -5,10 +5,8 @@
 //! across many writes (one byte at a time too) decode the same.
 
 use crate::common::{msg, publish, start};
+use gateway_tests::writer::BackgroundWriter;
 use gateway_tests::{Event, FRAME_TIMEOUT, Framing};
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn all_bytes(framing: Framing) -> Vec<u8> {
@@ -133,22 +131,15 @@ fn a_client_streaming_an_endless_line_gets_err_then_eof_not_a_reset() {
         &["--max-frame-bytes", "1024", "--close-timeout", "5"],
     );
     let mut c = gw.connect();
-    let mut writer = c.writer();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_writer = Arc::clone(&stop);
-    let handle = std::thread::spawn(move || {
-        let chunk = [b'x'; 16 * 1024];
-        let mut sent = 0usize;
-        while !stop_writer.load(Ordering::Relaxed) && sent < 4 << 20 {
-            writer.write_all(&chunk)?;
-            sent += chunk.len();
-        }
-        Ok::<usize, std::io::Error>(sent)
+    // An endless line: 16 KiB chunks without a newline, 4 MiB at most.
+    let mut chunks = 256;
+    let writer = BackgroundWriter::start(c.writer(), Duration::from_secs(10), move || {
+        chunks -= 1;
+        (chunks > 0).then(|| vec![b'x'; 16 * 1024])
     });
     let first = c.next_event(FRAME_TIMEOUT);
     let second = c.next_event(FRAME_TIMEOUT);
-    stop.store(true, Ordering::Relaxed);
-    let written = handle.join().unwrap();
+    let written = writer.stop();
     assert_eq!(
         first,
         Event::Frame(b"ERR frame-too-large".to_vec()),

@@ -4,10 +4,8 @@
 //! still writing; the second gets its own `OK HELLO <id>`.
 
 use crate::common::{msg, numbered, publish, seq_of, start};
+use gateway_tests::writer::BackgroundWriter;
 use gateway_tests::{Event, FRAME_TIMEOUT, Framing, show};
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -93,17 +91,10 @@ fn a_client_still_writing_when_replaced_reads_up_to_the_kick_then_eof() {
         a.hello("busy");
         a.sub("busy-topic");
 
-        let mut writer = a.writer();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_writer = Arc::clone(&stop);
         let pings = framing.encode_all((0..20).map(|_| "PING keep-going"));
-        let handle = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !stop_writer.load(Ordering::Relaxed) && Instant::now() < deadline {
-                writer.write_all(&pings)?;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Ok::<(), std::io::Error>(())
+        let writer = BackgroundWriter::start(a.writer(), Duration::from_secs(10), move || {
+            std::thread::sleep(Duration::from_millis(1));
+            Some(pings.clone())
         });
 
         let mut publisher = gw.connect();
@@ -116,8 +107,7 @@ fn a_client_still_writing_when_replaced_reads_up_to_the_kick_then_eof() {
         });
 
         let (msgs, tail, end) = read_through_kick(&mut a, "busy-topic");
-        stop.store(true, Ordering::Relaxed);
-        let written = handle.join().unwrap();
+        let written = writer.stop();
         kicker.join().unwrap();
         assert_eq!(
             msgs, COUNT,
@@ -151,17 +141,10 @@ fn a_client_writing_junk_when_replaced_reads_up_to_the_kick_then_eof() {
     );
     let mut a = gw.connect();
     a.hello("junk");
-    let mut writer = a.writer();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_writer = Arc::clone(&stop);
-    let handle = std::thread::spawn(move || {
-        let junk = [b'#'; 512];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !stop_writer.load(Ordering::Relaxed) && Instant::now() < deadline {
-            writer.write_all(&junk)?;
-            writer.write_all(b"\n")?;
-        }
-        Ok::<(), std::io::Error>(())
+    let mut junk = vec![b'#'; 512];
+    junk.push(b'\n');
+    let writer = BackgroundWriter::start(a.writer(), Duration::from_secs(10), move || {
+        Some(junk.clone())
     });
     let mut b = gw.connect();
     b.hello("junk");
@@ -173,8 +156,7 @@ fn a_client_writing_junk_when_replaced_reads_up_to_the_kick_then_eof() {
             other => break other,
         }
     };
-    stop.store(true, Ordering::Relaxed);
-    let written = handle.join().unwrap();
+    let written = writer.stop();
     assert!(
         saw_kick,
         "no KICK replaced; stream ended with {}",
