@@ -14,15 +14,16 @@ use std::time::{Instant, SystemTime};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
 use bytes::Bytes;
+use gateway_metrics::DropReason;
 use pool_manager::Checkin;
 use tokio::net::TcpStream;
 
 use crate::command::{self, Command};
-use crate::config::Shared;
+use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId};
 use crate::idle::{self, IdleSlot};
 use crate::io::IoDriver;
-use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect, last_frame};
 use crate::state::ConnState;
 
 /// Where a connection is in its life.
@@ -66,7 +67,7 @@ pub struct Connection {
     connected_at: SystemTime,
     pub(crate) socket: TcpStream,
     pub(crate) state: Box<ConnState>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) worker: Arc<WorkerContext>,
     pub(crate) phase: Phase,
     /// The client shut its write side (or reset).
     pub(crate) peer_eof: bool,
@@ -83,17 +84,17 @@ impl Connection {
         socket: TcpStream,
         peer: SocketAddr,
         state: Box<ConnState>,
-        shared: Arc<Shared>,
+        worker: Arc<WorkerContext>,
     ) -> ConnHandle {
         let addr = Connection::create(|ctx| {
-            shared.hub.opened(ConnHandle::new(id, ctx.address()));
+            worker.hub.opened(ConnHandle::new(id, ctx.address()));
             Connection {
                 id,
                 peer,
                 connected_at: SystemTime::now(),
                 socket,
                 state,
-                shared,
+                worker,
                 phase: Phase::Open,
                 peer_eof: false,
                 idle: None,
@@ -116,13 +117,14 @@ impl Connection {
     /// Runs the command in one complete frame.
     pub(crate) fn on_frame(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
         match command::parse(frame) {
-            Ok(cmd) => self.run(ctx, cmd),
+            Ok(cmd) => self.run_command(ctx, cmd),
             Err(err) => self.reply(&[err.reply()]),
         }
     }
 
-    fn run(&mut self, ctx: &mut Context<Self>, cmd: Command<'_>) {
-        let hub = &self.shared.hub;
+    /// Acts on one parsed command.
+    fn run_command(&mut self, ctx: &mut Context<Self>, cmd: Command<'_>) {
+        let hub = &self.worker.hub;
         match cmd {
             Command::Hello(user) => {
                 if self.state.user.is_some() {
@@ -137,7 +139,7 @@ impl Connection {
             Command::Sub(topic) => {
                 let topics = &mut self.state.topics;
                 if !topics.iter().any(|t| &**t == topic) {
-                    if topics.len() >= self.shared.limits.max_subscriptions {
+                    if topics.len() >= self.worker.limits.max_subscriptions {
                         return self.reply(&[b"ERR too-many-subscriptions"]);
                     }
                     let name: Arc<str> = Arc::from(topic);
@@ -155,7 +157,7 @@ impl Connection {
             }
             Command::Pub { topic, payload } => {
                 let frame = self
-                    .shared
+                    .worker
                     .codec
                     .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
                 hub.publish(topic, frame.clone(), self.id);
@@ -171,7 +173,7 @@ impl Connection {
 
     /// Answers the client.
     pub(crate) fn reply(&mut self, parts: &[&[u8]]) {
-        let frame = self.shared.codec.encode(parts);
+        let frame = self.worker.codec.encode(parts);
         self.enqueue(frame);
     }
 
@@ -179,15 +181,15 @@ impl Connection {
     /// `--max-pending-bytes` the client is a slow consumer.
     fn enqueue(&mut self, frame: Bytes) {
         if !self.takes_output() {
-            self.shared.metrics.dropped("closed", 1);
+            self.worker.metrics.dropped(DropReason::Closed, 1);
             return;
         }
         self.state.out.push(frame);
-        if self.state.out.pending() > self.shared.limits.max_pending_bytes {
+        if self.state.out.pending() > self.worker.limits.max_pending_bytes {
             // The queue may only be long because nothing was written yet
             // this turn: give the socket a chance before judging the client.
             self.write_now();
-            if self.state.out.pending() > self.shared.limits.max_pending_bytes {
+            if self.state.out.pending() > self.worker.limits.max_pending_bytes {
                 self.slow_consumer();
             }
         }
@@ -195,7 +197,9 @@ impl Connection {
 
     fn slow_consumer(&mut self) {
         let dropped = self.state.out.drop_whole_frames();
-        self.shared.metrics.dropped("slow", dropped as u64);
+        self.worker
+            .metrics
+            .dropped(DropReason::Slow, dropped as u64);
         self.start_closing(CloseReason::Slow, None, true);
     }
 
@@ -210,7 +214,7 @@ impl Connection {
     pub(crate) fn client_ends(&mut self, ctx: &mut Context<Self>, reason: CloseReason) {
         if self.is_open() {
             self.phase = Phase::Ending { reason };
-            self.shared.hub.closing(self.id);
+            self.worker.hub.closing(self.id);
             ctx.address().do_send(Close {
                 reason,
                 message: None,
@@ -221,14 +225,14 @@ impl Connection {
     fn start_closing(&mut self, reason: CloseReason, message: Option<Bytes>, abandon: bool) {
         let (reason, message) = match self.phase {
             Phase::Open => {
-                self.shared.hub.closing(self.id);
+                self.worker.hub.closing(self.id);
                 (reason, message)
             }
             // The client's own end came first.
             Phase::Ending { reason } => (reason, None),
             _ => return,
         };
-        if let Some(last) = reason.last_frame(&self.shared.codec, message.as_deref()) {
+        if let Some(last) = last_frame(reason, &self.worker.codec, message.as_deref()) {
             self.state.out.push(last);
         }
         self.phase = Phase::Flushing {
@@ -245,7 +249,7 @@ impl Connection {
     pub(crate) fn arm_close_timer(&mut self, ctx: &mut Context<Self>) {
         if !self.takes_output() && !self.close_timer_armed {
             self.close_timer_armed = true;
-            let timeout = self.shared.limits.close_timeout;
+            let timeout = self.worker.limits.close_timeout;
             ctx.run_later(timeout, |act, ctx| act.close_timed_out(ctx));
         }
     }
@@ -254,7 +258,7 @@ impl Connection {
     fn close_timed_out(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
             Phase::Flushing { .. } => {
-                self.shared.metrics.close_flush_timeouts.inc();
+                self.worker.metrics.close_flush_timeouts.inc();
                 self.finish(ctx);
             }
             Phase::Lingering { .. } => self.finish(ctx),
@@ -265,7 +269,7 @@ impl Connection {
     /// The write side is shut: record how long the flush took and linger.
     pub(crate) fn flushed(&mut self) {
         if let Phase::Flushing { reason, since, .. } = self.phase {
-            self.shared
+            self.worker
                 .metrics
                 .close_flush_duration
                 .observe(since.elapsed().as_secs_f64());
@@ -278,7 +282,9 @@ impl Connection {
     /// as dropped.
     pub(crate) fn finish(&mut self, ctx: &mut Context<Self>) {
         let unwritten = self.state.out.clear();
-        self.shared.metrics.dropped("closed", unwritten as u64);
+        self.worker
+            .metrics
+            .dropped(DropReason::Closed, unwritten as u64);
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
         self.phase = Phase::Done { reason };
         ctx.stop();
@@ -321,7 +327,7 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timeout) = self.shared.limits.idle_timeout {
+        if let Some(timeout) = self.worker.limits.idle_timeout {
             self.idle = Some(idle::register(ctx.address(), timeout));
         }
         ctx.spawn(IoDriver);
@@ -331,18 +337,18 @@ impl Actor for Connection {
         if let Some(slot) = self.idle.take() {
             idle::remove(slot);
         }
-        let metrics = &self.shared.metrics;
+        let metrics = &self.worker.metrics;
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
         if self.takes_output() {
             // Stopped without a close (the system is going down).
-            self.shared.hub.closing(self.id);
+            self.worker.hub.closing(self.id);
         }
-        self.shared.hub.closed(self.id);
-        metrics.closed(reason.label());
+        self.worker.hub.closed(self.id);
+        metrics.closed(reason);
         metrics.connections_active.dec();
-        self.shared.admission.release();
+        self.worker.admission.release();
         let state = std::mem::take(&mut self.state);
-        self.shared.pool.do_send(Checkin(state));
+        self.worker.pool.do_send(Checkin(state));
     }
 }
 

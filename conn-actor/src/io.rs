@@ -14,6 +14,7 @@ use std::task::{self, Poll};
 
 use actix::{ActorFuture, Context};
 use bytes::Buf;
+use gateway_metrics::DropReason;
 
 use crate::codec::FrameError;
 use crate::connection::{Connection, Phase};
@@ -136,7 +137,7 @@ impl Connection {
     fn on_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
         let counters = &mut self.state.counters;
         counters.bytes_in += data.len() as u64;
-        self.shared.metrics.bytes_received.inc_by(data.len() as u64);
+        self.worker.metrics.bytes_received.inc_by(data.len() as u64);
         let frames_before = counters.frames_in;
 
         while !data.is_empty() && self.is_open() {
@@ -150,7 +151,7 @@ impl Connection {
                 break;
             }
             // Complete the carried-over frame, never buffering past the limit.
-            let room = (self.shared.limits.max_frame_bytes + FRAME_SLACK)
+            let room = (self.worker.limits.max_frame_bytes + FRAME_SLACK)
                 .saturating_sub(self.state.partial.len());
             let take = data.len().min(room.max(1));
             self.state.partial.extend_from_slice(&data[..take]);
@@ -165,14 +166,14 @@ impl Connection {
 
         let frames = self.state.counters.frames_in - frames_before;
         if frames > 0 {
-            self.shared.metrics.frames_received.inc_by(frames);
+            self.worker.metrics.frames_received.inc_by(frames);
             self.touch();
         }
     }
 
     /// Runs every complete frame at the start of `buf`; returns the bytes used.
     fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
-        let codec = self.shared.codec;
+        let codec = self.worker.codec;
         let mut used = 0;
         while self.is_open() {
             match codec.decode_slice(&buf[used..]) {
@@ -209,7 +210,9 @@ impl Connection {
         if let Phase::Flushing { abandon, .. } = self.phase {
             if abandon {
                 let dropped = self.state.out.clear();
-                self.shared.metrics.dropped("slow", dropped as u64);
+                self.worker
+                    .metrics
+                    .dropped(DropReason::Slow, dropped as u64);
             }
             if self.state.out.is_empty() {
                 // The client reads EOF after the last frame; a failure here
@@ -230,7 +233,7 @@ impl Connection {
         let counters = &mut self.state.counters;
         counters.bytes_out += written.bytes as u64;
         counters.frames_out += written.frames as u64;
-        let metrics = &self.shared.metrics;
+        let metrics = &self.worker.metrics;
         metrics.bytes_sent.inc_by(written.bytes as u64);
         metrics.frames_sent.inc_by(written.frames as u64);
         Ok(())

@@ -11,8 +11,8 @@
 mod admission;
 pub mod codec;
 pub mod command;
-mod config;
 mod connection;
+mod context;
 mod hub;
 mod idle;
 mod io;
@@ -21,8 +21,8 @@ mod state;
 
 pub use admission::Admission;
 pub use codec::{FrameCodec, Framing};
-pub use config::{Limits, Shared};
 pub use connection::Connection;
+pub use context::{Limits, WorkerContext};
 pub use hub::{ConnHandle, ConnId, Hub, Name};
 pub use messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
 pub use state::{ConnState, Counters};

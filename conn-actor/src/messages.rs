@@ -12,80 +12,31 @@ use bytes::Bytes;
 use crate::codec::FrameCodec;
 use crate::state::Counters;
 
-/// What started a close; the `reason` label of
-/// `gateway_connections_closed_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client's EOF or reset came first.
-    Client,
-    /// The client sent `QUIT`.
-    Quit,
-    /// Another connection said `HELLO` with the same user.
-    Replaced,
-    /// The admin API asked.
-    Admin,
-    /// No frame for `--idle-timeout`.
-    Idle,
-    /// Queued output passed `--max-pending-bytes`.
-    Slow,
-    /// The gateway is draining.
-    Shutdown,
-    /// A frame over `--max-frame-bytes`.
-    FrameTooLarge,
-    /// The socket failed.
-    Error,
-}
+/// What started a close. One definition, shared with the metrics: the
+/// variant is the `reason` label of `gateway_connections_closed_total`,
+/// and for a kick also the word after `KICK`.
+pub use gateway_metrics::CloseReason;
 
-impl CloseReason {
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Client => "client",
-            Self::Quit => "quit",
-            Self::Replaced => "replaced",
-            Self::Admin => "admin",
-            Self::Idle => "idle",
-            Self::Slow => "slow",
-            Self::Shutdown => "shutdown",
-            Self::FrameTooLarge => "frame_too_large",
-            Self::Error => "error",
+/// The last frame of a close, encoded once: `KICK <reason> [message]`,
+/// `BYE` or `ERR frame-too-large`; none when the client went away. Only a
+/// kick carries the message.
+pub(crate) fn last_frame(
+    reason: CloseReason,
+    codec: &FrameCodec,
+    message: Option<&[u8]>,
+) -> Option<Bytes> {
+    use CloseReason::*;
+    match reason {
+        Quit => Some(codec.encode(&[b"BYE"])),
+        FrameTooLarge => Some(codec.encode(&[b"ERR frame-too-large"])),
+        Client | Error => None,
+        Replaced | Admin | Idle | Slow | Shutdown => {
+            let word = reason.as_str().as_bytes();
+            Some(match message {
+                Some(message) => codec.encode(&[b"KICK ", word, b" ", message]),
+                None => codec.encode(&[b"KICK ", word]),
+            })
         }
-    }
-
-    /// The reasons a `KICK` names, by their wire word.
-    pub fn from_kick_word(word: &str) -> Option<Self> {
-        [
-            Self::Replaced,
-            Self::Admin,
-            Self::Idle,
-            Self::Slow,
-            Self::Shutdown,
-        ]
-        .into_iter()
-        .find(|r| r.label() == word)
-    }
-
-    /// Whether the last frame is a `KICK <reason>`.
-    fn is_kick(self) -> bool {
-        Self::from_kick_word(self.label()).is_some()
-    }
-
-    /// The last frame, encoded once: `KICK <reason> [message]`, `BYE` or
-    /// `ERR frame-too-large`; none when the client went away.
-    pub fn last_frame(self, codec: &FrameCodec, message: Option<&[u8]>) -> Option<Bytes> {
-        let head: &[&[u8]] = match self {
-            Self::Quit => &[b"BYE"],
-            Self::FrameTooLarge => &[b"ERR frame-too-large"],
-            Self::Client | Self::Error => return None,
-            kick => {
-                debug_assert!(kick.is_kick());
-                &[b"KICK ", kick.label().as_bytes()]
-            }
-        };
-        Some(match message.filter(|_| self.is_kick()) {
-            Some(message) => codec.encode(&[head[0], head[1], b" ", message]),
-            None => codec.encode(head),
-        })
     }
 }
 
@@ -142,7 +93,7 @@ mod tests {
         let check = |reason: CloseReason, message: Option<&[u8]>, expected: Option<&[u8]>| {
             let expected = expected.map(|frame| [frame, b"\n"].concat());
             assert_eq!(
-                reason.last_frame(&lines, message).as_deref(),
+                last_frame(reason, &lines, message).as_deref(),
                 expected.as_deref(),
                 "{reason:?}"
             );
@@ -161,22 +112,21 @@ mod tests {
             None,
             Some(b"ERR frame-too-large"),
         );
+        check(CloseReason::Idle, None, Some(b"KICK idle"));
+        check(CloseReason::Slow, None, Some(b"KICK slow"));
+        // Only a kick carries the message.
+        check(CloseReason::Quit, Some(b"m"), Some(b"BYE"));
+        check(
+            CloseReason::FrameTooLarge,
+            Some(b"m"),
+            Some(b"ERR frame-too-large"),
+        );
         check(CloseReason::Client, None, None);
         check(CloseReason::Error, None, None);
         let length = FrameCodec::new(Framing::Length, 64);
         assert_eq!(
-            CloseReason::Quit.last_frame(&length, None).as_deref(),
+            last_frame(CloseReason::Quit, &length, None).as_deref(),
             Some(&b"\x00\x00\x00\x03BYE"[..])
         );
-    }
-
-    #[test]
-    fn kick_words() {
-        assert_eq!(
-            CloseReason::from_kick_word("admin"),
-            Some(CloseReason::Admin)
-        );
-        assert_eq!(CloseReason::from_kick_word("quit"), None);
-        assert_eq!(CloseReason::from_kick_word("frame_too_large"), None);
     }
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
-use conn_actor::{ConnState, Connection, Shared};
-use gateway_metrics::GatewayMetrics;
+use conn_actor::{ConnState, Connection, WorkerContext};
+use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,8 +31,8 @@ pub struct Acceptor {
     pub listener: TcpListener,
     /// This thread's pool manager.
     pub pool: Addr<PoolManager<ConnState>>,
-    /// What this thread's connections share.
-    pub shared: Arc<Shared>,
+    /// The context this thread's connections run in.
+    pub context: Arc<WorkerContext>,
     pub metrics: GatewayMetrics,
     pub close_timeout: Duration,
     pub drain: Drain,
@@ -58,12 +58,12 @@ impl Acceptor {
                 }
             };
             if self.drain.is_draining() {
-                self.metrics.rejected("draining");
+                self.metrics.rejected(RejectReason::Draining);
                 self.refuse(stream, b"ERR draining");
                 continue;
             }
-            if !self.shared.admission().try_admit() {
-                self.metrics.rejected("full");
+            if !self.context.admission().try_admit() {
+                self.metrics.rejected(RejectReason::Full);
                 self.refuse(stream, b"ERR server-full");
                 continue;
             }
@@ -72,10 +72,10 @@ impl Acceptor {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
                 // The pool manager is gone: the system is stopping.
-                self.shared.admission().release();
+                self.context.admission().release();
                 continue;
             };
-            Connection::start(id, stream, peer, lease.state, self.shared.clone());
+            Connection::start(id, stream, peer, lease.state, self.context.clone());
             // Counted once listed, so an active connection can be addressed.
             self.metrics.connections_accepted.inc();
             self.metrics.connections_active.inc();
@@ -89,7 +89,7 @@ impl Acceptor {
             REFUSING.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let encoded = self.shared.codec().encode(&[frame]);
+        let encoded = self.context.codec().encode(&[frame]);
         let linger = self.close_timeout;
         actix_rt::spawn(async move {
             let _ = refuse_gracefully(stream, &encoded, linger).await;

@@ -24,7 +24,7 @@ use std::time::Instant;
 use actix::Actor;
 use actix_rt::Arbiter;
 use anyhow::Context as _;
-use conn_actor::{Admission, ConnState, Hub, Shared};
+use conn_actor::{Admission, ConnState, Hub, WorkerContext};
 use pool_manager::PoolManager;
 
 use crate::acceptor::Acceptor;
@@ -80,7 +80,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             worker.spawn(async move {
                 let pool = PoolManager::<ConnState>::new(pool_max_idle, metrics.clone()).start();
                 let close_timeout = limits.close_timeout;
-                let shared = Shared::new(
+                let context = WorkerContext::new(
                     limits,
                     hub,
                     metrics.clone(),
@@ -92,7 +92,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         Acceptor {
                             listener,
                             pool,
-                            shared,
+                            context,
                             metrics,
                             close_timeout,
                             drain,

@@ -8,36 +8,15 @@
 
 #![warn(missing_docs)]
 
+mod labels;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+pub use labels::{ByLabel, CloseReason, CounterBy, DropReason, GaugeBy, LabelValue, RejectReason};
 pub use prometheus::Registry as MetricsRegistry;
-
-/// Why a connection was closed; the `reason` label of
-/// `gateway_connections_closed_total`.
-pub const CLOSE_REASONS: [&str; 9] = [
-    "client",
-    "quit",
-    "replaced",
-    "admin",
-    "idle",
-    "slow",
-    "shutdown",
-    "frame_too_large",
-    "error",
-];
-
-/// Why a client was refused; the `reason` label of
-/// `gateway_connections_rejected_total`.
-pub const REJECT_REASONS: [&str; 2] = ["full", "draining"];
-
-/// Why queued frames were dropped; the `reason` label of
-/// `gateway_writes_dropped_total`: `closed` for frames that came after a
-/// close or that the close could not write (a reset, the close timeout),
-/// `slow` for a slow consumer's queue.
-pub const DROP_REASONS: [&str; 2] = ["closed", "slow"];
 
 /// Buckets of the close-flush histogram: 50 µs to 10 s, about three per
 /// decade, so both a loopback flush and a `--close-timeout` cut-off resolve.
@@ -54,9 +33,9 @@ pub struct GatewayMetrics {
     /// `gateway_connections_accepted_total`
     pub connections_accepted: IntCounter,
     /// `gateway_connections_rejected_total{reason}`
-    pub connections_rejected: IntCounterVec,
+    pub connections_rejected: CounterBy<RejectReason>,
     /// `gateway_connections_closed_total{reason}`
-    pub connections_closed: IntCounterVec,
+    pub connections_closed: CounterBy<CloseReason>,
     /// `gateway_frames_received_total`
     pub frames_received: IntCounter,
     /// `gateway_frames_sent_total`
@@ -66,7 +45,7 @@ pub struct GatewayMetrics {
     /// `gateway_bytes_sent_total`
     pub bytes_sent: IntCounter,
     /// `gateway_writes_dropped_total{reason}`
-    pub writes_dropped: IntCounterVec,
+    pub writes_dropped: CounterBy<DropReason>,
     /// `gateway_pool_reused_total`
     pub pool_reused: IntCounter,
     /// `gateway_pool_allocated_total`
@@ -99,15 +78,6 @@ impl GatewayMetrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let labelled =
-            |name: &str, help: &str, values: &[&str]| -> prometheus::Result<IntCounterVec> {
-                let v = IntCounterVec::new(Opts::new(name, help), &["reason"])?;
-                registry.register(Box::new(v.clone()))?;
-                for value in values {
-                    v.with_label_values(&[*value]);
-                }
-                Ok(v)
-            };
         let close_flush_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "gateway_close_flush_duration_seconds",
@@ -123,15 +93,15 @@ impl GatewayMetrics {
                 "gateway_connections_accepted_total",
                 "Client connections accepted and served.",
             )?,
-            connections_rejected: labelled(
+            connections_rejected: counter_by(
+                registry,
                 "gateway_connections_rejected_total",
                 "Client connections refused, by reason.",
-                &REJECT_REASONS,
             )?,
-            connections_closed: labelled(
+            connections_closed: counter_by(
+                registry,
                 "gateway_connections_closed_total",
                 "Client connections closed, by what started the close.",
-                &CLOSE_REASONS,
             )?,
             frames_received: counter(
                 "gateway_frames_received_total",
@@ -146,10 +116,10 @@ impl GatewayMetrics {
                 "gateway_bytes_sent_total",
                 "Bytes written to client sockets.",
             )?,
-            writes_dropped: labelled(
+            writes_dropped: counter_by(
+                registry,
                 "gateway_writes_dropped_total",
                 "Frames dropped instead of written, by reason.",
-                &DROP_REASONS,
             )?,
             pool_reused: counter(
                 "gateway_pool_reused_total",
@@ -174,24 +144,33 @@ impl GatewayMetrics {
         })
     }
 
-    /// Counts a closed connection under `reason` (one of [`CLOSE_REASONS`]).
-    pub fn closed(&self, reason: &str) {
-        self.connections_closed.with_label_values(&[reason]).inc();
+    /// Counts a closed connection under what started its close.
+    pub fn closed(&self, reason: CloseReason) {
+        self.connections_closed.inc(reason);
     }
 
-    /// Counts a refused client under `reason` (one of [`REJECT_REASONS`]).
-    pub fn rejected(&self, reason: &str) {
-        self.connections_rejected.with_label_values(&[reason]).inc();
+    /// Counts a refused client.
+    pub fn rejected(&self, reason: RejectReason) {
+        self.connections_rejected.inc(reason);
     }
 
-    /// Counts `frames` dropped under `reason` (one of [`DROP_REASONS`]).
-    pub fn dropped(&self, reason: &str, frames: u64) {
+    /// Counts `frames` dropped instead of written.
+    pub fn dropped(&self, reason: DropReason, frames: u64) {
         if frames > 0 {
-            self.writes_dropped
-                .with_label_values(&[reason])
-                .inc_by(frames);
+            self.writes_dropped.inc_by(reason, frames);
         }
     }
+}
+
+/// Registers a counter family labelled by `L`, every value exported at 0.
+fn counter_by<L: LabelValue>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+) -> prometheus::Result<CounterBy<L>> {
+    let family = IntCounterVec::new(Opts::new(name, help), &[L::NAME])?;
+    registry.register(Box::new(family.clone()))?;
+    Ok(CounterBy::new(|value| family.with_label_values(&[value])))
 }
 
 /// A registry holding the gateway's families and the process collector.
@@ -223,16 +202,16 @@ mod tests {
     fn every_listed_label_value_is_exported_at_zero() {
         let (registry, _metrics) = new_registry().expect("registry");
         let text = encode(&registry).expect("encode");
-        for reason in CLOSE_REASONS {
+        for reason in CloseReason::ALL {
             let line = format!("gateway_connections_closed_total{{reason=\"{reason}\"}} 0");
             assert!(text.contains(&line), "missing {line}");
         }
-        for reason in REJECT_REASONS {
+        for reason in RejectReason::ALL {
             assert!(text.contains(&format!(
                 "gateway_connections_rejected_total{{reason=\"{reason}\"}} 0"
             )));
         }
-        for reason in DROP_REASONS {
+        for reason in DropReason::ALL {
             assert!(text.contains(&format!(
                 "gateway_writes_dropped_total{{reason=\"{reason}\"}} 0"
             )));
@@ -244,9 +223,9 @@ mod tests {
     #[test]
     fn counts_land_under_their_label() {
         let (registry, metrics) = new_registry().expect("registry");
-        metrics.closed("slow");
-        metrics.dropped("closed", 3);
-        metrics.dropped("slow", 0);
+        metrics.closed(CloseReason::Slow);
+        metrics.dropped(DropReason::Closed, 3);
+        metrics.dropped(DropReason::Slow, 0);
         let text = encode(&registry).expect("encode");
         assert!(text.contains("gateway_connections_closed_total{reason=\"slow\"} 1"));
         assert!(text.contains("gateway_writes_dropped_total{reason=\"closed\"} 3"));

@@ -233,7 +233,7 @@ mod tests {
         let check = |body: &str| {
             Body(Bytes::copy_from_slice(body.as_bytes()))
                 .close(Framing::Lines)
-                .map(|(reason, message)| (reason.label(), message))
+                .map(|(reason, message)| (reason.as_str(), message))
                 .map_err(|e| e.code())
         };
         assert_eq!(check(""), Ok(("admin", None)));

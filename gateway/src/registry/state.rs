@@ -251,7 +251,7 @@ mod tests {
         fn close(&self, reason: CloseReason, _: Option<Bytes>) {
             self.log
                 .borrow_mut()
-                .push(format!("{} closed {}", self.id, reason.label()));
+                .push(format!("{} closed {}", self.id, reason.as_str()));
         }
     }
 

@@ -2,8 +2,6 @@
 //! from the same metrics `/metrics` exports plus the registry's counts.
 
 use actix_web::HttpResponse;
-use gateway_metrics::{CLOSE_REASONS, REJECT_REASONS};
-use prometheus::IntCounterVec;
 use serde_json::json;
 
 use super::State;
@@ -19,8 +17,8 @@ pub async fn stats(state: State, body: Body) -> Result<HttpResponse, ApiError> {
         "connections": {
             "active": m.connections_active.get(),
             "accepted": m.connections_accepted.get(),
-            "closed": sum(&m.connections_closed, &CLOSE_REASONS),
-            "rejected": sum(&m.connections_rejected, &REJECT_REASONS),
+            "closed": m.connections_closed.total(),
+            "rejected": m.connections_rejected.total(),
         },
         "pool": {
             "idle": m.pool_idle.get(),
@@ -33,11 +31,4 @@ pub async fn stats(state: State, body: Body) -> Result<HttpResponse, ApiError> {
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "draining": state.drain.is_draining(),
     })))
-}
-
-fn sum(counter: &IntCounterVec, labels: &[&str]) -> u64 {
-    labels
-        .iter()
-        .map(|label| counter.with_label_values(&[label]).get())
-        .sum()
 }

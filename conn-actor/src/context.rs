@@ -1,5 +1,7 @@
-//! What connections share: their limits, their codec and the parts of the
-//! gateway they talk to. Built once per worker thread, behind an `Arc`.
+//! The context a worker thread's connections run in: their limits, their
+//! codec and the parts of the gateway they talk to. Built once per worker
+//! thread, behind an `Arc`. Configuration is read elsewhere; this is what
+//! it became.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +33,8 @@ pub struct Limits {
 }
 
 /// Everything the connections of one worker thread need besides their
-/// sockets and states.
-pub struct Shared {
+/// sockets and states: the per-worker connection context.
+pub struct WorkerContext {
     pub(crate) limits: Limits,
     pub(crate) codec: FrameCodec,
     pub(crate) hub: Arc<dyn Hub>,
@@ -42,7 +44,7 @@ pub struct Shared {
     pub(crate) pool: Recipient<Checkin<ConnState>>,
 }
 
-impl Shared {
+impl WorkerContext {
     /// Bundles the limits with the registry, the metrics, the process-wide
     /// connection slots and this thread's pool.
     pub fn new(
