@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [--quick] [--rounds N] [--framing lines|length]
 #                [--only "echo churn ..."] [--no-build] [--out DIR]
+#                [--profile release|profiling]
 #
 # The 2 cores are divided: the server under test runs alone on CPU
 # $SERVER_CPU (default 0) with one worker thread, the load generator on CPU
@@ -18,6 +19,10 @@
 # once built). Results go to target/bench/<time>/ (results.jsonl, table.md,
 # server logs). Exit status 1 when a run failed or broke a correctness
 # condition; performance verdicts do not change it.
+#
+# --profile profiling: build and run both servers with line tables
+# (target/profiling/), to attach perf to one; the release profile, the
+# default and what the figures are taken with, ships no debug info.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +34,7 @@ FRAMING=lines
 ONLY="echo churn churn-pool-off fanout idle kick"
 BUILD=1
 OUT=""
+PROFILE=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -37,7 +43,8 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --profile) PROFILE=$2; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -80,13 +87,13 @@ fi
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null | head -c 1)
 
-GATEWAY_BIN=target/release/gateway
-BASELINE_BIN=target/release/gateway-baseline
-BENCH_BIN=target/release/gateway-bench
+GATEWAY_BIN=target/$PROFILE/gateway
+BASELINE_BIN=target/$PROFILE/gateway-baseline
+BENCH_BIN=target/$PROFILE/gateway-bench
 GATEWAY_MISSING=""
 if [ "$BUILD" = 1 ]; then
-    cargo build --release -p gateway-bench --bins >&2
-    if ! cargo build --release -p gateway --bin gateway > "$OUT/gateway-build.log" 2>&1; then
+    cargo build --profile "$PROFILE" -p gateway-bench --bins >&2
+    if ! cargo build --profile "$PROFILE" -p gateway --bin gateway > "$OUT/gateway-build.log" 2>&1; then
         GATEWAY_MISSING="the gateway did not build (see $OUT/gateway-build.log)"
         echo "run.sh: $GATEWAY_MISSING; its figures will be pending" >&2
     fi
