@@ -6,7 +6,8 @@
 //! event: once asked for, the actor stops acting on frames, writes what was
 //! queued before, shuts the write side, lingers reading until the client's
 //! EOF or `--close-timeout`, and only then lets the socket go and returns
-//! its state to the pool.
+//! its state to the pool. A slow consumer skips the wait: what the socket
+//! takes at once is written, and the socket closes in the same turn.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ pub(crate) enum Phase {
     Flushing {
         reason: CloseReason,
         since: Instant,
-        /// A slow consumer: write what the socket takes now, drop the rest.
+        /// A slow consumer: write what the socket takes now, drop the
+        /// rest and close the socket in the same turn, without lingering.
         abandon: bool,
     },
     /// Write side shut; discarding input until EOF or the close timeout.
@@ -195,6 +197,9 @@ impl Connection {
         }
     }
 
+    /// Past `--max-pending-bytes`: the queue is dropped but for the rest of
+    /// a partly written frame, so that `KICK slow` can only follow a whole
+    /// frame; the driver writes what the socket takes and closes.
     fn slow_consumer(&mut self) {
         let dropped = self.state.out.drop_whole_frames();
         self.worker

@@ -5,7 +5,8 @@
 //! `writev`. It reads into a buffer shared by every connection of the thread
 //! and copies out only a trailing partial frame: an idle connection holds no
 //! read buffer. Closing follows contract section 5: flush, shut the write
-//! side, read and discard until EOF or the close timeout.
+//! side, read and discard until EOF or the close timeout; a slow consumer
+//! gets what the socket takes at once and is closed in the same turn.
 
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
@@ -77,6 +78,9 @@ impl Connection {
         let close_is_next = matches!(self.phase, Phase::Ending { .. });
         if !close_is_next && let Err(err) = self.write_queued(task) {
             self.write_failed(ctx, err);
+        }
+        if matches!(self.phase, Phase::Flushing { abandon: true, .. }) {
+            self.abandon(ctx);
         }
         self.arm_close_timer(ctx);
         if matches!(self.phase, Phase::Lingering { .. }) && self.peer_eof {
@@ -207,21 +211,26 @@ impl Connection {
                 Err(err) => return Err(err),
             }
         }
-        if let Phase::Flushing { abandon, .. } = self.phase {
-            if abandon {
-                let dropped = self.state.out.clear();
-                self.worker
-                    .metrics
-                    .dropped(DropReason::Slow, dropped as u64);
-            }
-            if self.state.out.is_empty() {
-                // The client reads EOF after the last frame; a failure here
-                // means it is gone, which the lingering read will see.
-                let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Write);
-                self.flushed();
-            }
+        if let Phase::Flushing { abandon: false, .. } = self.phase
+            && self.state.out.is_empty()
+        {
+            // The client reads EOF after the last frame; a failure here
+            // means it is gone, which the lingering read will see.
+            let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Write);
+            self.flushed();
         }
         Ok(())
+    }
+
+    /// A slow consumer, after the socket took what it would without
+    /// waiting: the rest is dropped and counted, and the socket closes now,
+    /// with no lingering read (contract section 5).
+    fn abandon(&mut self, ctx: &mut Context<Self>) {
+        let dropped = self.state.out.clear();
+        self.worker
+            .metrics
+            .dropped(DropReason::Slow, dropped as u64);
+        self.finish(ctx);
     }
 
     fn write_once(&mut self) -> io::Result<()> {

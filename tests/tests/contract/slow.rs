@@ -3,10 +3,13 @@
 //! dropped and counted (`gateway_writes_dropped_total{reason="slow"}`,
 //! `gateway_connections_closed_total{reason="slow"}`), `KICK slow` comes only at
 //! a frame boundary if at all, and the gateway's memory stays bounded while a
-//! publisher floods the topic.
+//! publisher floods the topic. The close does not linger: the connection is
+//! `closing` for at most a second, then no longer listed.
 
 use crate::common::{msg, numbered, publish, start};
+use gateway_tests::http;
 use gateway_tests::{Client, Event, Framing, Gateway, show};
+use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -138,4 +141,111 @@ fn a_slow_consumer_under_lines_framing_is_cut_off() {
     drop(slow);
     // The topic lost its only subscriber.
     gw.wait_metric_eq("gateway_subscriptions", &[], 0.0);
+}
+
+/// What a listed connection answers to `GET /api/v1/connections/{id}`: 200
+/// while listed, 404 once gone.
+fn listed(gw: &Gateway, id: &str) -> bool {
+    let r = http::get(gw.admin_addr(), &format!("/api/v1/connections/{id}"));
+    match r.status {
+        200 => true,
+        404 => false,
+        other => panic!("GET connection {id}: {other} {}", r.text()),
+    }
+}
+
+#[test]
+fn a_flooded_client_that_never_reads_is_unlisted_within_a_second() {
+    // A long close timeout: a lingering close would keep it `closing`.
+    let gw = start(
+        Framing::Lines,
+        &["--max-pending-bytes", "65536", "--close-timeout", "30"],
+    );
+    let mut slow = Client::connect_small_rcvbuf(gw.client_addr(), Framing::Lines, 4096);
+    let id = slow.hello("flooded");
+    let payload = "x".repeat(256 * 1024);
+    let body = json!({ "data": payload }).to_string();
+    let push = |gw: &Gateway| {
+        http::request(
+            gw.admin_addr(),
+            "POST",
+            "/api/v1/users/flooded/send",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+
+    // Push until the gateway stops taking pushes for it. The close starts
+    // while the gateway handles a push it already answered 202, so it is
+    // unlisted either by the next push (404) or within a second of the
+    // first 409.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_accepted = Instant::now();
+    let mut pushes = 0;
+    loop {
+        let sent = Instant::now();
+        let r = push(&gw);
+        match r.status {
+            202 => {
+                pushes += 1;
+                last_accepted = sent;
+                assert!(
+                    Instant::now() < deadline,
+                    "{pushes} pushes of 256 KiB to a client that never reads, still 202"
+                );
+            }
+            409 => {
+                let first_409 = Instant::now();
+                while listed(&gw, &id) {
+                    assert!(
+                        first_409.elapsed() < Duration::from_secs(1),
+                        "the slow consumer is still listed {:?} after its first 409",
+                        first_409.elapsed()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                break;
+            }
+            404 => {
+                let closing_at_most = last_accepted.elapsed();
+                assert!(
+                    closing_at_most < Duration::from_secs(1),
+                    "404 only {closing_at_most:?} after the last push it took"
+                );
+                break;
+            }
+            other => panic!("push {pushes}: {other} {}", r.text()),
+        }
+    }
+    assert!(!listed(&gw, &id));
+    assert_eq!(
+        gw.metric("gateway_connections_closed_total", &[("reason", "slow")]),
+        1.0
+    );
+    let dropped = gw.metric("gateway_writes_dropped_total", &[("reason", "slow")]);
+    assert!(dropped > 0.0, "the dropped queue is counted, got {dropped}");
+    assert_eq!(gw.metric("gateway_close_flush_timeouts_total", &[]), 0.0);
+
+    // The socket is closed: the client reads whole PUSH frames, at most a
+    // `KICK slow` after them, then the end, long before the close timeout.
+    let push_frame = format!("PUSH {payload}").into_bytes();
+    let (frames, end) = slow.read_to_end(Duration::from_secs(5));
+    let mut kicked = false;
+    for frame in &frames {
+        assert!(!kicked, "frame after KICK slow: `{}`", show(frame));
+        if frame == b"KICK slow" {
+            kicked = true;
+        } else {
+            assert!(*frame == push_frame, "not a whole PUSH: `{}`", show(frame));
+        }
+    }
+    match end {
+        Event::Eof | Event::Reset => {}
+        Event::Truncated(_) if !kicked => {}
+        other => panic!(
+            "the flooded client's stream should end after {} frames, got {}",
+            frames.len(),
+            other.describe()
+        ),
+    }
 }
