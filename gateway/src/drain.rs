@@ -12,7 +12,7 @@ use gateway_metrics::GatewayMetrics;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::registry::Registry;
+use gateway_registry::Registry;
 
 /// How often the drain checks whether every connection is gone.
 const POLL: Duration = Duration::from_millis(20);

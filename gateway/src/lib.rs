@@ -1,7 +1,8 @@
 //! The gateway: flags, the client listener, the topic and user registry,
 //! the admin server, and start-up and drain. Connections themselves live in
 //! `conn-actor`, recycled state in `pool-manager`, metric names in
-//! `gateway-metrics`.
+//! `gateway-metrics`, the registry and the routing seam in
+//! `gateway-registry`.
 //!
 //! Threads: each of the `--workers` arbiters accepts clients on its own
 //! clone of the listening socket, keeps its own pool manager and runs the
@@ -14,7 +15,6 @@ pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod logging;
-pub mod registry;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -24,14 +24,14 @@ use std::time::Instant;
 use actix::Actor;
 use actix_rt::Arbiter;
 use anyhow::Context as _;
-use conn_actor::{Admission, ConnState, Hub, WorkerContext};
+use conn_actor::{Admission, ConnState, FrameCodec, Hub, WorkerContext};
+use gateway_registry::{Registry, Router};
 use pool_manager::PoolManager;
 
 use crate::acceptor::Acceptor;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::registry::Registry;
 
 /// Pending connections the kernel queues before `accept`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -45,7 +45,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
 
     let (client, admin) = system.block_on(async {
-        let registry = Registry::new(metrics.clone());
+        let codec = FrameCodec::new(config.limits.framing, config.limits.max_frame_bytes);
+        let registry = Registry::new(metrics.clone(), codec, None);
+        let router: Arc<dyn Router> = Arc::new(registry.clone());
         let listener = bind_clients(config.listen)?;
         let client = listener.local_addr()?;
         let drain = Drain::default();
@@ -53,6 +55,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.admin_listen,
             AdminState {
                 registry: registry.clone(),
+                router,
                 prometheus,
                 metrics: metrics.clone(),
                 drain: drain.clone(),

@@ -33,6 +33,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the gateway is draining")]
     Draining,
+    #[error("the connection is on another node and the cluster cannot be reached")]
+    ClusterUnavailable,
+    #[error("the message is larger than the cluster's bus accepts")]
+    TooLargeForCluster,
     #[error("internal error")]
     Internal,
 }
@@ -56,9 +60,10 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Closing => "closing",
-            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLarge | Self::TooLargeForCluster => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Draining => "draining",
+            Self::ClusterUnavailable => "cluster_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -76,9 +81,9 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Closing => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooLargeForCluster => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Draining | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

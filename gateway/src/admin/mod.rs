@@ -1,7 +1,7 @@
 //! The admin HTTP server (contract section 7): the JSON API under
 //! `/api/v1`, Prometheus' `/metrics`, and the `/healthz` and `/readyz`
 //! probes. It runs on its own actix-web worker thread and reaches
-//! connections only through the registry and their mailboxes.
+//! connections only through the router and their mailboxes.
 //!
 //! Endpoints:
 //! - `GET /healthz`: 200 `{"status":"ok"}`
@@ -26,14 +26,13 @@
 //! ([`auth`]). Bodies are read by [`body`]; the route table is in
 //! [`routes`]. Unknown routes answer 404 and known routes with another
 //! method 405, both in the API's JSON error shape. This module never
-//! touches a socket of a client: it asks the registry, which queues into
-//! the connections' mailboxes.
+//! touches a socket of a client: it asks the router (the local registry, or
+//! the cluster in front of it), which queues into the connections' mailboxes.
 
 pub mod api;
 pub mod auth;
 pub mod body;
 mod error;
-pub mod rfc3339;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -46,16 +45,20 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use conn_actor::Framing;
 use gateway_metrics::GatewayMetrics;
+use gateway_registry::{Registry, Router};
 use serde_json::json;
 
 pub use error::ApiError;
 
 use crate::drain::Drain;
-use crate::registry::Registry;
 
 /// What the handlers share.
 pub struct AdminState {
+    /// Local look-ups: lists, topics, counts.
     pub registry: Registry,
+    /// Sends, closes, snapshots, publishes and broadcasts, wherever the
+    /// targets live.
+    pub router: Arc<dyn Router>,
     pub prometheus: prometheus::Registry,
     pub metrics: GatewayMetrics,
     pub drain: Drain,

@@ -1,17 +1,18 @@
-//! `GET /api/v1/connections` (filtered, paged by id) and
-//! `GET /api/v1/connections/{id}`: registry look-ups followed by a
-//! snapshot from each connection's own mailbox, so counters and state are
-//! the connection's, not the registry's copy.
+//! `GET /api/v1/connections` (filtered, paged by id; this node's
+//! connections) and `GET /api/v1/connections/{id}` (any node's, through
+//! the router): look-ups followed by a snapshot from each connection's own
+//! mailbox, so counters and state are the connection's, not the registry's
+//! copy.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use conn_actor::{ConnId, ConnInfo, command};
+use conn_actor::command;
+use gateway_registry::query::List;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{State, cursor, param};
+use crate::admin::ApiError;
 use crate::admin::body::Body;
-use crate::admin::{ApiError, rfc3339};
-use crate::registry::query::List;
 
 /// Connections on a page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -70,8 +71,8 @@ pub async fn list(state: State, req: HttpRequest, body: Body) -> Result<HttpResp
     let mut conns = Vec::with_capacity(page.conns.len());
     for handle in &page.conns {
         // A connection gone since the registry answered is no longer listed.
-        if let Some(info) = handle.inspect().await {
-            conns.push(conn_json(&info));
+        if let Some(view) = state.registry.view(handle).await {
+            conns.push(view);
         }
     }
     Ok(HttpResponse::Ok().json(json!({"connections": conns, "next_cursor": next})))
@@ -81,39 +82,16 @@ pub async fn list(state: State, req: HttpRequest, body: Body) -> Result<HttpResp
 pub async fn get(state: State, req: HttpRequest, body: Body) -> Result<HttpResponse, ApiError> {
     body.none()?;
     let id = conn_id(&param(&req, "id")?)?;
-    let handle = state.registry.get(id).ok_or_else(not_found)?;
-    let info = handle.inspect().await.ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(conn_json(&info)))
+    let view = state.router.get(id).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
-/// A connection id as the API spells it: the decimal id, exactly (no sign,
-/// no leading zeros). Anything else names no connection.
-pub fn conn_id(text: &[u8]) -> Result<ConnId, ApiError> {
-    let text = std::str::from_utf8(text).map_err(|_| not_found())?;
-    text.parse::<ConnId>()
+/// A connection id from a path: UTF-8 without spaces, which the router
+/// then looks up exactly. Anything else names no connection.
+pub fn conn_id(text: &[u8]) -> Result<String, ApiError> {
+    std::str::from_utf8(text)
         .ok()
-        .filter(|id| id.to_string() == text)
-        .ok_or_else(not_found)
-}
-
-fn not_found() -> ApiError {
-    ApiError::NotFound("no such connection".into())
-}
-
-/// CONN (contract section 7).
-fn conn_json(info: &ConnInfo) -> Value {
-    let counters = &info.counters;
-    json!({
-        "id": info.id.to_string(),
-        "peer": info.peer.to_string(),
-        "user": info.user.as_deref(),
-        "topics": info.topics.iter().map(|t| &**t).collect::<Vec<&str>>(),
-        "state": if info.closing { "closing" } else { "open" },
-        "connected_at": rfc3339::format(info.connected_at),
-        "frames_in": counters.frames_in,
-        "frames_out": counters.frames_out,
-        "bytes_in": counters.bytes_in,
-        "bytes_out": counters.bytes_out,
-        "pending_bytes": info.pending_bytes,
-    })
+        .filter(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::NotFound("no such connection".into()))
 }

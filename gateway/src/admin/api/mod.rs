@@ -1,7 +1,7 @@
 //! The `/api/v1` handlers, one file per resource. Each takes a
 //! [`Body`](super::body::Body)
 //! (read and type-checked before it runs), checks its path parameters and
-//! body, and only then asks the registry or a connection. What is refused
+//! body, and only then asks the router (or, for lists, the local registry). What is refused
 //! while the gateway drains: everything that would queue output for a
 //! client (send, close, publish, broadcast) answers 503 `draining`; reads
 //! and `drain` itself keep answering.
@@ -14,21 +14,14 @@ pub mod targets;
 pub mod topics;
 
 use actix_web::{HttpRequest, web};
-use conn_actor::FrameCodec;
 
 use super::{AdminState, ApiError};
-use crate::registry::query::TargetError;
+use gateway_registry::RouteError;
 
 /// The handlers' shared state.
 pub type State = web::Data<AdminState>;
 
 impl AdminState {
-    /// Encodes frames in the gateway's framing (the frame limit applies
-    /// only to what clients send, so it plays no part here).
-    pub fn codec(&self) -> FrameCodec {
-        FrameCodec::new(self.framing, usize::MAX)
-    }
-
     /// 503 while draining.
     pub fn not_draining(&self) -> Result<(), ApiError> {
         match self.drain.is_draining() {
@@ -77,11 +70,13 @@ pub fn show(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-impl From<TargetError> for ApiError {
-    fn from(err: TargetError) -> Self {
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
         match err {
-            TargetError::NotFound => ApiError::NotFound("no such connection".into()),
-            TargetError::Closing => ApiError::Closing,
+            RouteError::NotFound => ApiError::NotFound("no such connection".into()),
+            RouteError::Closing => ApiError::Closing,
+            RouteError::Unavailable => ApiError::ClusterUnavailable,
+            RouteError::TooLarge => ApiError::TooLargeForCluster,
         }
     }
 }

@@ -1,19 +1,19 @@
 //! Send and close for one connection, named by id or by its user:
 //! `POST /api/v1/{connections/{id},users/{user}}/{send,close}`. Both go
-//! through the registry's `SendTo`, so they enter the connection's mailbox
-//! in the order the requests were answered, behind everything queued
-//! before; 202 means queued, not yet written.
+//! through the router, which answers once the request is queued in the
+//! connection's mailbox (on whichever node holds it), so requests made one
+//! after another keep their order; 202 means queued, not yet written.
 
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use conn_actor::{Name, command};
+use gateway_registry::Address;
 use serde_json::json;
 
 use super::connections::conn_id;
 use super::{State, param, show};
 use crate::admin::ApiError;
 use crate::admin::body::Body;
-use crate::registry::query::{Action, Target};
 
 /// `POST /api/v1/connections/{id}/send`.
 pub async fn conn_send(
@@ -21,7 +21,7 @@ pub async fn conn_send(
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let target = Target::Conn(conn_id(&param(&req, "id")?)?);
+    let target = Address::Conn(conn_id(&param(&req, "id")?)?);
     send(state, target, body).await
 }
 
@@ -31,7 +31,7 @@ pub async fn conn_close(
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let target = Target::Conn(conn_id(&param(&req, "id")?)?);
+    let target = Address::Conn(conn_id(&param(&req, "id")?)?);
     close(state, target, body).await
 }
 
@@ -41,7 +41,7 @@ pub async fn user_send(
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let target = Target::User(user(&req)?);
+    let target = Address::User(user(&req)?);
     send(state, target, body).await
 }
 
@@ -51,7 +51,7 @@ pub async fn user_close(
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let target = Target::User(user(&req)?);
+    let target = Address::User(user(&req)?);
     close(state, target, body).await
 }
 
@@ -62,22 +62,17 @@ fn user(req: &HttpRequest) -> Result<Name, ApiError> {
         .map_err(|_| ApiError::BadUser(format!("`{}` is not a valid user name", show(&user))))
 }
 
-async fn send(state: State, target: Target, body: Body) -> Result<HttpResponse, ApiError> {
+async fn send(state: State, target: Address, body: Body) -> Result<HttpResponse, ApiError> {
     let payload = body.message(state.framing)?;
     state.not_draining()?;
-    let frame = state.codec().encode(&[b"PUSH ", &payload]);
-    let action = Action::Deliver(frame);
-    state.registry.send_to(&target, action)?;
+    state.router.send(target, Bytes::from(payload)).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "queued"})))
 }
 
-async fn close(state: State, target: Target, body: Body) -> Result<HttpResponse, ApiError> {
+async fn close(state: State, target: Address, body: Body) -> Result<HttpResponse, ApiError> {
     let (reason, message) = body.close(state.framing)?;
     state.not_draining()?;
-    let action = Action::Close {
-        reason,
-        message: message.map(Bytes::from),
-    };
-    state.registry.send_to(&target, action)?;
+    let message = message.map(Bytes::from);
+    state.router.close(target, reason, message).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "closing"})))
 }

@@ -1,10 +1,13 @@
 //! Topics and fan-out: `GET /api/v1/topics`,
 //! `POST /api/v1/topics/{topic}/publish` and `POST /api/v1/broadcast`.
-//! A frame is encoded once and the registry queues it for every target;
-//! the answer counts the connections it was queued for.
+//! The router queues the message for every target on every node (the
+//! frame is encoded once per node); the answer counts the connections it
+//! was queued for and, in a cluster, the nodes that answered.
 
 use actix_web::{HttpRequest, HttpResponse};
-use conn_actor::command;
+use bytes::Bytes;
+use conn_actor::{Name, command};
+use gateway_registry::Delivered;
 use serde_json::json;
 
 use super::{State, param, show};
@@ -30,18 +33,26 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
         .map_err(|_| ApiError::BadTopic(format!("`{}` is not a valid topic", show(&raw))))?;
     let payload = body.message(state.framing)?;
     state.not_draining()?;
-    let frame = state
-        .codec()
-        .encode(&[b"MSG ", topic.as_bytes(), b" ", &payload]);
-    let delivered = state.registry.publish_frame(topic, &frame, None);
-    Ok(HttpResponse::Ok().json(json!({"delivered_to": delivered})))
+    let delivered = state
+        .router
+        .publish(Name::from(topic), Bytes::from(payload))
+        .await?;
+    Ok(answer(delivered))
 }
 
 /// `POST /api/v1/broadcast`: every open connection gets `PUSH <payload>`.
 pub async fn broadcast(state: State, body: Body) -> Result<HttpResponse, ApiError> {
     let payload = body.message(state.framing)?;
     state.not_draining()?;
-    let frame = state.codec().encode(&[b"PUSH ", &payload]);
-    let delivered = state.registry.broadcast(&frame);
-    Ok(HttpResponse::Ok().json(json!({"delivered_to": delivered})))
+    let delivered = state.router.broadcast(Bytes::from(payload)).await?;
+    Ok(answer(delivered))
+}
+
+/// `{"delivered_to": N}`, plus `"nodes"` in a cluster.
+fn answer(delivered: Delivered) -> HttpResponse {
+    let body = match delivered.nodes {
+        None => json!({"delivered_to": delivered.count}),
+        Some(nodes) => json!({"delivered_to": delivered.count, "nodes": nodes}),
+    };
+    HttpResponse::Ok().json(body)
 }

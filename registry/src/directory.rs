@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
 
-use super::query::{List, Page, Target, TargetError};
+use crate::query::{List, Page, Target, TargetError};
 
 /// How the directory reaches a connection.
 pub trait Endpoint: Clone {
@@ -214,6 +214,25 @@ impl<H: Endpoint> Directory<H> {
             .collect();
         topics.sort();
         topics
+    }
+
+    /// Subscribers of one topic.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, HashMap::len)
+    }
+
+    /// Users bound to open connections.
+    pub fn users(&self) -> Vec<(Name, ConnId)> {
+        self.users
+            .iter()
+            .filter(|&(_, id)| self.conns.get(id).is_some_and(|e| !e.closing))
+            .map(|(user, &id)| (user.clone(), id))
+            .collect()
+    }
+
+    /// Connections not closing.
+    pub fn open_count(&self) -> usize {
+        self.conns.values().filter(|e| !e.closing).count()
     }
 
     pub fn topic_count(&self) -> usize {
