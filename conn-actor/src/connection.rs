@@ -19,6 +19,7 @@ use gateway_metrics::DropReason;
 use pool_manager::Checkin;
 use tokio::net::TcpStream;
 
+use crate::admission::Slot;
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId};
@@ -73,19 +74,24 @@ pub struct Connection {
     pub(crate) phase: Phase,
     /// The client shut its write side (or reset).
     pub(crate) peer_eof: bool,
+    /// Its place under `--max-connections`, given back when the actor (and
+    /// with it the socket) is dropped.
+    slot: Slot,
     idle: Option<IdleSlot>,
     close_timer_armed: bool,
 }
 
 impl Connection {
     /// Starts the actor for an accepted socket on the current thread.
-    /// `state` comes from the pool manager and goes back to it on close.
-    /// The connection is in the registry when this returns.
+    /// `state` comes from the pool manager and goes back to it on close;
+    /// `slot` is given back when the socket closes. The connection is in
+    /// the registry when this returns.
     pub fn start(
         id: ConnId,
         socket: TcpStream,
         peer: SocketAddr,
         state: Box<ConnState>,
+        slot: Slot,
         worker: Arc<WorkerContext>,
     ) -> ConnHandle {
         let addr = Connection::create(|ctx| {
@@ -99,6 +105,7 @@ impl Connection {
                 worker,
                 phase: Phase::Open,
                 peer_eof: false,
+                slot,
                 idle: None,
                 close_timer_armed: false,
             }
@@ -279,6 +286,7 @@ impl Connection {
                 .close_flush_duration
                 .observe(since.elapsed().as_secs_f64());
             self.phase = Phase::Lingering { reason };
+            self.slot.mark_flushed();
         }
     }
 
@@ -351,7 +359,6 @@ impl Actor for Connection {
         self.worker.hub.closed(self.id);
         metrics.closed(reason);
         metrics.connections_active.dec();
-        self.worker.admission.release();
         let state = std::mem::take(&mut self.state);
         self.worker.pool.do_send(Checkin(state));
     }

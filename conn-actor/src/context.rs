@@ -71,7 +71,7 @@ impl WorkerContext {
     }
 
     /// The process-wide connection slots.
-    pub fn admission(&self) -> &Admission {
+    pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
     }
 }

@@ -19,7 +19,7 @@ mod io;
 pub mod messages;
 mod state;
 
-pub use admission::Admission;
+pub use admission::{Admission, Slot};
 pub use codec::{FrameCodec, Framing};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};

@@ -62,20 +62,20 @@ impl Acceptor {
                 self.refuse(stream, b"ERR draining");
                 continue;
             }
-            if !self.context.admission().try_admit() {
+            let Some(slot) = self.context.admission().try_admit() else {
                 self.metrics.rejected(RejectReason::Full);
                 self.refuse(stream, b"ERR server-full");
                 continue;
-            }
+            };
             // Small frames must not wait for more to fill a segment.
             let _ = stream.set_nodelay(true);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
-                // The pool manager is gone: the system is stopping.
-                self.context.admission().release();
+                // The pool manager is gone: the system is stopping (the
+                // slot is given back as it drops).
                 continue;
             };
-            Connection::start(id, stream, peer, lease.state, self.context.clone());
+            Connection::start(id, stream, peer, lease.state, slot, self.context.clone());
             // Counted once listed, so an active connection can be addressed.
             self.metrics.connections_accepted.inc();
             self.metrics.connections_active.inc();

@@ -1,21 +1,19 @@
 //! One drain path for SIGTERM, SIGINT and `POST /api/v1/drain` (contract
 //! section 9): stop serving new clients, kick every connection with
 //! `KICK shutdown` behind what was queued for it, and stop the process once
-//! all are closed or `--shutdown-timeout` runs out.
+//! all are closed or `--shutdown-timeout` runs out. Each connection holds an
+//! admission slot until its socket closes; the drain awaits the last one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use gateway_metrics::GatewayMetrics;
+use conn_actor::Admission;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
 
 use gateway_registry::Registry;
-
-/// How often the drain checks whether every connection is gone.
-const POLL: Duration = Duration::from_millis(20);
 
 /// A cheap handle to ask for, and ask about, the drain.
 #[derive(Clone, Default)]
@@ -54,29 +52,44 @@ pub async fn run(
     drain: Drain,
     registry: Registry,
     admin: ServerHandle,
-    metrics: GatewayMetrics,
+    admission: Arc<Admission>,
     timeout: Duration,
 ) {
     drain.requested().await;
-    let active = metrics.connections_active.get();
-    tracing::info!(active, "draining");
+    tracing::info!(active = admission.open(), "draining");
     registry.drain_all();
-    let all_closed = async {
-        while metrics.connections_active.get() > 0 {
-            actix_rt::time::sleep(POLL).await;
-        }
-    };
-    match actix_rt::time::timeout(timeout, all_closed).await {
+    match actix_rt::time::timeout(timeout, admission.none_open()).await {
         Ok(()) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!(
-            left = metrics.connections_active.get(),
-            "shutdown timeout ran out; exiting"
-        ),
+        Err(_) => timed_out(&admission),
     }
     // Let the admin server finish what it is answering (the drain request
     // itself, among others) before the process goes.
     admin.stop(true).await;
     actix_rt::System::current().stop();
+}
+
+/// Says what `--shutdown-timeout` cut short. Clients that were sent
+/// everything and only had not closed their side lose nothing; clients that
+/// had not read all their frames lose the rest.
+fn timed_out(admission: &Admission) {
+    let open = admission.open();
+    let not_closed = admission.flushed().min(open);
+    let unwritten = open - not_closed;
+    if unwritten == 0 {
+        tracing::info!(
+            not_closed,
+            "--shutdown-timeout ran out: every client was sent its frames and \
+             KICK shutdown; {not_closed} had not closed their side; exiting"
+        );
+    } else {
+        tracing::warn!(
+            unwritten,
+            not_closed,
+            "--shutdown-timeout ran out: {unwritten} of {open} open clients had not \
+             been sent all their frames, and what was not written is dropped; \
+             {not_closed} were sent everything but had not closed their side; exiting"
+        );
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the moment this exists: install it

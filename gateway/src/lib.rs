@@ -113,7 +113,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             drain,
             registry,
             admin_handle,
-            metrics.clone(),
+            admission,
             config.shutdown_timeout,
         ));
         anyhow::Ok((client, admin))

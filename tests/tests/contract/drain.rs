@@ -227,19 +227,42 @@ fn during_a_drain_new_clients_are_refused_and_readyz_says_503() {
     }
 }
 
+/// Starts a gateway logging JSON at `info`, so the drain's report can be read.
+fn start_logging(flags: &[&str]) -> Gateway {
+    let mut all = vec!["--framing", "lines", "--log-format", "json"];
+    all.extend_from_slice(flags);
+    Gateway::start_with_env(&all, &[("RUST_LOG", "info")])
+}
+
+/// The level and message of the log line that reports a drain cut short by
+/// `--shutdown-timeout`.
+fn timeout_report(gw: &Gateway) -> (String, String) {
+    let stderr = gw.stderr();
+    stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|line| {
+            let message = line["message"].as_str()?;
+            message.starts_with("--shutdown-timeout ran out").then(|| {
+                (
+                    line["level"].as_str().unwrap_or("").to_string(),
+                    message.to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| panic!("no report of the shutdown timeout in:\n{stderr}"))
+}
+
 #[test]
 fn shutdown_timeout_bounds_a_drain_that_cannot_finish() {
-    let mut gw = start(
-        Framing::Lines,
-        &[
-            "--shutdown-timeout",
-            "2",
-            "--close-timeout",
-            "30",
-            "--max-pending-bytes",
-            "134217728",
-        ],
-    );
+    let mut gw = start_logging(&[
+        "--shutdown-timeout",
+        "2",
+        "--close-timeout",
+        "30",
+        "--max-pending-bytes",
+        "134217728",
+    ]);
     let _stuck = stuck_client(&gw);
     let asked = Instant::now();
     gw.sigterm();
@@ -253,6 +276,41 @@ fn shutdown_timeout_bounds_a_drain_that_cannot_finish() {
         took >= Duration::from_millis(1500),
         "exited {took:?} after SIGTERM, before the stuck client was served"
     );
+    // The stuck client did lose frames: that is a warning, and says so.
+    let (level, message) = timeout_report(&gw);
+    assert_eq!(level, "WARN", "{message}");
+    assert!(
+        message.contains("1 of 1 open clients had not been sent all their frames"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_drain_cut_short_only_by_clients_that_never_close_says_so() {
+    let mut gw = start_logging(&["--shutdown-timeout", "1", "--close-timeout", "30"]);
+    let mut c = gw.connect();
+    c.sub("t");
+    let mut publisher = gw.connect();
+    publisher.send_all((0..10).map(|i| publish("t", &numbered(i, 100))));
+    publisher.quit();
+    for i in 0..10 {
+        assert!(c.recv() == msg("t", &numbered(i, 100)), "MSG #{i}");
+    }
+    gw.sigterm();
+    c.expect("KICK shutdown");
+    c.expect_eof();
+    // The client keeps its side open; the drain ends by the timeout.
+    let status = gw.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "exit status: {status}");
+    let (level, message) = timeout_report(&gw);
+    assert_eq!(level, "INFO", "{message}");
+    assert!(
+        message.contains(
+            "every client was sent its frames and KICK shutdown; 1 had not closed their side"
+        ),
+        "{message}"
+    );
+    drop(c);
 }
 
 #[test]
