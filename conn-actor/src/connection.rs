@@ -79,6 +79,10 @@ pub struct Connection {
     slot: Slot,
     idle: Option<IdleSlot>,
     close_timer_armed: bool,
+    /// `conn`, with the id, the peer and, after `HELLO`, the user. At
+    /// debug level, so that at the default `info` a connection carries no
+    /// span data; everything it logs is at debug.
+    pub(crate) span: tracing::Span,
 }
 
 impl Connection {
@@ -94,6 +98,12 @@ impl Connection {
         slot: Slot,
         worker: Arc<WorkerContext>,
     ) -> ConnHandle {
+        let span = tracing::debug_span!(
+            "conn",
+            conn_id = %id,
+            %peer,
+            user = tracing::field::Empty
+        );
         let addr = Connection::create(|ctx| {
             worker.hub.opened(ConnHandle::new(id, ctx.address()));
             Connection {
@@ -108,6 +118,7 @@ impl Connection {
                 slot,
                 idle: None,
                 close_timer_armed: false,
+                span,
             }
         });
         ConnHandle::new(id, addr)
@@ -140,6 +151,7 @@ impl Connection {
                     return self.reply(&[b"ERR already-identified"]);
                 }
                 let user: Arc<str> = Arc::from(user);
+                self.span.record("user", &*user);
                 self.state.user = Some(user.clone());
                 hub.login(user, self.id);
                 let id = self.id.to_string();
@@ -209,6 +221,7 @@ impl Connection {
     /// frame; the driver writes what the socket takes and closes.
     fn slow_consumer(&mut self) {
         let dropped = self.state.out.drop_whole_frames();
+        tracing::debug!(parent: &self.span, dropped, "slow consumer: queue dropped");
         self.worker
             .metrics
             .dropped(DropReason::Slow, dropped as u64);
@@ -244,6 +257,7 @@ impl Connection {
             Phase::Ending { reason } => (reason, None),
             _ => return,
         };
+        tracing::debug!(parent: &self.span, %reason, "closing");
         if let Some(last) = last_frame(reason, &self.worker.codec, message.as_deref()) {
             self.state.out.push(last);
         }
@@ -270,6 +284,11 @@ impl Connection {
     fn close_timed_out(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
             Phase::Flushing { .. } => {
+                tracing::debug!(
+                    parent: &self.span,
+                    unwritten = self.state.out.pending(),
+                    "close timed out before the flush"
+                );
                 self.worker.metrics.close_flush_timeouts.inc();
                 self.finish(ctx);
             }
@@ -358,6 +377,16 @@ impl Actor for Connection {
         }
         self.worker.hub.closed(self.id);
         metrics.closed(reason);
+        let counters = &self.state.counters;
+        tracing::debug!(
+            parent: &self.span,
+            %reason,
+            frames_in = counters.frames_in,
+            frames_out = counters.frames_out,
+            bytes_in = counters.bytes_in,
+            bytes_out = counters.bytes_out,
+            "closed"
+        );
         metrics.connections_active.dec();
         let state = std::mem::take(&mut self.state);
         self.worker.pool.do_send(Checkin(state));

@@ -44,6 +44,10 @@ impl ActorFuture<Connection> for IoDriver {
         ctx: &mut Context<Connection>,
         task: &mut task::Context<'_>,
     ) -> Poll<()> {
+        // Whatever the connection's turn logs, the registry included, is
+        // in its span.
+        let span = conn.span.clone();
+        let _entered = span.enter();
         conn.drive(ctx, task)
     }
 }
@@ -259,6 +263,7 @@ impl Connection {
     }
 
     fn write_failed(&mut self, ctx: &mut Context<Self>, err: io::Error) {
+        tracing::debug!(parent: &self.span, error = %err, "write failed");
         let reset = matches!(
             err.kind(),
             ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted

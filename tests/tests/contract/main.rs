@@ -13,6 +13,7 @@ mod admin_api;
 mod admin_errors;
 mod close;
 mod commands;
+mod conn_logs;
 mod drain;
 mod framing;
 mod ids;
