@@ -2,12 +2,14 @@
 //!
 //! Everything here talks to the gateway from outside: it starts the real
 //! binary as a child process ([`Gateway`]), speaks the client protocol over
-//! plain blocking TCP sockets ([`Client`]), and reads the admin listener over
+//! plain blocking TCP sockets ([`Client`]) and WebSocket ([`ws::WsClient`], on
+//! `tungstenite`), drives a real browser ([`browser`]), and reads the admin listener over
 //! hand-written HTTP/1.1 ([`http`], [`Metrics`]). It deliberately links none of
 //! the gateway's own crates, so the tests hold the binary to the contract and
 //! not to its internals.
 
 pub mod binary;
+pub mod browser;
 pub mod client;
 pub mod framing;
 pub mod gateway;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod poll;
 pub mod prometheus;
 pub mod writer;
+pub mod ws;
 
 pub use client::{Client, End, Event};
 pub use framing::Framing;
