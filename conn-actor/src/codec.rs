@@ -5,11 +5,9 @@
 //! Decoding works on a borrowed slice so the connection can parse straight
 //! out of a shared read buffer and copy only a trailing partial frame. It
 //! refuses a frame as soon as it is known to exceed the limit, so no caller
-//! ever buffers more than the limit. [`FrameCodec`] also implements
-//! tokio-util's `Decoder`/`Encoder` for use over a `BytesMut`.
+//! ever buffers more than the limit.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The frame format, the same in both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +38,8 @@ pub enum FrameError {
     },
 }
 
-/// Decoder and encoder for one framing and limit.
+/// Decoder and encoder for one framing and limit; `Copy`, so every
+/// connection holds its own.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     framing: Framing,
@@ -137,53 +136,25 @@ impl FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Self::Error> {
-        let found = self
-            .decode_slice(src)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            .map(|d| (d.frame.len(), d.consumed));
-        Ok(found.map(|(frame_len, consumed)| {
-            let offset = match self.framing {
-                Framing::Lines => 0,
-                Framing::Length => LEN_PREFIX,
-            };
-            let mut taken = src.split_to(consumed);
-            taken.advance(offset);
-            taken.truncate(frame_len);
-            taken.freeze()
-        }))
-    }
-}
-
-impl Encoder<&[u8]> for FrameCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), Self::Error> {
-        dst.reserve(item.len() + LEN_PREFIX);
-        self.encode_into(&[item], item.len(), dst);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Feeds `input` to a decoder in chunks of `chunk` bytes and collects the
-    /// frames, or the error that stopped decoding.
+    /// Feeds `input` to the codec in chunks of `chunk` bytes, as reads
+    /// would deliver it, and collects the frames, or the error that stopped
+    /// decoding.
     fn decode_all(codec: FrameCodec, input: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, String> {
-        let mut codec = codec;
         let mut buf = BytesMut::new();
         let mut frames = Vec::new();
         for piece in input.chunks(chunk.max(1)) {
             buf.extend_from_slice(piece);
             loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(frame)) => frames.push(frame.to_vec()),
+                match codec.decode_slice(&buf) {
+                    Ok(Some(decoded)) => {
+                        let consumed = decoded.consumed;
+                        frames.push(decoded.frame.to_vec());
+                        bytes::Buf::advance(&mut buf, consumed);
+                    }
                     Ok(None) => break,
                     Err(e) => return Err(e.to_string()),
                 }
@@ -263,9 +234,6 @@ mod tests {
     fn encode_adds_the_delimiter_or_prefix() {
         assert_eq!(&LINES.encode(&[b"MSG t", b" ", b"x y"])[..], b"MSG t x y\n");
         assert_eq!(&LENGTH.encode(&[b"PONG"])[..], b"\x00\x00\x00\x04PONG");
-        let mut out = BytesMut::new();
-        let mut codec = LENGTH;
-        Encoder::encode(&mut codec, &b"\n"[..], &mut out).expect("encode");
-        assert_eq!(&out[..], b"\x00\x00\x00\x01\n");
+        assert_eq!(&LENGTH.encode(&[b"\n"])[..], b"\x00\x00\x00\x01\n");
     }
 }

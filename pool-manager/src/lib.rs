@@ -29,8 +29,9 @@ pub trait Recyclable: Default + Send + 'static {
 pub struct Lease<S> {
     /// The state, reset.
     pub state: Box<S>,
-    /// Whether it came from the pool rather than a new allocation.
-    pub reused: bool,
+    /// Whether it came from the pool rather than a new allocation; the
+    /// manager counts it, so no one else needs to know.
+    reused: bool,
 }
 
 /// Asks for a state for a new connection, typed by the state it returns.
