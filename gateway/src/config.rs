@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use conn_actor::{Framing, Limits};
 
+mod report;
+pub use report::{ParseError, parse};
+
 /// Raw command line, as clap reads it from flags and the environment.
 #[derive(Parser, Debug)]
 #[command(
@@ -113,6 +116,9 @@ pub struct Args {
     /// Log lines on stderr; RUST_LOG filters them.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Which values came from a `GATEWAY_*` variable, for the errors.
+    #[arg(skip)]
+    origins: report::Origins,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -186,7 +192,7 @@ impl Args {
         }
         let (Some(listen), Some(admin_listen), true) = (listen, admin_listen, problems.is_empty())
         else {
-            return Err(problems.join("; "));
+            return Err(self.origins.reword(&problems.join("; ")));
         };
         Ok(Config {
             listen,

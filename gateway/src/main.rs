@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use gateway::config::{self, Args};
+use gateway::config::{self, ParseError};
 use gateway::logging;
 
 /// Every connection allocates a message per delivered frame; mimalloc's
@@ -16,17 +15,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let json = config::wants_json_logs(&argv);
-    let args = match Args::try_parse_from(&argv) {
+    let args = match config::parse(&argv) {
         Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
+        Err(ParseError::Info(help)) => {
             // --help and --version.
-            let _ = err.print();
+            let _ = help.print();
             return ExitCode::SUCCESS;
         }
-        Err(err) => {
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            logging::report_fatal(json, first.trim_start_matches("error: "));
+        Err(ParseError::Invalid(line)) => {
+            logging::report_fatal(json, &line);
             return ExitCode::from(2);
         }
     };
@@ -41,7 +38,9 @@ fn main() -> ExitCode {
     match gateway::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // A listener that cannot be bound, like every other start-up
+            // error: one `gateway: ...` line (or one JSON object).
+            logging::report_fatal(json, &format!("{err:#}"));
             ExitCode::from(1)
         }
     }

@@ -27,3 +27,4 @@ mod process;
 mod prometheus;
 mod replace;
 mod slow;
+mod start_up_errors;
