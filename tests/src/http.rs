@@ -90,11 +90,26 @@ pub fn try_request(
     stream
         .read_to_end(&mut raw)
         .map_err(|e| format!("reading the response: {e}"))?;
-    parse(&raw)
+    if method == "HEAD" {
+        parse_head(&raw)
+    } else {
+        parse(&raw)
+    }
+}
+
+/// Parses the answer to a `HEAD`: its headers describe a body that is not
+/// sent, so whatever follows the head is returned as the body (it must be
+/// empty).
+pub fn parse_head(raw: &[u8]) -> Result<Response, String> {
+    parse_with(raw, true)
 }
 
 /// Parses one whole response.
 pub fn parse(raw: &[u8]) -> Result<Response, String> {
+    parse_with(raw, false)
+}
+
+fn parse_with(raw: &[u8], head_only: bool) -> Result<Response, String> {
     let head_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -115,7 +130,9 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked {
+    let body = if head_only {
+        rest.to_vec()
+    } else if chunked {
         dechunk(rest)?
     } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
         let len: usize = len

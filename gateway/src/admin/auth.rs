@@ -1,13 +1,15 @@
 //! `--admin-token`: every request under `/api` must carry
-//! `Authorization: Bearer TOKEN`, compared in constant time. `/metrics`,
-//! `/healthz` and `/readyz` stay open so that probes and Prometheus need no
-//! secret. It does not rate-limit or log failed attempts.
+//! `Authorization: Bearer TOKEN`, compared in constant time; a 401 says
+//! `WWW-Authenticate: Bearer`. `/metrics`, `/healthz` and `/readyz` stay
+//! open so that probes and Prometheus need no secret. It does not
+//! rate-limit, and neither the token nor a presented one is ever logged.
 
 use std::future::Future;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use subtle::ConstantTimeEq as _;
 
 use super::ApiError;
 
@@ -28,15 +30,17 @@ pub fn authorized(req: &ServiceRequest, token: &str) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer ") && constant_time_eq(presented, token.as_bytes())
 }
 
-/// Compares without stopping at the first difference; only the lengths
-/// (which a token's holder knows anyway) can be learned from the timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, &x) in b.iter().enumerate() {
-        let y = a.get(i).copied().unwrap_or(!x);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+/// Compares `presented` with `token` in constant time (`subtle`): the same
+/// work, over the token's length, whatever was presented, so the timing
+/// shows at most whether the lengths match.
+fn constant_time_eq(presented: &[u8], token: &[u8]) -> bool {
+    let same_length = presented.len().ct_eq(&token.len());
+    let candidate = if presented.len() == token.len() {
+        presented
+    } else {
+        token
+    };
+    bool::from(candidate.ct_eq(token) & same_length)
 }
 
 /// The middleware body: answers 401 to an unauthorized `/api` request,

@@ -1,6 +1,7 @@
 //! Request bodies, read and checked by hand so that every failure is
 //! answered in the contract's error shape (actix-web's own extractors
-//! answer in theirs): at most 1 MiB (413), `application/json` whenever
+//! answer in theirs): whole within the request's deadline (408), at most
+//! 1 MiB (413), `application/json` whenever
 //! there is a body (415), JSON (400 `invalid_json`) of the right shape
 //! (400 `bad_request`), and payloads the framing can carry (400
 //! `invalid_payload`).
@@ -20,6 +21,7 @@ use conn_actor::{CloseReason, Framing};
 use serde_json::{Map, Value};
 
 use super::ApiError;
+use super::server::RequestDeadline;
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -44,17 +46,20 @@ impl FromRequest for Body {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().is_ok_and(is_json_type));
         let stream = BodyStream::new(payload.take());
+        let deadline = RequestDeadline::of(req);
         Box::pin(async move {
             if declared.is_some_and(|len| len > MAX_BODY as u64) {
                 return Err(ApiError::PayloadTooLarge);
             }
-            let bytes = match to_bytes_limited(stream, MAX_BODY).await {
-                Ok(Ok(bytes)) => bytes,
+            let read = to_bytes_limited(stream, MAX_BODY);
+            let bytes = match tokio::time::timeout_at(deadline.into(), read).await {
+                Ok(Ok(Ok(bytes))) => bytes,
                 // The client went away or sent a broken chunked body.
-                Ok(Err(err)) => {
+                Ok(Ok(Err(err))) => {
                     return Err(ApiError::BadRequest(format!("cannot read the body: {err}")));
                 }
-                Err(_) => return Err(ApiError::PayloadTooLarge),
+                Ok(Err(_)) => return Err(ApiError::PayloadTooLarge),
+                Err(_) => return Err(ApiError::RequestTimeout),
             };
             if !bytes.is_empty() && json_typed != Some(true) {
                 return Err(ApiError::UnsupportedMediaType);
@@ -166,11 +171,17 @@ fn string<'a>(value: &'a Value, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be a string")))
 }
 
-/// Under `lines` a `\n` would end the frame early.
+/// Under `lines` a `\n` would end the frame early, and a trailing `\r`
+/// would be read as part of the line ending and lost.
 fn fits(bytes: &[u8], framing: Framing, what: &str) -> Result<(), ApiError> {
     if framing == Framing::Lines && bytes.contains(&b'\n') {
         return Err(ApiError::InvalidPayload(format!(
             "{what} holds a newline, which lines framing cannot carry"
+        )));
+    }
+    if framing == Framing::Lines && bytes.ends_with(b"\r") {
+        return Err(ApiError::InvalidPayload(format!(
+            "{what} ends in \\r, which a lines client would read as part of the line ending"
         )));
     }
     Ok(())
@@ -203,6 +214,16 @@ mod tests {
             Err("invalid_payload")
         );
         assert_eq!(code(r#"{"data":"a\nb"}"#, lines), Err("invalid_payload"));
+        assert_eq!(code(r#"{"data":"ab\r"}"#, lines), Err("invalid_payload"));
+        assert_eq!(
+            code(r#"{"data_base64":"YQ0="}"#, lines),
+            Err("invalid_payload")
+        );
+        assert_eq!(code(r#"{"data":"a\rb"}"#, lines), Ok(b"a\rb".to_vec()));
+        assert_eq!(
+            code(r#"{"data":"ab\r"}"#, Framing::Length),
+            Ok(b"ab\r".to_vec())
+        );
         assert_eq!(
             code(r#"{"data":"a\nb"}"#, Framing::Length),
             Ok(b"a\nb".to_vec())
@@ -247,6 +268,7 @@ mod tests {
         assert_eq!(check(r#"{"reason":"idle"}"#), Err("bad_request"));
         assert_eq!(check(r#"{"reason":3}"#), Err("bad_request"));
         assert_eq!(check(r#"{"message":"a\nb"}"#), Err("invalid_payload"));
+        assert_eq!(check(r#"{"message":"ab\r"}"#), Err("invalid_payload"));
         assert_eq!(check(r#"{"why":"x"}"#), Err("bad_request"));
         assert_eq!(check("nope"), Err("invalid_json"));
     }

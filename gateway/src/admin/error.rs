@@ -2,7 +2,7 @@
 //! its status. Bad input is the caller's mistake and is only answered; an
 //! internal failure is logged with detail and answered without it.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
@@ -37,6 +37,8 @@ pub enum ApiError {
     ClusterUnavailable,
     #[error("the message is larger than the cluster's bus accepts")]
     TooLargeForCluster,
+    #[error("the request did not arrive whole within 10 s")]
+    RequestTimeout,
     #[error("internal error")]
     Internal,
 }
@@ -64,6 +66,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Draining => "draining",
             Self::ClusterUnavailable => "cluster_unavailable",
+            Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
         }
     }
@@ -84,13 +87,25 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge | Self::TooLargeForCluster => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Draining | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            // The rest of the request may never come: the connection ends
+            // with this answer.
+            Self::RequestTimeout => {
+                response.force_close();
+            }
+            _ => {}
+        }
+        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
     }
 }
 

@@ -22,10 +22,13 @@
 //! - `POST /api/v1/drain`: the same drain as SIGTERM (202)
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of all the above
 //!
-//! With `--admin-token` everything under `/api` needs the bearer token
-//! ([`auth`]). Bodies are read by [`body`]; the route table is in
-//! [`routes`]. Unknown routes answer 404 and known routes with another
-//! method 405, both in the API's JSON error shape. This module never
+//! Every `GET` route also answers `HEAD`. With `--admin-token` everything
+//! under `/api` needs the bearer token ([`auth`]). Bodies are read by
+//! [`body`]; the route table is in [`routes`]; the listener and its limits
+//! (a whole request within 10 s, one request per connection) in
+//! [`server`], and [`wire`] gives the HTTP layer's own errors the JSON
+//! shape. Unknown routes answer 404 and known routes with another method
+//! 405, both in the API's JSON error shape. This module never
 //! touches a socket of a client: it asks the router (the local registry, or
 //! the cluster in front of it), which queues into the connections' mailboxes.
 
@@ -34,14 +37,15 @@ pub mod auth;
 pub mod body;
 mod error;
 pub mod routes;
+pub mod server;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Server;
-use actix_web::http::Method;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 use anyhow::Context as _;
 use conn_actor::Framing;
 use gateway_metrics::GatewayMetrics;
@@ -71,47 +75,29 @@ pub struct AdminState {
 pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, SocketAddr)> {
     let token: Option<Arc<str>> = state.token.as_deref().map(Arc::from);
     let state = web::Data::from(Arc::new(state));
-    let server = HttpServer::new(move || {
+    let app = move || {
         let token = token.clone();
         App::new()
             .app_data(state.clone())
             .wrap_fn(move |req, srv| auth::check(token.as_deref(), req, srv))
-            .service(routes::resource(
-                "/healthz",
-                Method::GET,
-                web::route().to(healthz),
-            ))
-            .service(routes::resource(
-                "/readyz",
-                Method::GET,
-                web::route().to(readyz),
-            ))
-            .service(routes::resource(
-                "/metrics",
-                Method::GET,
-                web::route().to(metrics),
-            ))
             .configure(routes::configure)
             .default_service(web::to(not_found))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(addr)
-    .with_context(|| format!("cannot bind the admin listener on {addr}"))?;
-    let bound = server
-        .addrs()
-        .first()
-        .copied()
+    };
+    let listener = server::listen(addr)
+        .with_context(|| format!("cannot bind the admin listener on {addr}"))?;
+    let bound = listener
+        .local_addr()
         .context("the admin listener has no address")?;
-    Ok((server.run(), bound))
+    let server = server::serve(listener, app)
+        .with_context(|| format!("cannot serve the admin listener on {bound}"))?;
+    Ok((server, bound))
 }
 
-async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     if state.drain.is_draining() {
         HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}))
     } else {
@@ -119,7 +105,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
-async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let text = gateway_metrics::encode(&state.prometheus).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type(gateway_metrics::CONTENT_TYPE)

@@ -1,7 +1,8 @@
-//! The `/api/v1` route table: one row per endpoint, the single source both
-//! for the router and for the test that holds `openapi.json` to it. Each
-//! path answers one method; any other method gets 405
-//! `method_not_allowed` with an `Allow` header.
+//! The route table: one row per endpoint (the probes, `/metrics` and
+//! `/api/v1`), the single source both for the router and for the test that
+//! holds `openapi.json` to it. Each path answers one method, and a `GET`
+//! path `HEAD` as well (the same answer without its body); any other
+//! method gets 405 `method_not_allowed` with an `Allow` header.
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpResponse, Resource, Route, web};
@@ -37,9 +38,12 @@ macro_rules! endpoint {
     };
 }
 
-/// Every `/api/v1` endpoint.
+/// Every endpoint.
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
+        endpoint!(GET "/healthz" => super::healthz),
+        endpoint!(GET "/readyz" => super::readyz),
+        endpoint!(GET "/metrics" => super::metrics),
         endpoint!(GET "/api/v1/stats" => stats::stats),
         endpoint!(GET "/api/v1/connections" => connections::list),
         endpoint!(GET "/api/v1/connections/{id}" => connections::get),
@@ -60,15 +64,22 @@ pub fn endpoints() -> Vec<Endpoint> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for endpoint in endpoints() {
         let pattern = endpoint.pattern.unwrap_or(endpoint.path);
-        cfg.service(resource(pattern, endpoint.method, (endpoint.handler)()));
+        cfg.service(resource(pattern, endpoint.method, endpoint.handler));
     }
 }
 
-/// A path served by one method; any other gets 405 with `Allow`.
-pub fn resource(pattern: &str, method: Method, route: Route) -> Resource {
-    let allow = method.to_string();
-    web::resource(pattern)
-        .route(route.method(method))
+/// A path served by one method (`GET` with `HEAD`); any other gets 405
+/// with `Allow`.
+pub fn resource(pattern: &str, method: Method, handler: impl Fn() -> Route) -> Resource {
+    let mut resource = web::resource(pattern);
+    let allow = if method == Method::GET {
+        resource = resource.route(handler().method(Method::HEAD));
+        "GET, HEAD".to_string()
+    } else {
+        method.to_string()
+    };
+    resource
+        .route(handler().method(method))
         .default_service(web::to(move || {
             let allow = allow.clone();
             async move { MethodNotAllowed(allow) }

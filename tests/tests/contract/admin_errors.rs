@@ -46,6 +46,7 @@ fn bad_bodies_get_their_400s() {
         (r#"{"data_base64":"eA"}"#, "invalid_payload"),
         (r#"{"data_base64":"-_-_"}"#, "invalid_payload"),
         (r#"{"data":"line\nbreak"}"#, "invalid_payload"),
+        (r#"{"data":"carriage return\r"}"#, "invalid_payload"),
     ];
     for path in [send, "/api/v1/topics/t/publish", "/api/v1/broadcast"] {
         for (body, code) in cases {

@@ -11,6 +11,7 @@ mod common;
 
 mod admin_api;
 mod admin_errors;
+mod admin_http;
 mod browser;
 mod close;
 mod commands;
