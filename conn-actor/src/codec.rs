@@ -6,6 +6,13 @@
 //! out of a shared read buffer and copy only a trailing partial frame. It
 //! refuses a frame as soon as it is known to exceed the limit, so no caller
 //! ever buffers more than the limit.
+//!
+//! Frames travel through the gateway unframed: a producer hands over a
+//! frame's body (`MSG topic payload`) and only the connection's write path
+//! wraps it, with [`FrameCodec::wrap`], in what its framing puts around a
+//! body (a 4-byte length before it, or a `\n` after it). The body is never
+//! copied for that: the wrap goes out as its own slices of the same
+//! vectored write.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -38,6 +45,17 @@ pub enum FrameError {
     },
 }
 
+/// A frame body made of `parts` laid end to end, allocated once: what a
+/// producer hands to a connection, unframed.
+pub fn body(parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(len);
+    for part in parts {
+        out.put_slice(part);
+    }
+    out.freeze()
+}
+
 /// Decoder and encoder for one framing and limit; `Copy`, so every
 /// connection holds its own.
 #[derive(Clone, Copy, Debug)]
@@ -48,9 +66,65 @@ pub struct FrameCodec {
 
 const LEN_PREFIX: usize = 4;
 
+/// Most bytes a framing puts around one body, before and after it.
+pub const MAX_WRAP: usize = 10;
+
+/// What a framing puts around one body: `head`, the body, then `tail`.
+/// Computed on the stack for each write; a queue holds bodies only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wrap {
+    bytes: [u8; MAX_WRAP],
+    head: u8,
+    tail: u8,
+}
+
+impl Wrap {
+    /// Nothing around the body.
+    pub const NONE: Wrap = Wrap {
+        bytes: [0; MAX_WRAP],
+        head: 0,
+        tail: 0,
+    };
+
+    /// A wrap of `head` before the body and `tail` after it; together at
+    /// most [`MAX_WRAP`] bytes.
+    pub fn new(head: &[u8], tail: &[u8]) -> Wrap {
+        assert!(head.len() + tail.len() <= MAX_WRAP, "wrap too long");
+        let mut bytes = [0; MAX_WRAP];
+        bytes[..head.len()].copy_from_slice(head);
+        bytes[head.len()..head.len() + tail.len()].copy_from_slice(tail);
+        Wrap {
+            bytes,
+            head: head.len() as u8,
+            tail: tail.len() as u8,
+        }
+    }
+
+    /// The bytes before the body.
+    pub fn head(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.head)]
+    }
+
+    /// The bytes after the body.
+    pub fn tail(&self) -> &[u8] {
+        let head = usize::from(self.head);
+        &self.bytes[head..head + usize::from(self.tail)]
+    }
+
+    /// Head and tail together.
+    pub fn len(&self) -> usize {
+        usize::from(self.head) + usize::from(self.tail)
+    }
+
+    /// Whether the body goes out bare.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl FrameCodec {
     /// A codec refusing client frames over `max_frame` bytes.
-    pub fn new(framing: Framing, max_frame: usize) -> Self {
+    pub const fn new(framing: Framing, max_frame: usize) -> Self {
         Self { framing, max_frame }
     }
 
@@ -114,7 +188,26 @@ impl FrameCodec {
         }))
     }
 
-    /// Encodes one frame made of `parts` laid end to end, allocating once.
+    /// What this framing puts around `body` on the wire. Under `lines` the
+    /// body holds no `\n` (the admin API and the parser refuse those).
+    pub fn wrap(&self, body: &[u8]) -> Wrap {
+        match self.framing {
+            Framing::Lines => Wrap::new(&[], b"\n"),
+            Framing::Length => Wrap::new(&(body.len() as u32).to_be_bytes(), &[]),
+        }
+    }
+
+    /// Bytes `body` takes on the wire, wrap included.
+    pub fn wire_len(&self, body: &[u8]) -> usize {
+        body.len()
+            + match self.framing {
+                Framing::Lines => 1,
+                Framing::Length => LEN_PREFIX,
+            }
+    }
+
+    /// Encodes one whole frame made of `parts` laid end to end, allocating
+    /// once: for a write outside a connection's queue (a refusal).
     /// Under `lines` the caller guarantees no part holds a `\n`.
     pub fn encode(&self, parts: &[&[u8]]) -> Bytes {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -228,6 +321,20 @@ mod tests {
         assert!(LENGTH.decode_slice(&u32::MAX.to_be_bytes()).is_err());
         assert_eq!(LENGTH.decode_slice(&5u32.to_be_bytes()), Ok(None));
         assert_eq!(LENGTH.decode_slice(&[0, 0]), Ok(None));
+    }
+
+    #[test]
+    fn wraps_match_whole_frames() {
+        for codec in [LINES, LENGTH] {
+            for body in [&b""[..], b"MSG t x", &[b'y'; 300]] {
+                let wrap = codec.wrap(body);
+                let wire = [wrap.head(), body, wrap.tail()].concat();
+                assert_eq!(wire, codec.encode(&[body]).to_vec());
+                assert_eq!(codec.wire_len(body), wire.len());
+            }
+        }
+        assert_eq!(LENGTH.wrap(b"abc").head(), &[0, 0, 0, 3]);
+        assert!(Wrap::NONE.is_empty());
     }
 
     #[test]

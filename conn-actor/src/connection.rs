@@ -17,9 +17,9 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
 use bytes::Bytes;
 use gateway_metrics::DropReason;
 use pool_manager::Checkin;
-use tokio::net::TcpStream;
 
 use crate::admission::Slot;
+use crate::codec::body;
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId};
@@ -27,6 +27,7 @@ use crate::idle::{self, IdleSlot};
 use crate::io::IoDriver;
 use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect, last_frame};
 use crate::state::ConnState;
+use crate::transport::Transport;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +69,8 @@ pub struct Connection {
     pub(crate) id: ConnId,
     peer: SocketAddr,
     connected_at: SystemTime,
-    pub(crate) socket: TcpStream,
+    /// The byte stream; the close below never asks which kind it is.
+    pub(crate) transport: Transport,
     pub(crate) state: Box<ConnState>,
     pub(crate) worker: Arc<WorkerContext>,
     pub(crate) phase: Phase,
@@ -86,13 +88,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts the actor for an accepted socket on the current thread.
-    /// `state` comes from the pool manager and goes back to it on close;
-    /// `slot` is given back when the socket closes. The connection is in
-    /// the registry when this returns.
+    /// Starts the actor for an accepted client on the current thread, over
+    /// its transport (TCP, or TLS with the handshake done). `state` comes
+    /// from the pool manager and goes back to it on close; `slot` is given
+    /// back when the socket closes. The connection is in the registry when
+    /// this returns.
     pub fn start(
         id: ConnId,
-        socket: TcpStream,
+        transport: Transport,
         peer: SocketAddr,
         state: Box<ConnState>,
         slot: Slot,
@@ -110,7 +113,7 @@ impl Connection {
                 id,
                 peer,
                 connected_at: SystemTime::now(),
-                socket,
+                transport,
                 state,
                 worker,
                 phase: Phase::Open,
@@ -177,10 +180,7 @@ impl Connection {
                 self.reply(&[b"OK UNSUB ", topic.as_bytes()]);
             }
             Command::Pub { topic, payload } => {
-                let frame = self
-                    .worker
-                    .codec
-                    .encode(&[b"MSG ", topic.as_bytes(), b" ", payload]);
+                let frame = body(&[b"MSG ", topic.as_bytes(), b" ", payload]);
                 hub.publish(topic, frame.clone(), self.id);
                 if self.state.topics.iter().any(|t| &**t == topic) {
                     self.enqueue(frame);
@@ -194,18 +194,17 @@ impl Connection {
 
     /// Answers the client.
     pub(crate) fn reply(&mut self, parts: &[&[u8]]) {
-        let frame = self.worker.codec.encode(parts);
-        self.enqueue(frame);
+        self.enqueue(body(parts));
     }
 
-    /// Queues a frame, or drops it once a close was asked for. Past
+    /// Queues a frame body, or drops it once a close was asked for. Past
     /// `--max-pending-bytes` the client is a slow consumer.
     fn enqueue(&mut self, frame: Bytes) {
         if !self.takes_output() {
             self.worker.metrics.dropped(DropReason::Closed, 1);
             return;
         }
-        self.state.out.push(frame);
+        self.state.out.push(&self.worker.codec, frame);
         if self.state.out.pending() > self.worker.limits.max_pending_bytes {
             // The queue may only be long because nothing was written yet
             // this turn: give the socket a chance before judging the client.
@@ -220,7 +219,7 @@ impl Connection {
     /// a partly written frame, so that `KICK slow` can only follow a whole
     /// frame; the driver writes what the socket takes and closes.
     fn slow_consumer(&mut self) {
-        let dropped = self.state.out.drop_whole_frames();
+        let dropped = self.state.out.drop_whole_frames(&self.worker.codec);
         tracing::debug!(parent: &self.span, dropped, "slow consumer: queue dropped");
         self.worker
             .metrics
@@ -258,8 +257,8 @@ impl Connection {
             _ => return,
         };
         tracing::debug!(parent: &self.span, %reason, "closing");
-        if let Some(last) = last_frame(reason, &self.worker.codec, message.as_deref()) {
-            self.state.out.push(last);
+        if let Some(last) = last_frame(reason, message.as_deref()) {
+            self.state.out.push(&self.worker.codec, last);
         }
         self.phase = Phase::Flushing {
             reason,

@@ -31,9 +31,10 @@ pub trait Hub: Send + Sync + 'static {
     fn subscribe(&self, topic: Name, conn: ConnId);
     /// `UNSUB topic`.
     fn unsubscribe(&self, topic: Name, conn: ConnId);
-    /// `PUB` from `from`: deliver `frame` (an encoded `MSG`) to the topic's
-    /// subscribers other than `from`, which queues its own copy at once so
-    /// that it comes before the answers to its later commands.
+    /// `PUB` from `from`: deliver `frame` (the body `MSG topic payload`,
+    /// unframed) to the topic's subscribers other than `from`, which queues
+    /// its own copy at once so that it comes before the answers to its
+    /// later commands.
     fn publish(&self, topic: &str, frame: Bytes, from: ConnId);
     /// A close was asked for: route nothing more to `conn`.
     fn closing(&self, conn: ConnId);
@@ -58,7 +59,8 @@ impl ConnHandle {
         self.id
     }
 
-    /// Queues an encoded frame behind everything queued before. Returns
+    /// Queues a frame body (unframed: the connection frames it for its own
+    /// transport) behind everything queued before. Returns
     /// `false` when the connection is already gone.
     pub fn deliver(&self, frame: Bytes) -> bool {
         let alive = self.addr.connected();

@@ -6,7 +6,10 @@
 //! and copies out only a trailing partial frame: an idle connection holds no
 //! read buffer. Closing follows contract section 5: flush, shut the write
 //! side, read and discard until EOF or the close timeout; a slow consumer
-//! gets what the socket takes at once and is closed in the same turn.
+//! gets what the socket takes at once and is closed in the same turn. All
+//! of it goes through the connection's
+//! [`Transport`](crate::transport::Transport), so none of it depends on
+//! which transport that is.
 
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
@@ -20,6 +23,7 @@ use gateway_metrics::DropReason;
 use crate::codec::FrameError;
 use crate::connection::{Connection, Phase};
 use crate::messages::CloseReason;
+use crate::state::Written;
 
 /// Size of each thread's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -98,24 +102,18 @@ impl Connection {
 
     fn read_once(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Read {
         loop {
-            match self.socket.poll_read_ready(task) {
-                Poll::Pending => return Read::Blocked,
-                Poll::Ready(Err(_)) => {
-                    self.peer_gone(ctx, true);
-                    return Read::Ended;
-                }
-                Poll::Ready(Ok(())) => {}
-            }
-            let read = READ_BUF.with_borrow_mut(|buf| match self.socket.try_read(buf) {
-                Ok(0) => Ok(0),
-                Ok(n) => {
+            let read = READ_BUF.with_borrow_mut(|buf| match self.transport.poll_read(task, buf) {
+                Poll::Pending => None,
+                Poll::Ready(Ok(0)) => Some(Ok(0)),
+                Poll::Ready(Ok(n)) => {
                     self.on_input(ctx, &buf[..n]);
-                    Ok(n)
+                    Some(Ok(n))
                 }
-                Err(err) => Err(err),
+                Poll::Ready(Err(err)) => Some(Err(err)),
             });
             match read {
-                Ok(0) => {
+                None => return Read::Blocked,
+                Some(Ok(0)) => {
                     if self.is_open() {
                         self.peer_gone(ctx, false);
                     } else {
@@ -123,11 +121,12 @@ impl Connection {
                     }
                     return Read::Ended;
                 }
-                Ok(_) => return Read::Data,
-                Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
-                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // A reset: whatever phase, nothing more can be written.
+                Some(Ok(_)) => return Read::Data,
+                Some(Err(err)) if err.kind() == ErrorKind::WouldBlock => continue,
+                Some(Err(err)) if err.kind() == ErrorKind::Interrupted => continue,
+                Some(Err(_)) => {
+                    // A reset (or a broken record of a layered transport):
+                    // whatever phase, nothing more can be written.
                     if self.is_open() {
                         self.peer_gone(ctx, true);
                     } else {
@@ -200,27 +199,34 @@ impl Connection {
         used
     }
 
-    /// Writes queued frames until the queue is empty or the socket is full;
-    /// once a close has flushed, shuts the write side.
+    /// Writes queued frames until the queue is empty or the transport is
+    /// full; once a close has flushed, shuts the write side.
     fn write_queued(&mut self, task: &mut task::Context<'_>) -> io::Result<()> {
         while !self.state.out.is_empty() {
-            match self.socket.poll_write_ready(task) {
-                Poll::Pending => break,
-                Poll::Ready(result) => result?,
-            }
-            match self.write_once() {
-                Ok(()) => {}
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+            let transport = &mut self.transport;
+            let result = self.state.out.write_with(&self.worker.codec, |slices| {
+                match transport.poll_write_vectored(task, slices) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+                }
+            });
+            match result {
+                Ok(written) => self.count_written(written)?,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
+        // What a layered transport took may still be in its own buffer.
+        if let Poll::Ready(Err(err)) = self.transport.poll_flush(task) {
+            return Err(err);
+        }
         if let Phase::Flushing { abandon: false, .. } = self.phase
             && self.state.out.is_empty()
-        {
-            // The client reads EOF after the last frame; a failure here
+            // The client reads EOF after the last frame. A failure here
             // means it is gone, which the lingering read will see.
-            let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Write);
+            && self.transport.poll_shutdown(task).is_ready()
+        {
             self.flushed();
         }
         Ok(())
@@ -237,12 +243,12 @@ impl Connection {
         self.finish(ctx);
     }
 
-    fn write_once(&mut self) -> io::Result<()> {
-        let socket = &self.socket;
-        let written = self
-            .state
-            .out
-            .write_with(|slices| socket.try_write_vectored(slices))?;
+    /// Counts what one write took; a write that took nothing is an error,
+    /// so the loops here never spin.
+    fn count_written(&mut self, written: Written) -> io::Result<()> {
+        if written.bytes == 0 {
+            return Err(ErrorKind::WriteZero.into());
+        }
         let counters = &mut self.state.counters;
         counters.bytes_out += written.bytes as u64;
         counters.frames_out += written.frames as u64;
@@ -252,10 +258,18 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes what the socket takes right now, without waiting.
+    /// Writes what the transport takes right now, without waiting.
     pub(crate) fn write_now(&mut self) {
         while !self.state.out.is_empty() {
-            if self.write_once().is_err() {
+            let transport = &mut self.transport;
+            let written = self
+                .state
+                .out
+                .write_with(&self.worker.codec, |slices| {
+                    transport.try_write_vectored(slices)
+                })
+                .and_then(|written| self.count_written(written));
+            if written.is_err() {
                 // Blocked or failed: the driver's next write reports it.
                 break;
             }

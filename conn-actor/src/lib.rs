@@ -4,7 +4,9 @@
 //! This crate knows nothing of HTTP, flags or files. It reaches the rest of
 //! the gateway through three seams: the [`Hub`] (topic and user registry),
 //! the pool manager (a `Recipient` of [`pool_manager::Checkin`]) and the
-//! metrics it counts into.
+//! metrics it counts into. Below it is the [`Transport`] it reads from and
+//! writes to; frames reach a connection unframed, and only its codec frames
+//! them as they are written.
 
 #![warn(missing_docs)]
 
@@ -18,11 +20,13 @@ mod idle;
 mod io;
 pub mod messages;
 mod state;
+pub mod transport;
 
 pub use admission::{Admission, Slot};
-pub use codec::{FrameCodec, Framing};
+pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
 pub use hub::{ConnHandle, ConnId, Hub, Name};
 pub use messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
 pub use state::{ConnState, Counters};
+pub use transport::Transport;

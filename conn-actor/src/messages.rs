@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use actix::Message;
 use bytes::Bytes;
 
-use crate::codec::FrameCodec;
+use crate::codec::body;
 use crate::state::Counters;
 
 /// What started a close. One definition, shared with the metrics: the
@@ -17,30 +17,28 @@ use crate::state::Counters;
 /// and for a kick also the word after `KICK`.
 pub use gateway_metrics::CloseReason;
 
-/// The last frame of a close, encoded once: `KICK <reason> [message]`,
+/// The body of a close's last frame, built once: `KICK <reason> [message]`,
 /// `BYE` or `ERR frame-too-large`; none when the client went away. Only a
 /// kick carries the message.
-pub(crate) fn last_frame(
-    reason: CloseReason,
-    codec: &FrameCodec,
-    message: Option<&[u8]>,
-) -> Option<Bytes> {
+pub(crate) fn last_frame(reason: CloseReason, message: Option<&[u8]>) -> Option<Bytes> {
     use CloseReason::*;
     match reason {
-        Quit => Some(codec.encode(&[b"BYE"])),
-        FrameTooLarge => Some(codec.encode(&[b"ERR frame-too-large"])),
+        Quit => Some(Bytes::from_static(b"BYE")),
+        FrameTooLarge => Some(Bytes::from_static(b"ERR frame-too-large")),
         Client | Error => None,
         Replaced | Admin | Idle | Slow | Shutdown => {
             let word = reason.as_str().as_bytes();
             Some(match message {
-                Some(message) => codec.encode(&[b"KICK ", word, b" ", message]),
-                None => codec.encode(&[b"KICK ", word]),
+                Some(message) => body(&[b"KICK ", word, b" ", message]),
+                None => body(&[b"KICK ", word]),
             })
         }
     }
 }
 
-/// Write an already framed message (`MSG` or `PUSH`) to the client.
+/// Write a message (`MSG` or `PUSH`) to the client. It holds the frame's
+/// body, unframed: the connection's own codec frames it as it is written,
+/// so one body shared by many connections suits each one's framing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver(pub Bytes);
@@ -85,16 +83,13 @@ pub struct ConnInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Framing;
 
     #[test]
     fn last_frames() {
-        let lines = FrameCodec::new(Framing::Lines, 64);
         let check = |reason: CloseReason, message: Option<&[u8]>, expected: Option<&[u8]>| {
-            let expected = expected.map(|frame| [frame, b"\n"].concat());
             assert_eq!(
-                last_frame(reason, &lines, message).as_deref(),
-                expected.as_deref(),
+                last_frame(reason, message).as_deref(),
+                expected,
                 "{reason:?}"
             );
         };
@@ -123,10 +118,5 @@ mod tests {
         );
         check(CloseReason::Client, None, None);
         check(CloseReason::Error, None, None);
-        let length = FrameCodec::new(Framing::Length, 64);
-        assert_eq!(
-            last_frame(CloseReason::Quit, &length, None).as_deref(),
-            Some(&b"\x00\x00\x00\x03BYE"[..])
-        );
     }
 }

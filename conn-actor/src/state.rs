@@ -9,6 +9,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use pool_manager::Recyclable;
 
+use crate::codec::{FrameCodec, Wrap};
+
 /// Bytes of carried-over input kept across a reset; a larger buffer is freed.
 const KEEP_INPUT: usize = 4096;
 /// Queue slots kept while a connection is idle or across a reset.
@@ -16,7 +18,9 @@ const KEEP_SLOTS: usize = 4;
 /// Subscriptions slots kept across a reset.
 const KEEP_TOPICS: usize = 16;
 /// Most frames handed to one `writev`.
-const MAX_IOVECS: usize = 64;
+const MAX_FRAMES: usize = 64;
+/// Slices per frame: the wrap's head, the body, the wrap's tail.
+const SLICES_PER_FRAME: usize = 3;
 
 /// A connection's traffic counters (contract section 7, CONN).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,14 +76,16 @@ impl Recyclable for ConnState {
     }
 }
 
-/// Frames queued for the socket, in mailbox order. A frame shared by many
-/// connections is one `Bytes` referenced from each queue.
+/// Frames queued for the socket, in mailbox order, as unframed bodies: a
+/// body shared by many connections is one `Bytes` referenced from each
+/// queue, and each connection's codec wraps it only as it is written.
+/// Every count here is of wire bytes, the wrap included.
 #[derive(Default)]
 pub struct OutQueue {
     frames: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
+    /// Wire bytes of the front frame already written.
     written: usize,
-    /// Bytes queued and not yet written.
+    /// Wire bytes queued and not yet written.
     pending: usize,
 }
 
@@ -93,10 +99,10 @@ pub struct Written {
 }
 
 impl OutQueue {
-    /// Queues a frame behind the others.
-    pub fn push(&mut self, frame: Bytes) {
-        self.pending += frame.len();
-        self.frames.push_back(frame);
+    /// Queues a frame body behind the others.
+    pub fn push(&mut self, codec: &FrameCodec, body: Bytes) {
+        self.pending += codec.wire_len(&body);
+        self.frames.push_back(body);
     }
 
     /// Whether nothing waits.
@@ -116,34 +122,47 @@ impl OutQueue {
     }
 
     /// Writes as much as `write` takes in one call, handing it up to
-    /// [`MAX_IOVECS`] frames at once.
+    /// [`MAX_FRAMES`] frames at once, each wrapped by `codec` in slices of
+    /// its own around the shared body.
     pub fn write_with(
         &mut self,
+        codec: &FrameCodec,
         write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<Written> {
-        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut wraps = [Wrap::NONE; MAX_FRAMES];
+        for (wrap, body) in wraps.iter_mut().zip(&self.frames) {
+            *wrap = codec.wrap(body);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_FRAMES * SLICES_PER_FRAME];
         let mut count = 0;
-        for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-            let start = if i == 0 { self.written } else { 0 };
-            slices[i] = IoSlice::new(&frame[start..]);
-            count += 1;
+        for (i, (body, wrap)) in self.frames.iter().zip(&wraps).enumerate() {
+            // The front frame may be partly written, wrap included.
+            let mut skip = if i == 0 { self.written } else { 0 };
+            for part in [wrap.head(), &body[..], wrap.tail()] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&part[skip..]);
+                count += 1;
+                skip = 0;
+            }
         }
         let n = write(&slices[..count])?;
-        Ok(self.consume(n))
+        Ok(self.consume(codec, n))
     }
 
-    fn consume(&mut self, mut n: usize) -> Written {
-        let done = Written {
+    fn consume(&mut self, codec: &FrameCodec, mut n: usize) -> Written {
+        let mut done = Written {
             bytes: n,
             frames: 0,
         };
-        let mut done = done;
         self.pending -= n;
         while n > 0 {
             let Some(front) = self.frames.front() else {
                 break;
             };
-            let left = front.len() - self.written;
+            let left = codec.wire_len(front) - self.written;
             if n >= left {
                 n -= left;
                 self.written = 0;
@@ -160,14 +179,14 @@ impl OutQueue {
 
     /// Drops every queued frame except the rest of a partly written one;
     /// returns how many frames were dropped.
-    pub fn drop_whole_frames(&mut self) -> usize {
+    pub fn drop_whole_frames(&mut self, codec: &FrameCodec) -> usize {
         let keep = usize::from(self.mid_frame());
         let dropped = self.frames.len() - keep;
         let kept_bytes = self
             .frames
             .front()
             .filter(|_| keep == 1)
-            .map_or(0, |f| f.len() - self.written);
+            .map_or(0, |f| codec.wire_len(f) - self.written);
         self.frames.truncate(keep);
         self.pending = kept_bytes;
         self.release_if_empty();
@@ -196,11 +215,15 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Framing;
 
-    fn queue(frames: &[&'static [u8]]) -> OutQueue {
+    const LINES: FrameCodec = FrameCodec::new(Framing::Lines, 64);
+    const LENGTH: FrameCodec = FrameCodec::new(Framing::Length, 64);
+
+    fn queue(codec: &FrameCodec, bodies: &[&'static [u8]]) -> OutQueue {
         let mut q = OutQueue::default();
-        for f in frames {
-            q.push(Bytes::from_static(f));
+        for b in bodies {
+            q.push(codec, Bytes::from_static(b));
         }
         q
     }
@@ -220,41 +243,87 @@ mod tests {
 
     #[test]
     fn partial_writes_resume_mid_frame_in_order() {
-        let mut q = queue(&[b"abc", b"de", b"fgh"]);
+        let mut q = queue(&LINES, &[b"abc", b"de", b"fgh"]);
+        assert_eq!(q.pending(), 11);
         let mut out = Vec::new();
         assert_eq!(
-            q.write_with(take(&mut out, 4)).ok(),
+            q.write_with(&LINES, take(&mut out, 4)).ok(),
             Some(Written {
                 bytes: 4,
                 frames: 1
             })
         );
-        assert!(q.mid_frame());
-        assert_eq!(q.pending(), 4);
+        assert!(!q.mid_frame());
         assert_eq!(
-            q.write_with(take(&mut out, 100)).ok(),
+            q.write_with(&LINES, take(&mut out, 1)).ok(),
             Some(Written {
-                bytes: 4,
+                bytes: 1,
+                frames: 0
+            })
+        );
+        assert!(q.mid_frame());
+        assert_eq!(q.pending(), 6);
+        assert_eq!(
+            q.write_with(&LINES, take(&mut out, 100)).ok(),
+            Some(Written {
+                bytes: 6,
                 frames: 2
             })
         );
-        assert_eq!(out, b"abcdefgh");
+        assert_eq!(out, b"abc\nde\nfgh\n");
         assert!(q.is_empty());
         assert_eq!(q.pending(), 0);
     }
 
     #[test]
-    fn dropping_keeps_the_rest_of_a_partly_written_frame() {
-        let mut q = queue(&[b"abc", b"de", b"fgh"]);
-        let mut out = Vec::new();
-        q.write_with(take(&mut out, 1)).ok();
-        assert_eq!(q.drop_whole_frames(), 2);
-        assert_eq!(q.pending(), 2);
-        q.write_with(take(&mut out, 100)).ok();
-        assert_eq!(out, b"abc");
+    fn every_split_of_a_write_gives_the_same_wire_bytes() {
+        for codec in [LINES, LENGTH] {
+            let bodies: [&'static [u8]; 4] = [b"MSG t x", b"", b"PONG", b"KICK admin bye"];
+            let whole: Vec<u8> = bodies
+                .iter()
+                .flat_map(|b| codec.encode(&[b]).to_vec())
+                .collect();
+            for chunk in [1, 2, 3, 5, 7, 100] {
+                let mut q = queue(&codec, &bodies);
+                let mut out = Vec::new();
+                let mut frames = 0;
+                while !q.is_empty() {
+                    frames += q
+                        .write_with(&codec, take(&mut out, chunk))
+                        .map_or(0, |w| w.frames);
+                }
+                assert_eq!(out, whole, "{:?} in chunks of {chunk}", codec.framing());
+                assert_eq!(frames, bodies.len());
+            }
+        }
+    }
 
-        let mut q = queue(&[b"abc", b"de"]);
-        assert_eq!(q.drop_whole_frames(), 2);
+    #[test]
+    fn one_body_is_wrapped_for_each_framing() {
+        let body = Bytes::from_static(b"MSG t x");
+        let mut lines = OutQueue::default();
+        let mut length = OutQueue::default();
+        lines.push(&LINES, body.clone());
+        length.push(&LENGTH, body);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        lines.write_with(&LINES, take(&mut a, 100)).ok();
+        length.write_with(&LENGTH, take(&mut b, 100)).ok();
+        assert_eq!(a, b"MSG t x\n");
+        assert_eq!(b, b"\x00\x00\x00\x07MSG t x");
+    }
+
+    #[test]
+    fn dropping_keeps_the_rest_of_a_partly_written_frame() {
+        let mut q = queue(&LENGTH, &[b"abc", b"de", b"fgh"]);
+        let mut out = Vec::new();
+        q.write_with(&LENGTH, take(&mut out, 5)).ok();
+        assert_eq!(q.drop_whole_frames(&LENGTH), 2);
+        assert_eq!(q.pending(), 2);
+        q.write_with(&LENGTH, take(&mut out, 100)).ok();
+        assert_eq!(out, b"\x00\x00\x00\x03abc");
+
+        let mut q = queue(&LENGTH, &[b"abc", b"de"]);
+        assert_eq!(q.drop_whole_frames(&LENGTH), 2);
         assert!(q.is_empty());
         assert_eq!(q.pending(), 0);
     }
@@ -263,8 +332,8 @@ mod tests {
     fn reset_forgets_everything() {
         let mut state = ConnState::default();
         state.partial.extend_from_slice(b"PING ha");
-        state.out.push(Bytes::from_static(b"MSG t x\n"));
-        state.out.write_with(take(&mut Vec::new(), 2)).ok();
+        state.out.push(&LINES, Bytes::from_static(b"MSG t x"));
+        state.out.write_with(&LINES, take(&mut Vec::new(), 2)).ok();
         state.topics.push("t".into());
         state.user = Some("alice".into());
         state.counters.frames_in = 3;

@@ -75,7 +75,14 @@ impl Acceptor {
                 // slot is given back as it drops).
                 continue;
             };
-            Connection::start(id, stream, peer, lease.state, slot, self.context.clone());
+            Connection::start(
+                id,
+                stream.into(),
+                peer,
+                lease.state,
+                slot,
+                self.context.clone(),
+            );
             // Counted once listed, so an active connection can be addressed.
             self.metrics.connections_accepted.inc();
             self.metrics.connections_active.inc();

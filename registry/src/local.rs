@@ -87,16 +87,15 @@ impl Registry {
         }
     }
 
-    /// `PUSH <payload>`, framed.
+    /// The body `PUSH <payload>`, unframed: each connection frames it as
+    /// it writes it.
     pub fn push_frame(&self, payload: &[u8]) -> Bytes {
-        self.0.codec.encode(&[b"PUSH ", payload])
+        conn_actor::body(&[b"PUSH ", payload])
     }
 
-    /// `MSG <topic> <payload>`, framed.
+    /// The body `MSG <topic> <payload>`, unframed.
     pub fn msg_frame(&self, topic: &str, payload: &[u8]) -> Bytes {
-        self.0
-            .codec
-            .encode(&[b"MSG ", topic.as_bytes(), b" ", payload])
+        conn_actor::body(&[b"MSG ", topic.as_bytes(), b" ", payload])
     }
 
     /// Looks a target up.
@@ -122,7 +121,7 @@ impl Registry {
         }
     }
 
-    /// Queues an encoded `MSG` for the topic's subscribers but `from`.
+    /// Queues a `MSG` body for the topic's subscribers but `from`.
     pub fn publish_frame(&self, topic: &str, frame: &Bytes, from: Option<ConnId>) -> usize {
         self.read().publish(topic, frame, from)
     }
@@ -357,7 +356,8 @@ mod tests {
         assert!(lines.fits_framing(b""));
         assert!(!lines.fits_framing(b"a\nb"));
         assert!(!lines.fits_framing(b"a\r"));
-        assert_eq!(&lines.push_frame(b"x")[..], b"PUSH x\n");
-        assert_eq!(&lines.msg_frame("t", b"")[..], b"MSG t \n");
+        // Bodies stay unframed: each connection frames them as it writes.
+        assert_eq!(&lines.push_frame(b"x")[..], b"PUSH x");
+        assert_eq!(&lines.msg_frame("t", b"")[..], b"MSG t ");
     }
 }
