@@ -5,15 +5,30 @@
 #   bench/run.sh [--quick] [--rounds N] [--framing lines|length]
 #                [--only "echo churn ..."] [--no-build] [--out DIR]
 #                [--profile release|profiling]
+#                [--configs "pinned default"] [--workers "1 2 8"]
+#                [--server-cpus LIST] [--loadgen-cpus LIST]
+#                [--duration SECS] [--warmup SECS]
 #
-# The 2 cores are divided: the server under test runs alone on CPU
-# $SERVER_CPU (default 0) with one worker thread, the load generator on CPU
-# $LOADGEN_CPU (default 1) with one runtime thread, both pinned with taskset.
+# Each server configuration runs the whole matrix (--configs, both by default):
+#   pinned   the server on CPU set --server-cpus (default 0) with one worker
+#            thread, the load generator on --loadgen-cpus (default 1) with one
+#            runtime thread, both pinned with taskset;
+#   default  how users run it: nothing pinned, the server with as many
+#            workers as the machine has CPUs, the load generator on the same
+#            cores with as many threads;
+#   workers-N (--workers "1 2 8" makes one per count; the scaling run) the
+#            server with N workers, on --server-cpus and the load generator on
+#            --loadgen-cpus where those are given, else unpinned; the report
+#            then adds how CPU per unit of work grows from the fewest workers
+#            to the most.
+# Every scenario reports server CPU per unit of work (/proc/PID/stat over
+# the measured window) beside its throughput.
 # Each case starts a fresh server (so memory figures start clean), reads its
 # READY line, runs one gateway-bench scenario, and stops the server.
 # Within a round the order gateway/baseline flips every case, and flips again
 # each round, so slow drift of the machine falls on both alike; the table
-# shows the median over rounds.
+# shows the median over rounds, and each ratio is the median of the per-round
+# ratios with their lowest and highest.
 #
 # --quick: short runs and small counts, for a smoke check (under a minute
 # once built). Results go to target/bench/<time>/ (results.jsonl, table.md,
@@ -23,6 +38,8 @@
 # --profile profiling: build and run both servers with line tables
 # (target/profiling/), to attach perf to one; the release profile, the
 # default and what the figures are taken with, ships no debug info.
+# SERVER_CPU and LOADGEN_CPU in the environment are the defaults of
+# --server-cpus and --loadgen-cpus for the pinned configuration.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +52,12 @@ ONLY="echo churn churn-pool-off fanout idle kick"
 BUILD=1
 OUT=""
 PROFILE=release
+CONFIGS="pinned default"
+WORKERS=""
+SERVER_CPUS=""
+LOADGEN_CPUS=""
+DURATION_OPT=""
+WARMUP_OPT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -44,14 +67,34 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --configs) CONFIGS=$2; shift ;;
+        --workers) WORKERS=$2; shift ;;
+        --server-cpus) SERVER_CPUS=$2; shift ;;
+        --loadgen-cpus) LOADGEN_CPUS=$2; shift ;;
+        --duration) DURATION_OPT=$2; shift ;;
+        --warmup) WARMUP_OPT=$2; shift ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
-SERVER_CPU=${SERVER_CPU:-0}
-LOADGEN_CPU=${LOADGEN_CPU:-1}
+if [ -n "$WORKERS" ]; then
+    CONFIGS=""
+    for n in $WORKERS; do
+        case "$n" in
+            ''|*[!0-9]*) echo "run.sh: --workers takes counts, got $n" >&2; exit 2 ;;
+        esac
+        CONFIGS="$CONFIGS workers-$n"
+    done
+fi
+for c in $CONFIGS; do
+    case "$c" in
+        pinned|default|workers-[0-9]*) ;;
+        *) echo "run.sh: unknown configuration $c (pinned, default, workers-N)" >&2; exit 2 ;;
+    esac
+done
+NCPU=$(nproc)
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1}
     DURATION=2; WARMUP=0.5
@@ -70,22 +113,47 @@ else
     KICK_ARGS="--connections 1000 --bytes 262144"
 fi
 
+DURATION=${DURATION_OPT:-$DURATION}
+WARMUP=${WARMUP_OPT:-$WARMUP}
+
 OUT=${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
-if command -v taskset >/dev/null 2>&1; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_LOAD=(taskset -c "$LOADGEN_CPU")
-else
+HAVE_TASKSET=1
+if ! command -v taskset >/dev/null 2>&1; then
+    HAVE_TASKSET=0
     echo "run.sh: taskset not found; server and load generator are not pinned" >&2
-    PIN_SERVER=(); PIN_LOAD=()
 fi
+
+# set_config NAME: how the servers and the load generator run under it:
+# PIN_SERVER, PIN_LOAD (command prefixes), SERVER_WORKERS, LOAD_THREADS
+# (empty: the load generator's default, the CPUs it may use) and DESCRIBE.
+set_config() {
+    CONFIG=$1
+    PIN_SERVER=(); PIN_LOAD=(); LOAD_THREADS=""
+    local scpus=$SERVER_CPUS lcpus=$LOADGEN_CPUS
+    case "$1" in
+        pinned)
+            scpus=${scpus:-${SERVER_CPU:-0}}; lcpus=${lcpus:-${LOADGEN_CPU:-1}}
+            SERVER_WORKERS=1; LOAD_THREADS=1 ;;
+        default)
+            scpus=""; lcpus=""; SERVER_WORKERS=$NCPU ;;
+        workers-*)
+            SERVER_WORKERS=${1#workers-} ;;
+    esac
+    if [ "$HAVE_TASKSET" = 1 ]; then
+        [ -n "$scpus" ] && PIN_SERVER=(taskset -c "$scpus")
+        [ -n "$lcpus" ] && PIN_LOAD=(taskset -c "$lcpus")
+    fi
+    DESCRIBE="$1: server with $SERVER_WORKERS worker(s) on $( [ ${#PIN_SERVER[@]} -gt 0 ] && echo "CPU $scpus" || echo "any CPU" ),"
+    DESCRIBE="$DESCRIBE load generator with ${LOAD_THREADS:-its default} thread(s) on $( [ ${#PIN_LOAD[@]} -gt 0 ] && echo "CPU $lcpus" || echo "any CPU" )"
+}
 
 # What is about to be built.
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics bench 2>/dev/null | head -c 1)
+DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics registry bench 2>/dev/null | head -c 1)
 
 GATEWAY_BIN=target/$PROFILE/gateway
 BASELINE_BIN=target/$PROFILE/gateway-baseline
@@ -114,8 +182,8 @@ json_escape() {
 record_error() { # server scenario variant message
     local variant=null
     [ -n "$3" ] && variant="\"$3\""
-    printf '{"scenario":"%s","server":"%s","variant":%s,"framing":"%s","ok":false,"error":"%s"}\n' \
-        "$2" "$1" "$variant" "$FRAMING" "$(json_escape "$4")" >> "$RESULTS"
+    printf '{"scenario":"%s","server":"%s","variant":%s,"config":"%s","framing":"%s","ok":false,"error":"%s"}\n' \
+        "$2" "$1" "$variant" "$CONFIG" "$FRAMING" "$(json_escape "$4")" >> "$RESULTS"
 }
 
 SERVER_PID=""; CLIENT=""; ADMIN=""
@@ -125,7 +193,7 @@ start_server() {
     local bin=$BASELINE_BIN
     [ "$kind" = gateway ] && bin=$GATEWAY_BIN
     "${PIN_SERVER[@]}" "$bin" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --framing "$FRAMING" --workers 1 "$@" > "$OUT/$log.out" 2> "$OUT/$log.err" &
+        --framing "$FRAMING" --workers "$SERVER_WORKERS" "$@" > "$OUT/$log.out" 2> "$OUT/$log.err" &
     SERVER_PID=$!
     local line=""
     for _ in $(seq 1 150); do
@@ -160,7 +228,7 @@ trap stop_server EXIT
 # run_case KIND SCENARIO VARIANT "SERVER_ARGS" "BENCH_ARGS"
 run_case() {
     local kind=$1 scenario=$2 variant=$3 server_args=$4 bench_args=$5
-    local log="$kind-$scenario${variant:+-$variant}-r$ROUND"
+    local log="$CONFIG-$kind-$scenario${variant:+-$variant}-r$ROUND"
     if [ "$kind" = gateway ] && [ -n "$GATEWAY_MISSING" ]; then
         record_error "$kind" "$scenario" "$variant" "$GATEWAY_MISSING"
         return
@@ -171,12 +239,13 @@ run_case() {
             "server did not print READY: $(tail -n 3 "$OUT/$log.err" 2>/dev/null)"
         return
     fi
-    echo "run.sh: round $ROUND $kind $scenario${variant:+ ($variant)}" >&2
-    local vflag=()
+    echo "run.sh: round $ROUND $CONFIG $kind $scenario${variant:+ ($variant)}" >&2
+    local vflag=() tflag=()
     [ -n "$variant" ] && vflag=(--variant "$variant")
+    [ -n "$LOAD_THREADS" ] && tflag=(--threads "$LOAD_THREADS")
     # shellcheck disable=SC2086
     "${PIN_LOAD[@]}" "$BENCH_BIN" --target "$CLIENT" --admin "$ADMIN" --pid "$SERVER_PID" \
-        --label "$kind" "${vflag[@]}" --framing "$FRAMING" --threads 1 \
+        --label "$kind" --config "$CONFIG" "${vflag[@]}" "${tflag[@]}" --framing "$FRAMING" \
         --duration "$DURATION" --warmup "$WARMUP" \
         "$scenario" $bench_args >> "$RESULTS" || true
     stop_server
@@ -199,23 +268,28 @@ case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS
 START=$(date +%s)
 N=0
 for ROUND in $(seq 1 "$ROUNDS"); do
-    for c in $ONLY; do
-        case_args "$c"
-        order=$KINDS
-        if [ "$KINDS" = "gateway baseline" ] && [ $(( (N + ROUND) % 2 )) = 0 ]; then
-            order="baseline gateway"
-        fi
-        N=$((N + 1))
-        for kind in $order; do
-            run_case "$kind" "$SCEN" "$VARIANT" "$SERVER_ARGS" "$BENCH_ARGS"
+    for config in $CONFIGS; do
+        set_config "$config"
+        for c in $ONLY; do
+            case_args "$c"
+            order=$KINDS
+            if [ "$KINDS" = "gateway baseline" ] && [ $(( (N + ROUND) % 2 )) = 0 ]; then
+                order="baseline gateway"
+            fi
+            N=$((N + 1))
+            for kind in $order; do
+                run_case "$kind" "$SCEN" "$VARIANT" "$SERVER_ARGS" "$BENCH_ARGS"
+            done
         done
     done
 done
 
 {
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING, $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
-    echo "server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU; $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
-    echo "built from commit $COMMIT$( [ -n "$DIRTY" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/ or bench/' )."
+    echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
+    for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
+    echo "built from commit $COMMIT$( [ -n "$DIRTY" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/, registry/ or bench/' )."
     echo
     "$BENCH_BIN" report "$RESULTS"
 } | tee "$OUT/table.md"

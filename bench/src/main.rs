@@ -44,6 +44,10 @@ struct Cli {
     /// Name of a variant of the scenario in the result line (e.g. pool-off).
     #[arg(long, global = true)]
     variant: Option<String>,
+    /// Name of the server configuration in the result line (e.g. pinned,
+    /// default, workers-2); the report prints one table per configuration.
+    #[arg(long, global = true)]
+    config: Option<String>,
     /// Load generator threads (default: the CPUs this process may use).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -123,6 +127,7 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         "scenario": name,
         "server": cli.label,
         "variant": cli.variant,
+        "config": cli.config,
         "framing": cli.framing.as_str(),
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -1,6 +1,8 @@
-//! The comparison table: reads result lines of both servers (several rounds
-//! allowed), takes the median of each figure per server, and prints a
-//! Markdown table with gateway/baseline ratios and the targets.
+//! The comparison tables: reads result lines of both servers (several rounds
+//! and configurations allowed), pairs the two servers' runs of each round,
+//! and prints per configuration a Markdown table of medians, per-round
+//! gateway/baseline ratios with their range, and the targets; with several
+//! `workers-N` configurations, also how CPU per unit of work scales.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -42,7 +44,14 @@ const ROWS: &[Row] = &[
         None,
         "msgs/s",
         "/msgs_per_sec",
-        Target::RatioAtLeast(0.9),
+        Target::RatioAtLeast(1.1),
+    ),
+    row(
+        "echo",
+        None,
+        "server CPU µs/msg",
+        "/server_cpu_us_per",
+        Target::RatioAtMost(0.8),
     ),
     row("echo", None, "p50 µs", "/latency/p50_us", Target::Info),
     row(
@@ -54,18 +63,18 @@ const ROWS: &[Row] = &[
     ),
     row("echo", None, "p99.9 µs", "/latency/p999_us", Target::Info),
     row(
-        "echo",
-        None,
-        "msgs per server CPU-s",
-        "/per_server_cpu_sec",
-        Target::Info,
-    ),
-    row(
         "churn",
         None,
         "cycles/s",
         "/cycles_per_sec",
-        Target::RatioAtLeast(1.0),
+        Target::RatioAtLeast(1.2),
+    ),
+    row(
+        "churn",
+        None,
+        "server CPU µs/cycle",
+        "/server_cpu_us_per",
+        Target::Info,
     ),
     row("churn", None, "p99 µs", "/latency/p99_us", Target::Info),
     row(
@@ -75,19 +84,20 @@ const ROWS: &[Row] = &[
         "/pool_reuse",
         Target::AtLeast(0.99),
     ),
-    row(
-        "churn",
-        None,
-        "cycles per server CPU-s",
-        "/per_server_cpu_sec",
-        Target::Info,
-    ),
     Row {
         scenario: "churn",
         variant: Some("pool-off"),
         baseline_variant: None,
         metric: "cycles/s (pool off)",
         pointer: "/cycles_per_sec",
+        target: Target::Info,
+    },
+    Row {
+        scenario: "churn",
+        variant: Some("pool-off"),
+        baseline_variant: None,
+        metric: "server CPU µs/cycle (pool off)",
+        pointer: "/server_cpu_us_per",
         target: Target::Info,
     },
     Row {
@@ -103,17 +113,17 @@ const ROWS: &[Row] = &[
         None,
         "deliveries/s",
         "/deliveries_per_sec",
-        Target::RatioAtLeast(1.0),
+        Target::RatioAtLeast(1.3),
     ),
-    row("fanout", None, "p50 µs", "/latency/p50_us", Target::Info),
-    row("fanout", None, "p99 µs", "/latency/p99_us", Target::Info),
     row(
         "fanout",
         None,
-        "deliveries per server CPU-s",
-        "/per_server_cpu_sec",
-        Target::Info,
+        "server CPU µs/delivery",
+        "/server_cpu_us_per",
+        Target::RatioAtMost(0.8),
     ),
+    row("fanout", None, "p50 µs", "/latency/p50_us", Target::Info),
+    row("fanout", None, "p99 µs", "/latency/p99_us", Target::Info),
     row("fanout", None, "missing", "/missing", Target::AtMost(0.0)),
     row(
         "fanout",
@@ -127,7 +137,7 @@ const ROWS: &[Row] = &[
         None,
         "RSS KiB/conn",
         "/rss_per_conn_kib",
-        Target::AtMost(4.0),
+        Target::AtMost(1.5),
     ),
     row(
         "idle",
@@ -137,11 +147,32 @@ const ROWS: &[Row] = &[
         Target::Info,
     ),
     row(
+        "idle",
+        None,
+        "server CPU µs/connect",
+        "/server_cpu_us_per",
+        Target::Info,
+    ),
+    row(
         "kick",
         None,
         "bytes lost",
         "/bytes_lost",
         Target::AtMost(0.0),
+    ),
+    row(
+        "kick",
+        None,
+        "push MiB/s",
+        "/push_mib_per_sec",
+        Target::Info,
+    ),
+    row(
+        "kick",
+        None,
+        "server CPU µs/MiB",
+        "/server_cpu_us_per",
+        Target::Info,
     ),
     row(
         "kick",
@@ -157,6 +188,14 @@ const ROWS: &[Row] = &[
         "/close_to_eof/p99_us",
         Target::Info,
     ),
+];
+
+/// The per-unit CPU figures the scaling table compares across worker counts.
+const SCALING: &[(&str, &str)] = &[
+    ("echo", "server CPU µs/msg"),
+    ("churn", "server CPU µs/cycle"),
+    ("fanout", "server CPU µs/delivery"),
+    ("idle", "server CPU µs/connect"),
 ];
 
 const fn row(
@@ -176,7 +215,7 @@ const fn row(
     }
 }
 
-/// Reads result lines from `files` and prints the table on stdout.
+/// Reads result lines from `files` and prints the tables on stdout.
 pub fn print_files(files: &[PathBuf]) -> Result<()> {
     let mut lines = Vec::new();
     for f in files {
@@ -197,61 +236,200 @@ fn emit(s: &str) {
     print!("{s}");
 }
 
-fn matches(v: &Value, server: &str, scenario: &str, variant: Option<&str>) -> bool {
-    v["server"] == server && v["scenario"] == scenario && v["variant"].as_str() == variant
+/// The figure `pointer` of every run of `server` in `config`, in run order
+/// (a run that produced no figure is kept as `None`, so that the i-th runs
+/// of the two servers, taken side by side in one round, stay paired).
+fn series(
+    lines: &[Value],
+    config: Option<&str>,
+    server: &str,
+    scenario: &str,
+    variant: Option<&str>,
+    pointer: &str,
+) -> Vec<Option<f64>> {
+    lines
+        .iter()
+        .filter(|v| {
+            v["config"].as_str() == config
+                && v["server"] == server
+                && v["scenario"] == scenario
+                && v["variant"].as_str() == variant
+        })
+        .map(|v| v["results"].pointer(pointer).and_then(Value::as_f64))
+        .collect()
 }
 
-/// Median of `pointer` over the runs of one server that produced results.
-fn median(lines: &[Value], server: &str, r: &Row, variant: Option<&str>) -> Option<f64> {
-    let mut xs: Vec<f64> = lines
-        .iter()
-        .filter(|v| matches(v, server, r.scenario, variant))
-        .filter_map(|v| v["results"].pointer(r.pointer).and_then(Value::as_f64))
-        .collect();
+/// Median, lowest and highest of the values present.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    n: usize,
+}
+
+fn spread(xs: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
+    let mut xs: Vec<f64> = xs.into_iter().flatten().filter(|x| x.is_finite()).collect();
     if xs.is_empty() {
         return None;
     }
     xs.sort_by(f64::total_cmp);
     let m = xs.len() / 2;
-    Some(if xs.len() % 2 == 1 {
+    let median = if xs.len() % 2 == 1 {
         xs[m]
     } else {
         (xs[m - 1] + xs[m]) / 2.0
+    };
+    Some(Spread {
+        median,
+        min: xs[0],
+        max: xs[xs.len() - 1],
+        n: xs.len(),
     })
 }
 
-fn fmt(x: Option<f64>) -> String {
-    match x {
-        None => "–".to_owned(),
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.2}"),
+/// Per-round ratios a[i] / b[i] of two paired series.
+fn ratios(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<Option<f64>> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) if *b != 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
     }
 }
 
-/// The Markdown table, then the failures and errors of every run.
+/// `median ±half-range%` of an absolute figure.
+fn fmt_abs(s: Option<Spread>) -> String {
+    match s {
+        None => "–".to_owned(),
+        Some(s) if s.n < 2 || s.median == 0.0 => num(s.median),
+        Some(s) => format!(
+            "{} ±{:.0}%",
+            num(s.median),
+            (s.max - s.min) / 2.0 / s.median.abs() * 100.0
+        ),
+    }
+}
+
+/// `median (lowest–highest)` of a ratio.
+fn fmt_ratio(s: Option<Spread>) -> String {
+    match s {
+        None => "–".to_owned(),
+        Some(s) if s.n < 2 => format!("{:.3}", s.median),
+        Some(s) => format!("{:.3} ({:.2}–{:.2})", s.median, s.min, s.max),
+    }
+}
+
+/// Configurations in the order they first appear.
+fn configs(lines: &[Value]) -> Vec<Option<&str>> {
+    let mut out: Vec<Option<&str>> = Vec::new();
+    for v in lines {
+        let c = v["config"].as_str();
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Worker count of a `workers-N` configuration.
+fn workers_of(config: Option<&str>) -> Option<u32> {
+    config?.strip_prefix("workers-")?.parse().ok()
+}
+
+/// One table per configuration, the scaling table when the run had several
+/// `workers-N` configurations, then the failures and errors of every run.
 pub fn render(lines: &[Value]) -> String {
     let mut out = String::new();
+    let all = configs(lines);
+    for config in &all {
+        if let Some(c) = config {
+            let _ = writeln!(out, "#### Configuration `{c}`\n");
+        }
+        table(&mut out, lines, *config);
+        out.push('\n');
+    }
+    let mut scaled: Vec<(u32, Option<&str>)> = all
+        .iter()
+        .filter_map(|c| workers_of(*c).map(|n| (n, *c)))
+        .collect();
+    scaled.sort_unstable();
+    if scaled.len() >= 2 {
+        scaling(&mut out, lines, &scaled);
+    }
+    let mut notes = String::new();
+    for v in lines {
+        let who = format!(
+            "{}{} {}{}",
+            v["config"]
+                .as_str()
+                .map(|s| format!("[{s}] "))
+                .unwrap_or_default(),
+            v["server"].as_str().unwrap_or("?"),
+            v["scenario"].as_str().unwrap_or("?"),
+            v["variant"]
+                .as_str()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        );
+        if let Some(e) = v["error"].as_str() {
+            let _ = writeln!(notes, "- {who}: did not run: {e}");
+        }
+        for f in v["failures"].as_array().into_iter().flatten() {
+            let _ = writeln!(notes, "- {who}: {}", f.as_str().unwrap_or("?"));
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "Problems seen:\n\n{notes}");
+    }
+    out
+}
+
+/// The gateway/baseline table of one configuration. The ratio is the median
+/// of the per-round ratios (each round runs both servers one after the
+/// other), with their lowest and highest; absolute figures are medians over
+/// rounds with half their range.
+fn table(out: &mut String, lines: &[Value], config: Option<&str>) {
     let _ = writeln!(
         out,
-        "| scenario | figure | gateway | baseline | gateway/baseline | target | verdict |"
+        "| scenario | figure | gateway | baseline | gateway/baseline (range over rounds) | target | verdict |"
     );
     let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | --- | --- |");
     for r in ROWS {
-        let g = median(lines, "gateway", r, r.variant);
-        let b = if r.baseline_variant == Some("none") {
-            None
+        let gs = series(lines, config, "gateway", r.scenario, r.variant, r.pointer);
+        if gs.is_empty() {
+            continue;
+        }
+        let bs = if r.baseline_variant == Some("none") {
+            Vec::new()
         } else {
-            median(lines, "baseline", r, r.baseline_variant)
+            series(
+                lines,
+                config,
+                "baseline",
+                r.scenario,
+                r.baseline_variant,
+                r.pointer,
+            )
         };
-        let ratio = match (g, b) {
-            (Some(g), Some(b)) if b != 0.0 => Some(g / b),
-            _ => None,
-        };
+        let g = spread(gs.iter().copied());
+        let b = spread(bs.iter().copied());
+        let ratio = spread(ratios(&gs, &bs));
+        let q = ratio.map(|s| s.median);
         let (target, verdict) = match r.target {
-            Target::RatioAtLeast(x) => (format!("≥ {x}× baseline"), ratio.map(|q| q >= x)),
-            Target::RatioAtMost(x) => (format!("≤ {x}× baseline"), ratio.map(|q| q <= x)),
-            Target::AtLeast(x) => (format!("≥ {x}"), g.map(|g| g >= x)),
-            Target::AtMost(x) => (format!("≤ {x}"), g.map(|g| g <= x)),
+            Target::RatioAtLeast(x) => (format!("≥ {x}× baseline"), q.map(|q| q >= x)),
+            Target::RatioAtMost(x) => (format!("≤ {x}× baseline"), q.map(|q| q <= x)),
+            Target::AtLeast(x) => (format!("≥ {x}"), g.map(|g| g.median >= x)),
+            Target::AtMost(x) => (format!("≤ {x}"), g.map(|g| g.max <= x)),
             Target::Info => (String::new(), None),
         };
         let verdict = match (r.target, verdict, g) {
@@ -269,33 +447,54 @@ pub fn render(lines: &[Value]) -> String {
             out,
             "| {name} | {} | {} | {} | {} | {target} | {verdict} |",
             r.metric,
-            fmt(g),
-            fmt(b),
-            ratio.map_or("–".to_owned(), |q| format!("{q:.3}")),
+            fmt_abs(g),
+            fmt_abs(b),
+            fmt_ratio(ratio),
         );
     }
-    let mut notes = String::new();
-    for v in lines {
-        let who = format!(
-            "{} {}{}",
-            v["server"].as_str().unwrap_or("?"),
-            v["scenario"].as_str().unwrap_or("?"),
-            v["variant"]
-                .as_str()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default()
-        );
-        if let Some(e) = v["error"].as_str() {
-            let _ = writeln!(notes, "- {who}: did not run: {e}");
-        }
-        for f in v["failures"].as_array().into_iter().flatten() {
-            let _ = writeln!(notes, "- {who}: {}", f.as_str().unwrap_or("?"));
+}
+
+/// CPU per unit of work at each worker count, and how much it grew from the
+/// fewest workers to the most (per round, the same server's runs paired).
+fn scaling(out: &mut String, lines: &[Value], scaled: &[(u32, Option<&str>)]) {
+    let (lo, hi) = (scaled[0], scaled[scaled.len() - 1]);
+    let _ = writeln!(out, "#### Scaling: server CPU per unit of work\n");
+    let mut head = "| scenario | figure | server |".to_owned();
+    let mut rule = "| --- | --- | --- |".to_owned();
+    for (n, _) in scaled {
+        let _ = write!(head, " {n} worker{} |", if *n == 1 { "" } else { "s" });
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(
+        out,
+        "{head} {} / {} workers (range over rounds) |",
+        hi.0, lo.0
+    );
+    let _ = writeln!(out, "{rule} ---: |");
+    for (scenario, metric) in SCALING {
+        let Some(r) = ROWS
+            .iter()
+            .find(|r| r.scenario == *scenario && r.metric == *metric)
+        else {
+            continue;
+        };
+        for server in ["gateway", "baseline"] {
+            let per: Vec<Vec<Option<f64>>> = scaled
+                .iter()
+                .map(|(_, c)| series(lines, *c, server, r.scenario, None, r.pointer))
+                .collect();
+            if per.iter().all(Vec::is_empty) {
+                continue;
+            }
+            let mut line = format!("| {scenario} | {metric} | {server} |");
+            for s in &per {
+                let _ = write!(line, " {} |", fmt_abs(spread(s.iter().copied())));
+            }
+            let growth = spread(ratios(&per[per.len() - 1], &per[0]));
+            let _ = writeln!(out, "{line} {} |", fmt_ratio(growth));
         }
     }
-    if !notes.is_empty() {
-        let _ = writeln!(out, "\nProblems seen:\n\n{notes}");
-    }
-    out
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -303,16 +502,49 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn ratios_and_pending() {
+    fn ratios_spread_and_pending() {
         let lines = vec![
             json!({"server":"baseline","scenario":"echo","variant":null,"results":{"msgs_per_sec":100.0,"latency":{"p99_us":10}}}),
-            json!({"server":"gateway","scenario":"echo","variant":null,"results":{"msgs_per_sec":95.0,"latency":{"p99_us":13}}}),
+            json!({"server":"gateway","scenario":"echo","variant":null,"results":{"msgs_per_sec":95.0,"latency":{"p99_us":12}}}),
+            json!({"server":"gateway","scenario":"echo","variant":null,"results":{"msgs_per_sec":130.0,"latency":{"p99_us":11}}}),
+            json!({"server":"baseline","scenario":"echo","variant":null,"results":{"msgs_per_sec":100.0,"latency":{"p99_us":10}}}),
             json!({"server":"gateway","scenario":"kick","variant":null,"error":"404"}),
         ];
         let t = super::render(&lines);
-        assert!(t.contains("| echo | msgs/s | 95.00 | 100 | 0.950 | ≥ 0.9× baseline | PASS |"));
-        assert!(t.contains("| echo | p99 µs | 13.00 | 10.00 | 1.300 | ≤ 1.2× baseline | FAIL |"));
-        assert!(t.contains("| kick | bytes lost | – | – | – | ≤ 0 | pending |"));
+        assert!(
+            t.contains("| echo | msgs/s | 112 ±16% | 100 ±0% | 1.125 (0.95–1.30) | ≥ 1.1× baseline | PASS |"),
+            "{t}"
+        );
+        assert!(t.contains("| echo | p99 µs | 11.50 ±4% | 10.00 ±0% | 1.150 (1.10–1.20) | ≤ 1.2× baseline | PASS |"), "{t}");
+        assert!(
+            t.contains("| kick | bytes lost | – | – | – | ≤ 0 | pending |"),
+            "{t}"
+        );
         assert!(t.contains("gateway kick: did not run: 404"));
+    }
+
+    #[test]
+    fn one_table_per_config_and_scaling() {
+        let mut lines = Vec::new();
+        for (config, g, b) in [
+            ("workers-1", 1.0, 2.0),
+            ("workers-2", 1.5, 2.2),
+            ("workers-1", 1.2, 2.0),
+            ("workers-2", 1.5, 2.0),
+        ] {
+            lines.push(json!({"config":config,"server":"gateway","scenario":"fanout","variant":null,"results":{"server_cpu_us_per":g}}));
+            lines.push(json!({"config":config,"server":"baseline","scenario":"fanout","variant":null,"results":{"server_cpu_us_per":b}}));
+        }
+        let t = super::render(&lines);
+        assert!(t.contains("#### Configuration `workers-1`"), "{t}");
+        assert!(t.contains("#### Configuration `workers-2`"), "{t}");
+        assert!(
+            t.contains("| fanout | server CPU µs/delivery | gateway | 1.10 ±9% | 1.50 ±0% | 1.375 (1.25–1.50) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| fanout | server CPU µs/delivery | baseline | 2.00 ±0% | 2.10 ±5% | 1.050 (1.00–1.10) |"),
+            "{t}"
+        );
     }
 }

@@ -14,7 +14,10 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok, per_server_cpu_sec};
+use super::{
+    Client, CpuProbe, Ctx, Outcome, STEP_TIMEOUT, Window, collect_ok, per_server_cpu_sec,
+    server_cpu_us_per,
+};
 use crate::metrics::{self, PoolCounters};
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -119,6 +122,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
             "errors": errors,
             "seconds": round2(secs),
             "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
+            "server_cpu_us_per": server_cpu_us_per(measured, &cpu, &window),
             "cpu": cpu,
             "latency": sink.summary(),
             "phases": PHASES

@@ -16,7 +16,10 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed};
+use super::{
+    Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
+    server_cpu_us_per,
+};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -104,6 +107,7 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             "messages": measured,
             "seconds": round2(secs),
             "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
+            "server_cpu_us_per": server_cpu_us_per(measured, &cpu, &window),
             "cpu": cpu,
             "latency": sink.summary(),
         }),

@@ -18,7 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed};
+use super::{
+    Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
+    server_cpu_us_per,
+};
 use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -187,6 +190,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
             "reordered": t.reordered,
             "seconds": round2(secs),
             "per_server_cpu_sec": per_server_cpu_sec(t.measured, &cpu, &window),
+            "server_cpu_us_per": server_cpu_us_per(t.measured, &cpu, &window),
             "cpu": cpu,
             "latency": sink.summary(),
         }),

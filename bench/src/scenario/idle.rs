@@ -50,6 +50,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
     let tag = std::process::id();
     let topics = args.topics.max(1);
     let sink = LatencySink::new();
+    let cpu0 = crate::procfs::cpu_ticks(pid).ok();
     let start = Instant::now();
     let conns = run_indexed(args.connections, args.parallel, |i| {
         let (ctx, done, mut rec) = (ctx.clone(), done.clone(), sink.recorder());
@@ -71,6 +72,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
     })
     .await;
     let setup = start.elapsed();
+    let cpu1 = crate::procfs::cpu_ticks(pid).ok();
     bar.finish();
     let conns = collect_ok("connection setups", conns, &mut failures);
     if conns.is_empty() {
@@ -91,6 +93,10 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
             "connects_per_sec": round2(n as f64 / setup.as_secs_f64()),
             "setup_seconds": round2(setup.as_secs_f64()),
             "setup_latency": sink.summary(),
+            // Server CPU per connection set up (connect, HELLO, SUB).
+            "server_cpu_us_per": cpu0.zip(cpu1).map(|(a, b)| {
+                (b.saturating_sub(a) as f64 * 1e4 / n as f64 * 1000.0).round() / 1000.0
+            }),
         }),
         failures,
     })

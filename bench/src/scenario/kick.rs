@@ -92,6 +92,7 @@ pub async fn run(ctx: &Ctx, args: &KickArgs) -> Result<Outcome> {
     }
     let starts = Arc::new(starts);
 
+    let cpu0 = ctx.pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
     let t0 = Instant::now();
     let plan = Arc::new(Plan {
         ids,
@@ -134,6 +135,8 @@ pub async fn run(ctx: &Ctx, args: &KickArgs) -> Result<Outcome> {
         }
     }
     drop(rec);
+    let cpu1 = ctx.pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
+    let mib_read = read_total as f64 / 1048576.0;
     if lost > 0 {
         failures.push(format!("{lost} bytes lost"));
     }
@@ -161,6 +164,11 @@ pub async fn run(ctx: &Ctx, args: &KickArgs) -> Result<Outcome> {
             "push_mib_per_sec": round2(expected as f64 * n as f64 / push_secs.max(1e-9) / 1048576.0),
             "close_seconds": round2(close_secs),
             "close_to_eof": sink.summary(),
+            // Server CPU per MiB pushed through the admin API and read by
+            // the clients, closes included.
+            "server_cpu_us_per": cpu0.zip(cpu1).filter(|_| mib_read > 0.0).map(|(a, b)| {
+                (b.saturating_sub(a) as f64 * 1e4 / mib_read).round()
+            }),
         }),
         failures,
     })

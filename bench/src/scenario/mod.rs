@@ -245,6 +245,7 @@ impl CpuProbe {
                     .map(|(a, b)| ((b.saturating_sub(a)) as f64 / window.secs()).round() as i64)
             };
             serde_json::json!({
+                "server_cpu_secs": s0.zip(s1).map(|(a, b)| b.saturating_sub(a) as f64 / 100.0),
                 "server_cpu_pct": pct(s0, s1),
                 "loadgen_cpu_pct": pct(l0, l1),
                 "core_busy_pct": cores,
@@ -263,7 +264,22 @@ impl CpuProbe {
 /// server does per unit of CPU, which other load on the machine disturbs
 /// less than the raw rate. `None` without a CPU reading.
 pub fn per_server_cpu_sec(count: u64, cpu: &Value, window: &Window) -> Option<f64> {
-    let pct = cpu.get("server_cpu_pct")?.as_f64()?;
-    let cpu_secs = pct / 100.0 * window.secs();
+    let cpu_secs = server_cpu_secs(cpu, window)?;
     (cpu_secs > 0.0).then(|| (count as f64 / cpu_secs).round())
+}
+
+/// Microseconds of server CPU time per unit of work (message, delivery,
+/// cycle) over the window: the efficiency figure the benchmarks hold the
+/// gateway to. `None` without a CPU reading or without work.
+pub fn server_cpu_us_per(count: u64, cpu: &Value, window: &Window) -> Option<f64> {
+    let cpu_secs = server_cpu_secs(cpu, window)?;
+    (count > 0).then(|| (cpu_secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
+}
+
+/// The server's CPU seconds in the window, from the exact tick count when
+/// the probe has it (older result lines carry only the rounded percentage).
+fn server_cpu_secs(cpu: &Value, window: &Window) -> Option<f64> {
+    cpu.get("server_cpu_secs")
+        .and_then(Value::as_f64)
+        .or_else(|| Some(cpu.get("server_cpu_pct")?.as_f64()? / 100.0 * window.secs()))
 }
