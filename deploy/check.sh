@@ -114,7 +114,7 @@ for f in deploy/grafana/dashboards/*.json; do
     "$PY" -m json.tool "$f" > /dev/null || die "$f is not valid JSON"
     ok "$f parses as JSON"
 done
-for f in deploy/grafana/provisioning/*/*.yml deploy/docker-compose.yml deploy/prometheus.yml deploy/alerts.yml; do
+for f in deploy/grafana/provisioning/*/*.yml deploy/docker-compose.yml deploy/docker-compose.local.yml deploy/prometheus.yml deploy/alerts.yml; do
     "$PY" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$f" || die "$f is not valid YAML"
 done
 ok "provisioning and deploy YAML files parse"
