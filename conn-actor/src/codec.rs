@@ -7,12 +7,58 @@
 //! refuses a frame as soon as it is known to exceed the limit, so no caller
 //! ever buffers more than the limit.
 //!
+//! # Decoding a read
+//!
+//! One read may hold several frames and the start of another. The caller
+//! decodes frames off the front of what it read until the codec says the
+//! rest is incomplete, then keeps only that rest for the next read:
+//!
+//! ```
+//! use conn_actor::{FrameCodec, Framing};
+//!
+//! # fn main() -> Result<(), conn_actor::codec::FrameError> {
+//! let codec = FrameCodec::new(Framing::Lines, 64);
+//! let mut read: &[u8] = b"PING\r\nSUB news\nPUB news hel";
+//! let mut frames = Vec::new();
+//! while let Some(decoded) = codec.decode_slice(read)? {
+//!     frames.push(decoded.frame);
+//!     read = &read[decoded.consumed..];
+//! }
+//! assert_eq!(frames, [&b"PING"[..], b"SUB news"]);
+//! // An incomplete frame: keep it and read more.
+//! assert_eq!(read, b"PUB news hel");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same bytes arriving in any chunks, one byte at a time included, give
+//! the same frames: the unit tests check that for every input.
+//!
+//! # Encoding
+//!
 //! Frames travel through the gateway unframed: a producer hands over a
 //! frame's body (`MSG topic payload`) and only the connection's write path
 //! wraps it, with [`FrameCodec::wrap`], in what its framing puts around a
 //! body (a 4-byte length before it, or a `\n` after it). The body is never
 //! copied for that: the wrap goes out as its own slices of the same
 //! vectored write.
+//!
+//! ```
+//! use conn_actor::codec;
+//! use conn_actor::{FrameCodec, Framing};
+//!
+//! // Built once, shared by every connection it goes to.
+//! let body = codec::body(&[b"MSG news ", b"hello"]);
+//! let lines = FrameCodec::new(Framing::Lines, 64);
+//! let wrap = lines.wrap(&body);
+//! assert_eq!((wrap.head(), wrap.tail()), (&b""[..], &b"\n"[..]));
+//! let length = FrameCodec::new(Framing::Length, 64);
+//! let wrap = length.wrap(&body);
+//! assert_eq!((wrap.head(), wrap.tail()), (&14u32.to_be_bytes()[..], &b""[..]));
+//! assert_eq!(length.wire_len(&body), 4 + 14);
+//! // A whole frame in one buffer, for a write outside a connection's queue.
+//! assert_eq!(&length.encode(&[b"PONG"])[..], b"\x00\x00\x00\x04PONG");
+//! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -135,6 +181,40 @@ impl FrameCodec {
 
     /// The first complete frame of `buf`, `Ok(None)` while it is incomplete
     /// and still within the limit.
+    ///
+    /// A buffer can be in one of three situations:
+    ///
+    /// ```
+    /// use conn_actor::codec::{Decoded, FrameError};
+    /// use conn_actor::{FrameCodec, Framing};
+    ///
+    /// let codec = FrameCodec::new(Framing::Length, 5);
+    /// // A whole frame at the front: its bytes, and how much it used.
+    /// assert_eq!(
+    ///     codec.decode_slice(b"\x00\x00\x00\x02hi\x00"),
+    ///     Ok(Some(Decoded { frame: b"hi", consumed: 6 }))
+    /// );
+    /// // Not whole yet, and within the limit: wait for more.
+    /// assert_eq!(codec.decode_slice(b"\x00\x00\x00\x05hel"), Ok(None));
+    /// // Over the limit: refused as soon as that is known, here from the
+    /// // length prefix alone.
+    /// assert_eq!(
+    ///     codec.decode_slice(b"\x00\x00\x00\x06"),
+    ///     Err(FrameError::TooLarge { limit: 5 })
+    /// );
+    /// ```
+    ///
+    /// Under `lines`, a `\r` before the `\n` is dropped, and a line is
+    /// refused once it has passed the limit without a `\n`:
+    ///
+    /// ```
+    /// use conn_actor::{FrameCodec, Framing};
+    ///
+    /// let codec = FrameCodec::new(Framing::Lines, 5);
+    /// let decoded = codec.decode_slice(b"QUIT\r\n").ok().flatten();
+    /// assert_eq!(decoded.map(|d| (d.frame, d.consumed)), Some((&b"QUIT"[..], 6)));
+    /// assert!(codec.decode_slice(b"123456").is_err());
+    /// ```
     pub fn decode_slice<'a>(&self, buf: &'a [u8]) -> Result<Option<Decoded<'a>>, FrameError> {
         match self.framing {
             Framing::Lines => self.decode_line(buf),

@@ -2,6 +2,20 @@
 //!
 //! Parsing borrows from the frame and allocates nothing; it also validates
 //! user and topic names, so a [`Command`] holds only well-formed names.
+//!
+//! ```
+//! use conn_actor::command::{self, Command, CommandError};
+//!
+//! assert_eq!(command::parse(b"SUB news/eu"), Ok(Command::Sub("news/eu")));
+//! assert_eq!(
+//!     command::parse(b"PUB news hello world"),
+//!     Ok(Command::Pub { topic: "news", payload: b"hello world" })
+//! );
+//! // A frame that is not a command names the `ERR` the client gets.
+//! let err = command::parse(b"SUB a b").unwrap_err();
+//! assert_eq!(err, CommandError::BadTopic);
+//! assert_eq!(err.reply(), b"ERR bad-topic");
+//! ```
 
 /// A client command, borrowed from its frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,7 +66,26 @@ pub const MAX_USER: usize = 128;
 /// The longest topic name.
 pub const MAX_TOPIC: usize = 256;
 
-/// Parses one frame.
+/// Parses one frame: a verb, then at most one space and its argument.
+///
+/// Verbs are case-sensitive and a `PING` payload or a `PUB` payload is
+/// everything after its space, bytes included:
+///
+/// ```
+/// use conn_actor::command::{parse, Command, CommandError};
+///
+/// assert_eq!(parse(b"HELLO alice"), Ok(Command::Hello("alice")));
+/// assert_eq!(parse(b"PING"), Ok(Command::Ping(None)));
+/// assert_eq!(parse(b"PING  a b"), Ok(Command::Ping(Some(&b" a b"[..]))));
+/// assert_eq!(
+///     parse(b"PUB t \x00\xff"),
+///     Ok(Command::Pub { topic: "t", payload: b"\x00\xff" })
+/// );
+/// assert_eq!(parse(b"QUIT"), Ok(Command::Quit));
+/// assert_eq!(parse(b"quit"), Err(CommandError::UnknownCommand));
+/// assert_eq!(parse(b"QUIT now"), Err(CommandError::UnknownCommand));
+/// assert_eq!(parse(b"HELLO a/b"), Err(CommandError::BadUser));
+/// ```
 pub fn parse(frame: &[u8]) -> Result<Command<'_>, CommandError> {
     let (verb, rest) = match frame.iter().position(|&b| b == b' ') {
         Some(space) => (&frame[..space], Some(&frame[space + 1..])),
@@ -80,11 +113,27 @@ pub fn parse(frame: &[u8]) -> Result<Command<'_>, CommandError> {
 }
 
 /// A valid user name: 1 to 128 bytes of `A-Z a-z 0-9 _ . : @ -`.
+///
+/// ```
+/// use conn_actor::command::{user, CommandError};
+///
+/// assert_eq!(user(b"alice@example.org"), Ok("alice@example.org"));
+/// assert_eq!(user(b""), Err(CommandError::BadUser));
+/// assert_eq!(user(b"news/eu"), Err(CommandError::BadUser));
+/// ```
 pub fn user(name: &[u8]) -> Result<&str, CommandError> {
     valid(name, MAX_USER, |b| b"_.:@-".contains(&b)).ok_or(CommandError::BadUser)
 }
 
 /// A valid topic name: 1 to 256 bytes of `A-Z a-z 0-9 _ . : / -`.
+///
+/// ```
+/// use conn_actor::command::{topic, CommandError};
+///
+/// assert_eq!(topic(b"news/eu:1"), Ok("news/eu:1"));
+/// assert_eq!(topic(b"a@b"), Err(CommandError::BadTopic));
+/// assert_eq!(topic("t".repeat(257).as_bytes()), Err(CommandError::BadTopic));
+/// ```
 pub fn topic(name: &[u8]) -> Result<&str, CommandError> {
     valid(name, MAX_TOPIC, |b| b"_.:/-".contains(&b)).ok_or(CommandError::BadTopic)
 }
