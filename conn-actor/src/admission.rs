@@ -1,7 +1,7 @@
 //! `--max-connections`: how many connections may be open at once, counted
 //! exactly across every thread that accepts. A connection holds a [`Slot`]
-//! from before it starts until its socket closes; dropping the slot gives it
-//! back, so no path can forget to. The drain awaits the last slot instead
+//! from before it starts until it stops; dropping the slot gives it back,
+//! so no path can forget to. The drain awaits the last slot instead
 //! of polling, and learns which connections only wait for their client to
 //! close (everything written, the write side shut).
 

@@ -76,9 +76,8 @@ pub struct Connection {
     pub(crate) phase: Phase,
     /// The client shut its write side (or reset).
     pub(crate) peer_eof: bool,
-    /// Its place under `--max-connections`, given back when the actor (and
-    /// with it the socket) is dropped.
-    slot: Slot,
+    /// Its place under `--max-connections`, given back as the actor stops.
+    slot: Option<Slot>,
     idle: Option<IdleSlot>,
     close_timer_armed: bool,
     /// `conn`, with the id, the peer and, after `HELLO`, the user. At
@@ -118,7 +117,7 @@ impl Connection {
                 worker,
                 phase: Phase::Open,
                 peer_eof: false,
-                slot,
+                slot: Some(slot),
                 idle: None,
                 close_timer_armed: false,
                 span,
@@ -304,7 +303,9 @@ impl Connection {
                 .close_flush_duration
                 .observe(since.elapsed().as_secs_f64());
             self.phase = Phase::Lingering { reason };
-            self.slot.mark_flushed();
+            if let Some(slot) = &mut self.slot {
+                slot.mark_flushed();
+            }
         }
     }
 
@@ -375,6 +376,9 @@ impl Actor for Connection {
             self.worker.hub.closing(self.id);
         }
         self.worker.hub.closed(self.id);
+        // Given back before the close is counted: whoever sees the count
+        // can open a connection in its place.
+        self.slot = None;
         metrics.closed(reason);
         let counters = &self.state.counters;
         tracing::debug!(
