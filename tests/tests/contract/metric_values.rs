@@ -17,7 +17,7 @@
 //! happen on purpose.
 
 use crate::common::{msg, publish, start};
-use gateway_tests::http::{self, Response};
+use gateway_tests::http;
 use gateway_tests::metrics::CLOSE_REASONS;
 use gateway_tests::{Client, Framing, Gateway, Metrics};
 use std::time::Duration;
@@ -28,15 +28,11 @@ const ACCEPTED: &str = "gateway_connections_accepted_total";
 const FLUSH_COUNT: &str = "gateway_close_flush_duration_seconds_count";
 const FLUSH_BUCKET: &str = "gateway_close_flush_duration_seconds_bucket";
 
-/// `POST path` on the admin API with no body.
-fn post(gw: &Gateway, path: &str) -> Response {
-    http::request(gw.admin_addr(), "POST", path, &[], None)
-}
-
 /// Asks the admin API to close connection `id`, asserting a 202.
 #[track_caller]
 fn admin_close(gw: &Gateway, id: &str) {
-    let r = post(gw, &format!("/api/v1/connections/{id}/close"));
+    let path = format!("/api/v1/connections/{id}/close");
+    let r = http::request(gw.admin_addr(), "POST", &path, &[], None);
     assert_eq!(r.status, 202, "close {id}: {}", r.text());
 }
 
@@ -73,23 +69,51 @@ fn served(gw: &Gateway) -> Client {
     c
 }
 
-#[test]
-fn closes_count_once_under_each_reason_and_rejections_apart() {
-    let gw = start(
-        Framing::Lines,
-        &[
-            "--max-connections",
-            "3",
-            "--max-frame-bytes",
-            "64",
-            "--idle-timeout",
-            "2",
-            "--close-timeout",
-            "5",
-        ],
+/// After a round trip on one more connection, holds the counters to their
+/// marks, so that overshooting fails too: closes by reason exactly,
+/// `accepted` (the fresh one included), that one active, `rejected` only
+/// under `full` and `full` times, no close cut off by the close timeout.
+/// Then closes the fresh one.
+#[track_caller]
+fn assert_settled(gw: &Gateway, closed: &[(&str, usize)], accepted: usize, full: usize) {
+    let mut last = served(gw);
+    last.sync();
+    let m = gw.metrics();
+    assert_closed(&m, closed);
+    assert_eq!(m.value(ACCEPTED, &[]), accepted as f64, "accepted");
+    assert_eq!(m.value(ACTIVE, &[]), 1.0, "active: the fresh connection");
+    assert_eq!(
+        m.value("gateway_connections_rejected_total", &[("reason", "full")]),
+        full as f64
     );
+    assert_eq!(
+        m.value(
+            "gateway_connections_rejected_total",
+            &[("reason", "draining")]
+        ),
+        0.0
+    );
+    assert_eq!(m.value("gateway_close_flush_timeouts_total", &[]), 0.0);
+    last.quit();
+    gw.wait_metric_eq(ACTIVE, &[], 0.0);
+}
 
-    // Full: three served, the fourth refused and never accepted.
+/// Asserts the close-flush histogram counted `n` observations since `base`.
+#[track_caller]
+fn assert_flushes_since(gw: &Gateway, base: f64, n: usize) {
+    let m = gw.metrics();
+    assert_eq!(
+        m.value(FLUSH_COUNT, &[]) - base,
+        n as f64,
+        "close-flush observations: one per graceful close"
+    );
+}
+
+#[test]
+fn a_full_gateway_counts_its_refusal_apart_from_closes() {
+    let gw = start(Framing::Lines, &["--max-connections", "3"]);
+
+    // Three served, the fourth refused and never accepted.
     let quitters: Vec<Client> = (0..3).map(|_| served(&gw)).collect();
     let mut refused = gw.connect();
     refused.expect("ERR server-full");
@@ -108,43 +132,69 @@ fn closes_count_once_under_each_reason_and_rejections_apart() {
         c.quit();
     }
     wait_closed(&gw, "quit", 3);
+    assert_flushes_since(&gw, flush_base, 3);
+    assert_settled(&gw, &[("quit", 3)], 4, 1);
+}
 
-    // Two replaced logins; the new holders end by EOF and by an admin close.
-    let mut old_a = gw.connect();
-    old_a.hello("user-a");
-    let mut new_a = gw.connect();
-    new_a.hello("user-a");
-    old_a.expect("KICK replaced");
-    old_a.expect_eof();
-    drop(old_a);
-    let mut old_b = gw.connect();
-    old_b.hello("user-b");
-    let mut new_b = gw.connect();
-    let id_b = new_b.hello("user-b");
-    old_b.expect("KICK replaced");
-    old_b.expect_eof();
-    drop(old_b);
+#[test]
+fn replaced_logins_count_once_each() {
+    let gw = start(Framing::Lines, &[]);
+    for user in ["user-a", "user-b"] {
+        let mut old = gw.connect();
+        old.hello(user);
+        let mut new = gw.connect();
+        new.hello(user);
+        old.expect("KICK replaced");
+        old.expect_eof();
+        drop(old);
+        new.quit();
+    }
     wait_closed(&gw, "replaced", 2);
+    wait_closed(&gw, "quit", 2);
+    assert_flushes_since(&gw, 0.0, 4);
+    assert_settled(&gw, &[("replaced", 2), ("quit", 2)], 5, 0);
+}
 
-    new_a.check("PING a", "PONG a");
-    new_a.shutdown_write();
-    new_a.expect_eof();
-    drop(new_a);
-    admin_close(&gw, &id_b);
-    new_b.expect("KICK admin");
-    new_b.expect_eof();
-    drop(new_b);
+#[test]
+fn an_eof_counts_as_client_and_an_admin_close_as_admin() {
+    let gw = start(Framing::Lines, &[]);
+    let mut ends = gw.connect();
+    ends.hello("user-a");
+    ends.check("PING a", "PONG a");
+    ends.shutdown_write();
+    ends.expect_eof();
+    drop(ends);
+    let mut kicked = gw.connect();
+    let id = kicked.hello("user-b");
+    admin_close(&gw, &id);
+    kicked.expect("KICK admin");
+    kicked.expect_eof();
+    drop(kicked);
+    wait_closed(&gw, "client", 1);
+    wait_closed(&gw, "admin", 1);
+    assert_flushes_since(&gw, 0.0, 2);
+    assert_settled(&gw, &[("client", 1), ("admin", 1)], 3, 0);
+}
 
+#[test]
+fn a_frame_over_the_limit_counts_as_frame_too_large() {
+    let gw = start(
+        Framing::Lines,
+        &["--max-frame-bytes", "64", "--close-timeout", "5"],
+    );
     let mut big = gw.connect();
     big.send([b'x'; 65]);
     big.expect("ERR frame-too-large");
     big.expect_eof();
     drop(big);
-    wait_closed(&gw, "client", 1);
-    wait_closed(&gw, "admin", 1);
     wait_closed(&gw, "frame_too_large", 1);
+    assert_flushes_since(&gw, 0.0, 1);
+    assert_settled(&gw, &[("frame_too_large", 1)], 2, 0);
+}
 
-    // Silent past --idle-timeout.
+#[test]
+fn silence_past_the_idle_timeout_counts_as_idle() {
+    let gw = start(Framing::Lines, &["--idle-timeout", "2"]);
     let mut silent = gw.connect();
     let kick = silent.next_event(Duration::from_secs(5));
     assert_eq!(
@@ -157,53 +207,19 @@ fn closes_count_once_under_each_reason_and_rejections_apart() {
     drop(silent);
     wait_closed(&gw, "idle", 1);
     gw.wait_metric_eq(ACTIVE, &[], 0.0);
+    assert_flushes_since(&gw, 0.0, 1);
+    assert_settled(&gw, &[("idle", 1)], 2, 0);
+}
 
-    // Nine graceful closes so far, each observed once by the histogram.
-    let m = gw.metrics();
-    assert_eq!(
-        m.value(FLUSH_COUNT, &[]) - flush_base,
-        9.0,
-        "close-flush observations"
-    );
-
-    // A reset from the client: reason `client` too.
+#[test]
+fn a_reset_from_the_client_counts_as_client() {
+    let gw = start(Framing::Lines, &[]);
     let mut resetter = served(&gw);
     resetter.check("SUB reset-topic", "OK SUB reset-topic");
     resetter.reset();
-    wait_closed(&gw, "client", 2);
+    wait_closed(&gw, "client", 1);
     gw.wait_metric_eq(ACTIVE, &[], 0.0);
-
-    // Nothing moved past its mark.
-    let mut last = served(&gw);
-    last.sync();
-    let m = gw.metrics();
-    assert_closed(
-        &m,
-        &[
-            ("quit", 3),
-            ("replaced", 2),
-            ("client", 2),
-            ("admin", 1),
-            ("frame_too_large", 1),
-            ("idle", 1),
-        ],
-    );
-    assert_eq!(m.value(ACCEPTED, &[]), 11.0, "accepted: 10 closed + 1 open");
-    assert_eq!(m.value(ACTIVE, &[]), 1.0);
-    assert_eq!(
-        m.value("gateway_connections_rejected_total", &[("reason", "full")]),
-        1.0
-    );
-    assert_eq!(
-        m.value(
-            "gateway_connections_rejected_total",
-            &[("reason", "draining")]
-        ),
-        0.0
-    );
-    assert_eq!(m.value("gateway_close_flush_timeouts_total", &[]), 0.0);
-    last.quit();
-    gw.wait_metric_eq(ACTIVE, &[], 0.0);
+    assert_settled(&gw, &[("client", 1)], 2, 0);
 }
 
 #[test]
