@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use conn_actor::Admission;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use gateway_registry::Registry;
 
@@ -21,19 +21,20 @@ pub struct Drain {
     inner: Arc<Inner>,
 }
 
+/// `draining` answers the hot question (every accept asks it) with one
+/// atomic load; `requested` is what waiters await, and any number of them
+/// may, at any time, before or after the drain began.
 #[derive(Default)]
 struct Inner {
     draining: AtomicBool,
-    requested: Notify,
+    requested: CancellationToken,
 }
 
 impl Drain {
     /// Asks for the drain; returns `false` when it had already begun.
     pub fn start(&self) -> bool {
         let first = !self.inner.draining.swap(true, Ordering::SeqCst);
-        if first {
-            self.inner.requested.notify_one();
-        }
+        self.inner.requested.cancel();
         first
     }
 
@@ -42,8 +43,9 @@ impl Drain {
         self.inner.draining.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the drain has begun (at once if it already has).
     async fn requested(&self) {
-        self.inner.requested.notified().await;
+        self.inner.requested.cancelled().await;
     }
 }
 
@@ -119,5 +121,22 @@ impl Signals {
                 tracing::info!(signal = name, "drain requested");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Drain;
+
+    #[actix_rt::test]
+    async fn a_waiter_that_comes_after_the_request_still_sees_it() {
+        let drain = Drain::default();
+        assert!(!drain.is_draining());
+        assert!(drain.start(), "the first request starts the drain");
+        assert!(!drain.start(), "a second one finds it under way");
+        // Both a late waiter and a second one resolve at once.
+        drain.requested().await;
+        drain.clone().requested().await;
+        assert!(drain.is_draining());
     }
 }
