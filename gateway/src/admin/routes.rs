@@ -137,10 +137,18 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // A GET route answers HEAD too (`resource`), and says so.
         let routed: BTreeSet<(String, String)> = endpoints()
             .iter()
-            .map(|e| (e.method.to_string(), e.path.to_string()))
+            .flat_map(|e| {
+                let head = (e.method == Method::GET).then(|| ("HEAD".to_string(), e.path.into()));
+                std::iter::once((e.method.to_string(), e.path.to_string())).chain(head)
+            })
             .collect();
         assert_eq!(documented, routed);
+        assert_eq!(
+            doc["servers"][0]["url"], "/",
+            "the document names no host: it is served by the listener it describes"
+        );
     }
 }

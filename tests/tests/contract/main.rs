@@ -27,5 +27,6 @@ mod pool;
 mod process;
 mod prometheus;
 mod replace;
+mod schemathesis;
 mod slow;
 mod start_up_errors;
