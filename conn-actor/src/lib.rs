@@ -22,7 +22,7 @@ pub mod messages;
 mod state;
 pub mod transport;
 
-pub use admission::{Admission, Slot};
+pub use admission::{Admission, Refusal, Slot};
 pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};

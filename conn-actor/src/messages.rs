@@ -18,15 +18,16 @@ use crate::state::Counters;
 pub use gateway_metrics::CloseReason;
 
 /// The body of a close's last frame, built once: `KICK <reason> [message]`,
-/// `BYE` or `ERR frame-too-large`; none when the client went away. Only a
-/// kick carries the message.
+/// `BYE`, `ERR frame-too-large` or `ERR unauthorized`; none when the client
+/// went away. Only a kick carries the message.
 pub(crate) fn last_frame(reason: CloseReason, message: Option<&[u8]>) -> Option<Bytes> {
     use CloseReason::*;
     match reason {
         Quit => Some(Bytes::from_static(b"BYE")),
         FrameTooLarge => Some(Bytes::from_static(b"ERR frame-too-large")),
+        Unauthorized => Some(Bytes::from_static(b"ERR unauthorized")),
         Client | Error => None,
-        Replaced | Admin | Idle | Slow | Shutdown => {
+        Replaced | Admin | Idle | Slow | Shutdown | Expired => {
             let word = reason.as_str().as_bytes();
             Some(match message {
                 Some(message) => body(&[b"KICK ", word, b" ", message]),
@@ -109,6 +110,8 @@ mod tests {
         );
         check(CloseReason::Idle, None, Some(b"KICK idle"));
         check(CloseReason::Slow, None, Some(b"KICK slow"));
+        check(CloseReason::Expired, None, Some(b"KICK expired"));
+        check(CloseReason::Unauthorized, None, Some(b"ERR unauthorized"));
         // Only a kick carries the message.
         check(CloseReason::Quit, Some(b"m"), Some(b"BYE"));
         check(

@@ -5,7 +5,8 @@
 //! itself.
 //!
 //! Each acceptor admits or refuses (`ERR server-full` past
-//! `--max-connections`, `ERR draining` during a drain, both followed by a
+//! `--max-connections` or `--max-connections-per-ip`, `ERR draining` during
+//! a drain, both followed by a
 //! short lingering close), assigns the id, checks a state out of its pool
 //! and starts the `Connection`.
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
-use conn_actor::{ConnState, Connection, WorkerContext};
+use conn_actor::{ConnState, Connection, Refusal, WorkerContext};
 use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,10 +63,16 @@ impl Acceptor {
                 self.refuse(stream, b"ERR draining");
                 continue;
             }
-            let Some(slot) = self.context.admission().try_admit() else {
-                self.metrics.rejected(RejectReason::Full);
-                self.refuse(stream, b"ERR server-full");
-                continue;
+            let slot = match self.context.admission().try_admit_from(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    self.metrics.rejected(match refusal {
+                        Refusal::Full => RejectReason::Full,
+                        Refusal::PerIp => RejectReason::PerIp,
+                    });
+                    self.refuse(stream, b"ERR server-full");
+                    continue;
+                }
             };
             // Small frames must not wait for more to fill a segment.
             let _ = stream.set_nodelay(true);

@@ -54,6 +54,14 @@ pub struct Args {
         value_name = "N"
     )]
     max_connections: u64,
+    /// Open client connections from one IP address; 0 is no limit.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    max_connections_per_ip: u64,
     /// Output queued for one connection past which it is a slow consumer.
     #[arg(
         long,
@@ -143,6 +151,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub limits: Limits,
     pub max_connections: usize,
+    /// 0: no limit.
+    pub max_connections_per_ip: usize,
     pub shutdown_timeout: Duration,
     pub pool_max_idle: usize,
     pub workers: usize,
@@ -210,6 +220,7 @@ impl Args {
                 close_timeout: Duration::from_secs(close_timeout as u64),
             },
             max_connections,
+            max_connections_per_ip: self.max_connections_per_ip.min(1 << 24) as usize,
             shutdown_timeout: Duration::from_secs(shutdown_timeout as u64),
             pool_max_idle: self.pool_max_idle.min(1 << 24) as usize,
             workers,
@@ -248,6 +259,7 @@ mod tests {
         assert_eq!(config.limits.framing, Framing::Lines);
         assert_eq!(config.limits.max_frame_bytes, 65536);
         assert_eq!(config.max_connections, 10000);
+        assert_eq!(config.max_connections_per_ip, 0);
         assert_eq!(config.limits.max_pending_bytes, 1 << 20);
         assert_eq!(config.limits.max_subscriptions, 1024);
         assert_eq!(config.limits.idle_timeout, Some(Duration::from_secs(300)));

@@ -70,7 +70,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tracing::error!(error = %err, "admin server failed");
             }
         });
-        let admission = Arc::new(Admission::new(config.max_connections));
+        let admission = Arc::new(
+            Admission::new(config.max_connections).with_per_ip(config.max_connections_per_ip),
+        );
         let hub: Arc<dyn Hub> = Arc::new(registry.clone());
         for (index, worker) in workers.iter().enumerate() {
             let pool_max_idle = share_of(config.pool_max_idle, workers.len(), index);

@@ -96,6 +96,10 @@ label_values! {
         FrameTooLarge = "frame_too_large",
         /// The socket failed.
         Error = "error",
+        /// `HELLO` without a valid token, where tokens are required.
+        Unauthorized = "unauthorized",
+        /// The client token's `exp` passed.
+        Expired = "expired",
     }
 }
 
@@ -107,6 +111,8 @@ label_values! {
         Full = "full",
         /// The gateway is draining.
         Draining = "draining",
+        /// `--max-connections-per-ip` are open from the client's address.
+        PerIp = "per_ip",
     }
 }
 
@@ -217,8 +223,10 @@ mod tests {
             "shutdown",
             "frame_too_large",
             "error",
+            "unauthorized",
+            "expired",
         ]);
-        check::<RejectReason>(&["full", "draining"]);
+        check::<RejectReason>(&["full", "draining", "per_ip"]);
         check::<DropReason>(&["closed", "slow"]);
         assert_eq!(CloseReason::FrameTooLarge.to_string(), "frame_too_large");
     }

@@ -75,6 +75,19 @@ impl Client {
         Client::from_stream(socket.into(), framing)
     }
 
+    /// Connects from the loopback address `source` (any `127.x.y.z`), for
+    /// tests of per-address limits.
+    pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr, framing: Framing) -> Client {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+        Client::from_stream(socket.into(), framing)
+    }
+
     fn from_stream(stream: TcpStream, framing: Framing) -> Client {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         stream

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 /// The `reason` values of `gateway_connections_closed_total` (contract
 /// section 8), written out here so the tests hold the gateway to the
 /// contract rather than to its own list.
-pub const CLOSE_REASONS: [&str; 9] = [
+pub const CLOSE_REASONS: [&str; 11] = [
     "client",
     "quit",
     "replaced",
@@ -17,6 +17,8 @@ pub const CLOSE_REASONS: [&str; 9] = [
     "shutdown",
     "frame_too_large",
     "error",
+    "unauthorized",
+    "expired",
 ];
 
 /// One sample line.

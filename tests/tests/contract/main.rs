@@ -23,6 +23,7 @@ mod limits;
 mod metric_values;
 mod metrics_exposition;
 mod order;
+mod per_ip;
 mod pool;
 mod process;
 mod prometheus;

@@ -22,7 +22,10 @@ const COUNTERS: [&str; 11] = [
 ];
 
 const LABELLED: [(&str, &[&str]); 3] = [
-    ("gateway_connections_rejected_total", &["full", "draining"]),
+    (
+        "gateway_connections_rejected_total",
+        &["full", "draining", "per_ip"],
+    ),
     ("gateway_connections_closed_total", &CLOSE_REASONS),
     ("gateway_writes_dropped_total", &["closed", "slow"]),
 ];
