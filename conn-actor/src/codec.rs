@@ -108,6 +108,10 @@ pub fn body(parts: &[&[u8]]) -> Bytes {
 pub struct FrameCodec {
     framing: Framing,
     max_frame: usize,
+    /// Each body goes out as one unmasked WebSocket message (text when it
+    /// is UTF-8, else binary) whatever `framing` says; input is then the
+    /// WebSocket decoder's, never [`FrameCodec::decode_slice`]'s.
+    websocket: bool,
 }
 
 const LEN_PREFIX: usize = 4;
@@ -171,7 +175,21 @@ impl Wrap {
 impl FrameCodec {
     /// A codec refusing client frames over `max_frame` bytes.
     pub const fn new(framing: Framing, max_frame: usize) -> Self {
-        Self { framing, max_frame }
+        Self {
+            framing,
+            max_frame,
+            websocket: false,
+        }
+    }
+
+    /// The codec of a WebSocket connection (contract section 12): one
+    /// message per frame, `--framing` aside.
+    pub const fn websocket(max_frame: usize) -> Self {
+        Self {
+            framing: Framing::Length,
+            max_frame,
+            websocket: true,
+        }
     }
 
     /// The framing this codec speaks.
@@ -271,6 +289,13 @@ impl FrameCodec {
     /// What this framing puts around `body` on the wire. Under `lines` the
     /// body holds no `\n` (the admin API and the parser refuse those).
     pub fn wrap(&self, body: &[u8]) -> Wrap {
+        if self.websocket {
+            let kind = ws_protocol::encode::kind_of(body);
+            return Wrap::new(
+                ws_protocol::encode::message_header(kind, body.len()).as_bytes(),
+                &[],
+            );
+        }
         match self.framing {
             Framing::Lines => Wrap::new(&[], b"\n"),
             Framing::Length => Wrap::new(&(body.len() as u32).to_be_bytes(), &[]),
@@ -279,6 +304,9 @@ impl FrameCodec {
 
     /// Bytes `body` takes on the wire, wrap included.
     pub fn wire_len(&self, body: &[u8]) -> usize {
+        if self.websocket {
+            return body.len() + ws_protocol::encode::header_len(body.len());
+        }
         body.len()
             + match self.framing {
                 Framing::Lines => 1,
@@ -290,6 +318,10 @@ impl FrameCodec {
     /// once: for a write outside a connection's queue (a refusal).
     /// Under `lines` the caller guarantees no part holds a `\n`.
     pub fn encode(&self, parts: &[&[u8]]) -> Bytes {
+        if self.websocket {
+            let body = body(parts);
+            return [self.wrap(&body).head(), &body[..]].concat().into();
+        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut out = BytesMut::with_capacity(len + LEN_PREFIX);
         self.encode_into(parts, len, &mut out);
@@ -349,14 +381,8 @@ mod tests {
         }
     }
 
-    const LINES: FrameCodec = FrameCodec {
-        framing: Framing::Lines,
-        max_frame: 5,
-    };
-    const LENGTH: FrameCodec = FrameCodec {
-        framing: Framing::Length,
-        max_frame: 5,
-    };
+    const LINES: FrameCodec = FrameCodec::new(Framing::Lines, 5);
+    const LENGTH: FrameCodec = FrameCodec::new(Framing::Length, 5);
 
     #[test]
     fn lines_split_on_newline_and_drop_one_cr() {
@@ -405,7 +431,7 @@ mod tests {
 
     #[test]
     fn wraps_match_whole_frames() {
-        for codec in [LINES, LENGTH] {
+        for codec in [LINES, LENGTH, FrameCodec::websocket(64)] {
             for body in [&b""[..], b"MSG t x", &[b'y'; 300]] {
                 let wrap = codec.wrap(body);
                 let wire = [wrap.head(), body, wrap.tail()].concat();
@@ -415,6 +441,10 @@ mod tests {
         }
         assert_eq!(LENGTH.wrap(b"abc").head(), &[0, 0, 0, 3]);
         assert!(Wrap::NONE.is_empty());
+        let ws = FrameCodec::websocket(64);
+        assert_eq!(ws.wrap(b"PONG").head(), &[0x81, 4]);
+        assert_eq!(ws.wrap(b"MSG t \xff").head(), &[0x82, 7]);
+        assert_eq!(ws.wrap(&[b'y'; 300]).head(), &[0x81, 126, 1, 44]);
     }
 
     #[test]

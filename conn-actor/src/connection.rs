@@ -19,13 +19,13 @@ use gateway_metrics::DropReason;
 use pool_manager::Checkin;
 
 use crate::admission::Slot;
-use crate::codec::body;
+use crate::codec::{FrameCodec, body};
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId};
 use crate::idle::{self, IdleSlot};
 use crate::io::IoDriver;
-use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect, last_frame};
+use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect, last_frame};
 use crate::state::ConnState;
 use crate::transport::Transport;
 
@@ -71,6 +71,9 @@ pub struct Connection {
     connected_at: SystemTime,
     /// The byte stream; the close below never asks which kind it is.
     pub(crate) transport: Transport,
+    /// How bodies are framed for this transport: the worker's framing, or
+    /// one WebSocket message each.
+    pub(crate) codec: FrameCodec,
     pub(crate) state: Box<ConnState>,
     pub(crate) worker: Arc<WorkerContext>,
     pub(crate) phase: Phase,
@@ -106,6 +109,10 @@ impl Connection {
             %peer,
             user = tracing::field::Empty
         );
+        let codec = match transport {
+            Transport::Ws(_) => FrameCodec::websocket(worker.limits.max_frame_bytes),
+            Transport::Tcp(_) => worker.codec,
+        };
         let addr = Connection::create(|ctx| {
             worker.hub.opened(ConnHandle::new(id, ctx.address()));
             Connection {
@@ -113,6 +120,7 @@ impl Connection {
                 peer,
                 connected_at: SystemTime::now(),
                 transport,
+                codec,
                 state,
                 worker,
                 phase: Phase::Open,
@@ -203,7 +211,7 @@ impl Connection {
             self.worker.metrics.dropped(DropReason::Closed, 1);
             return;
         }
-        self.state.out.push(&self.worker.codec, frame);
+        self.state.out.push(&self.codec, frame);
         if self.state.out.pending() > self.worker.limits.max_pending_bytes {
             // The queue may only be long because nothing was written yet
             // this turn: give the socket a chance before judging the client.
@@ -218,7 +226,7 @@ impl Connection {
     /// a partly written frame, so that `KICK slow` can only follow a whole
     /// frame; the driver writes what the socket takes and closes.
     fn slow_consumer(&mut self) {
-        let dropped = self.state.out.drop_whole_frames(&self.worker.codec);
+        let dropped = self.state.out.drop_whole_frames(&self.codec);
         tracing::debug!(parent: &self.span, dropped, "slow consumer: queue dropped");
         self.worker
             .metrics
@@ -256,8 +264,9 @@ impl Connection {
             _ => return,
         };
         tracing::debug!(parent: &self.span, %reason, "closing");
+        self.transport.closing(reason);
         if let Some(last) = last_frame(reason, message.as_deref()) {
-            self.state.out.push(&self.worker.codec, last);
+            self.state.out.push(&self.codec, last);
         }
         self.phase = Phase::Flushing {
             reason,
@@ -351,6 +360,7 @@ impl Connection {
             connected_at: self.connected_at,
             counters: self.state.counters,
             pending_bytes: self.state.out.pending(),
+            transport: self.transport.label(),
         }
     }
 }
@@ -360,7 +370,9 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(timeout) = self.worker.limits.idle_timeout {
-            self.idle = Some(idle::register(ctx.address(), timeout));
+            // A WebSocket client is pinged halfway through its silence.
+            let pings = matches!(self.transport, Transport::Ws(_));
+            self.idle = Some(idle::register(ctx.address(), timeout, pings));
         }
         ctx.spawn(IoDriver);
     }
@@ -391,6 +403,7 @@ impl Actor for Connection {
             "closed"
         );
         metrics.connections_active.dec();
+        metrics.connections_by_transport.dec(self.transport.label());
         let state = std::mem::take(&mut self.state);
         self.worker.pool.do_send(Checkin(state));
     }
@@ -409,6 +422,18 @@ impl Handler<Close> for Connection {
 
     fn handle(&mut self, msg: Close, _: &mut Context<Self>) {
         self.begin_close(msg.reason, msg.message);
+    }
+}
+
+impl Handler<Heartbeat> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Heartbeat, _: &mut Context<Self>) {
+        if let Transport::Ws(ws) = &mut self.transport
+            && self.phase == Phase::Open
+        {
+            ws.queue_ping();
+        }
     }
 }
 

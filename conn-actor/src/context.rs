@@ -65,6 +65,11 @@ impl WorkerContext {
         })
     }
 
+    /// The limits every connection keeps to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The codec every connection speaks.
     pub fn codec(&self) -> FrameCodec {
         self.codec

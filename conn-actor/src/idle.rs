@@ -3,7 +3,8 @@
 //! Each worker thread keeps one table of its connections with the coarse
 //! time of their last frame, and one task that sweeps it four times a
 //! second, sending `Close(Idle)` to those silent for longer than the
-//! timeout. A connection costs one table slot, and a frame costs a store.
+//! timeout, and a `Heartbeat` (a WebSocket ping) to those that asked for one
+//! once they are silent for half of it. A connection costs one table slot, and a frame costs a store.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::connection::Connection;
-use crate::messages::{Close, CloseReason};
+use crate::messages::{Close, CloseReason, Heartbeat};
 
 /// How often the table is swept; the coarse clock's resolution.
 const TICK: Duration = Duration::from_millis(250);
@@ -23,6 +24,10 @@ pub(crate) struct IdleSlot(usize);
 struct Entry {
     conn: Addr<Connection>,
     last_tick: u64,
+    /// Pinged halfway through a silence (a WebSocket client).
+    pings: bool,
+    /// Pinged during the current silence.
+    pinged: bool,
 }
 
 struct Table {
@@ -41,7 +46,7 @@ fn ticks(timeout: Duration) -> u64 {
 }
 
 /// Adds a connection to this thread's table, starting the sweep on first use.
-pub(crate) fn register(conn: Addr<Connection>, timeout: Duration) -> IdleSlot {
+pub(crate) fn register(conn: Addr<Connection>, timeout: Duration, pings: bool) -> IdleSlot {
     TABLE.with_borrow_mut(|table| {
         let table = table.get_or_insert_with(|| {
             actix_rt::spawn(sweep_forever());
@@ -54,6 +59,8 @@ pub(crate) fn register(conn: Addr<Connection>, timeout: Duration) -> IdleSlot {
         let entry = Some(Entry {
             conn,
             last_tick: NOW.get(),
+            pings,
+            pinged: false,
         });
         match table.free.pop() {
             Some(index) => {
@@ -74,6 +81,7 @@ pub(crate) fn touch(slot: &IdleSlot) {
     TABLE.with_borrow_mut(|table| {
         if let Some(Some(entry)) = table.as_mut().and_then(|t| t.entries.get_mut(slot.0)) {
             entry.last_tick = now;
+            entry.pinged = false;
         }
     });
 }
@@ -109,7 +117,13 @@ async fn sweep_forever() {
 /// kicked once a full timeout has surely passed, within two ticks after.
 fn sweep(table: &mut Table, now: u64) {
     for entry in table.entries.iter_mut().flatten() {
-        if now.saturating_sub(entry.last_tick) > table.timeout_ticks {
+        let silent = now.saturating_sub(entry.last_tick);
+        if entry.pings && !entry.pinged && silent > table.timeout_ticks / 2 {
+            // Halfway: a client that is there answers, and stays.
+            entry.conn.do_send(Heartbeat);
+            entry.pinged = true;
+        }
+        if silent > table.timeout_ticks {
             entry.conn.do_send(Close {
                 reason: CloseReason::Idle,
                 message: None,

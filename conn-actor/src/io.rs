@@ -24,6 +24,7 @@ use crate::codec::FrameError;
 use crate::connection::{Connection, Phase};
 use crate::messages::CloseReason;
 use crate::state::Written;
+use crate::transport::Transport;
 
 /// Size of each thread's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -106,7 +107,7 @@ impl Connection {
                 Poll::Pending => None,
                 Poll::Ready(Ok(0)) => Some(Ok(0)),
                 Poll::Ready(Ok(n)) => {
-                    self.on_input(ctx, &buf[..n]);
+                    self.on_input(ctx, &mut buf[..n]);
                     Some(Ok(n))
                 }
                 Poll::Ready(Err(err)) => Some(Err(err)),
@@ -141,12 +142,27 @@ impl Connection {
 
     /// Handles bytes read from the socket: complete frames run, a trailing
     /// partial frame is kept. After a close asks for it, input is discarded.
-    fn on_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
+    fn on_input(&mut self, ctx: &mut Context<Self>, data: &mut [u8]) {
         let counters = &mut self.state.counters;
         counters.bytes_in += data.len() as u64;
         self.worker.metrics.bytes_received.inc_by(data.len() as u64);
         let frames_before = counters.frames_in;
 
+        if matches!(self.transport, Transport::Ws(_)) {
+            self.on_ws_input(ctx, data);
+        } else {
+            self.on_framed_input(ctx, data);
+        }
+
+        let frames = self.state.counters.frames_in - frames_before;
+        if frames > 0 {
+            self.worker.metrics.frames_received.inc_by(frames);
+            self.touch();
+        }
+    }
+
+    /// Input in `--framing` frames.
+    fn on_framed_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
         while !data.is_empty() && self.is_open() {
             if self.state.partial.is_empty() {
                 let used = self.run_frames(ctx, data);
@@ -170,17 +186,11 @@ impl Connection {
                 self.state.partial = carried;
             }
         }
-
-        let frames = self.state.counters.frames_in - frames_before;
-        if frames > 0 {
-            self.worker.metrics.frames_received.inc_by(frames);
-            self.touch();
-        }
     }
 
     /// Runs every complete frame at the start of `buf`; returns the bytes used.
     fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
-        let codec = self.worker.codec;
+        let codec = self.codec;
         let mut used = 0;
         while self.is_open() {
             match codec.decode_slice(&buf[used..]) {
@@ -202,9 +212,16 @@ impl Connection {
     /// Writes queued frames until the queue is empty or the transport is
     /// full; once a close has flushed, shuts the write side.
     fn write_queued(&mut self, task: &mut task::Context<'_>) -> io::Result<()> {
+        // What the transport says of its own (WebSocket pongs and pings)
+        // goes between two whole frames.
+        if !self.state.out.mid_frame()
+            && let Poll::Ready(Err(err)) = self.transport.poll_write_control(task)
+        {
+            return Err(err);
+        }
         while !self.state.out.is_empty() {
             let transport = &mut self.transport;
-            let result = self.state.out.write_with(&self.worker.codec, |slices| {
+            let result = self.state.out.write_with(&self.codec, |slices| {
                 match transport.poll_write_vectored(task, slices) {
                     Poll::Ready(result) => result,
                     Poll::Pending => Err(ErrorKind::WouldBlock.into()),
@@ -237,6 +254,10 @@ impl Connection {
     /// with no lingering read (contract section 5).
     fn abandon(&mut self, ctx: &mut Context<Self>) {
         let dropped = self.state.out.clear();
+        if dropped == 0 {
+            // Everything, `KICK slow` included, went out.
+            self.transport.end_now();
+        }
         self.worker
             .metrics
             .dropped(DropReason::Slow, dropped as u64);
@@ -265,9 +286,7 @@ impl Connection {
             let written = self
                 .state
                 .out
-                .write_with(&self.worker.codec, |slices| {
-                    transport.try_write_vectored(slices)
-                })
+                .write_with(&self.codec, |slices| transport.try_write_vectored(slices))
                 .and_then(|written| self.count_written(written));
             if written.is_err() {
                 // Blocked or failed: the driver's next write reports it.

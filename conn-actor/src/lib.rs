@@ -27,6 +27,7 @@ pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
 pub use hub::{ConnHandle, ConnId, Hub, Name};
-pub use messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+pub use messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect};
 pub use state::{ConnState, Counters};
 pub use transport::Transport;
+pub use transport::ws::WsStream;

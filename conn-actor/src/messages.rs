@@ -55,6 +55,12 @@ pub struct Close {
     pub message: Option<Bytes>,
 }
 
+/// The client has been silent for half of `--idle-timeout`: a WebSocket
+/// client is pinged (a TCP client is never sent this).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Heartbeat;
+
 /// Ask for a snapshot of the connection (contract section 7, CONN).
 #[derive(Message)]
 #[rtype(result = "ConnInfo")]
@@ -79,6 +85,8 @@ pub struct ConnInfo {
     pub counters: Counters,
     /// Output queued inside the gateway and not yet written.
     pub pending_bytes: usize,
+    /// What carries it: `tcp` or `ws`.
+    pub transport: gateway_metrics::Transport,
 }
 
 #[cfg(test)]

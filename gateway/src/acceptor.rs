@@ -6,20 +6,26 @@
 //!
 //! Each acceptor admits or refuses (`ERR server-full` past
 //! `--max-connections` or `--max-connections-per-ip`, `ERR draining` during
-//! a drain, both followed by a
-//! short lingering close), assigns the id, checks a state out of its pool
-//! and starts the `Connection`.
+//! a drain, both followed by a short lingering close), assigns the id, checks a state out of its pool
+//! and starts the `Connection`. The WebSocket listener's acceptors first
+//! run the upgrade, each in a task of its own so that a slow request holds
+//! up no other client; a request that is refused or never finishes is no
+//! connection at all. Refusals after an upgrade are a WebSocket message and
+//! a Close frame.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
-use conn_actor::{ConnState, Connection, Refusal, WorkerContext};
+use conn_actor::{ConnState, Connection, FrameCodec, Refusal, Transport, WorkerContext, WsStream};
 use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use ws_protocol::CloseCode;
+use ws_protocol::handshake::Policy;
 
 use crate::drain::Drain;
 
@@ -37,6 +43,8 @@ pub struct Acceptor {
     pub metrics: GatewayMetrics,
     pub close_timeout: Duration,
     pub drain: Drain,
+    /// The upgrade, on the WebSocket listener.
+    pub websocket: Option<Arc<Policy>>,
 }
 
 /// Connection ids: never reused for the life of the process.
@@ -46,8 +54,9 @@ static REFUSING: AtomicUsize = AtomicUsize::new(0);
 impl Acceptor {
     /// Accepts until the process stops.
     pub async fn run(self) {
+        let this = Arc::new(self);
         loop {
-            let (stream, peer) = match self.listener.accept().await {
+            let (stream, peer) = match this.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => {
@@ -58,52 +67,82 @@ impl Acceptor {
                     continue;
                 }
             };
-            if self.drain.is_draining() {
-                self.metrics.rejected(RejectReason::Draining);
-                self.refuse(stream, b"ERR draining");
-                continue;
-            }
-            let slot = match self.context.admission().try_admit_from(peer.ip()) {
-                Ok(slot) => slot,
-                Err(refusal) => {
-                    self.metrics.rejected(match refusal {
-                        Refusal::Full => RejectReason::Full,
-                        Refusal::PerIp => RejectReason::PerIp,
-                    });
-                    self.refuse(stream, b"ERR server-full");
-                    continue;
-                }
-            };
             // Small frames must not wait for more to fill a segment.
             let _ = stream.set_nodelay(true);
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
-                // The pool manager is gone: the system is stopping (the
-                // slot is given back as it drops).
-                continue;
-            };
-            Connection::start(
-                id,
-                stream.into(),
-                peer,
-                lease.state,
-                slot,
-                self.context.clone(),
-            );
-            // Counted once listed, so an active connection can be addressed.
-            self.metrics.connections_accepted.inc();
-            self.metrics.connections_active.inc();
+            match &this.websocket {
+                None => this.admit(Transport::Tcp(stream), peer).await,
+                Some(policy) => {
+                    let (this, policy) = (Arc::clone(&this), Arc::clone(policy));
+                    actix_rt::spawn(async move { this.upgrade(stream, peer, &policy).await });
+                }
+            }
         }
     }
 
-    /// Closes a refused client at once: one frame, EOF, and a short
+    /// Runs the WebSocket upgrade, then admits the client.
+    async fn upgrade(&self, mut stream: TcpStream, peer: SocketAddr, policy: &Policy) {
+        match crate::ws_upgrade::upgrade(&mut stream, policy, self.close_timeout).await {
+            Ok(early) => {
+                let max_message = self.context.limits().max_frame_bytes;
+                let ws = WsStream::new(Transport::Tcp(stream), early, max_message);
+                self.admit(Transport::Ws(Box::new(ws)), peer).await;
+            }
+            Err(err) => tracing::debug!(%peer, error = %err, "no WebSocket upgrade"),
+        }
+    }
+
+    /// Starts a connection for the client, or refuses it.
+    async fn admit(&self, transport: Transport, peer: SocketAddr) {
+        if self.drain.is_draining() {
+            self.metrics.rejected(RejectReason::Draining);
+            self.refuse(transport, b"ERR draining", CloseCode::Away);
+            return;
+        }
+        let slot = match self.context.admission().try_admit_from(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.metrics.rejected(match refusal {
+                    Refusal::Full => RejectReason::Full,
+                    Refusal::PerIp => RejectReason::PerIp,
+                });
+                self.refuse(transport, b"ERR server-full", CloseCode::Library(4000));
+                return;
+            }
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
+            // The pool manager is gone: the system is stopping (the
+            // slot is given back as it drops).
+            return;
+        };
+        let label = transport.label();
+        Connection::start(id, transport, peer, lease.state, slot, self.context.clone());
+        // Counted once listed, so an active connection can be addressed.
+        self.metrics.connections_accepted.inc();
+        self.metrics.connections_active.inc();
+        self.metrics.connections_by_transport.inc(label);
+    }
+
+    /// Closes a refused client at once: one frame (for a WebSocket client
+    /// a message and a Close frame with `code`), EOF, and a short
     /// lingering read so the frame is not lost to a reset.
-    fn refuse(&self, stream: TcpStream, frame: &'static [u8]) {
+    fn refuse(&self, transport: Transport, frame: &'static [u8], code: CloseCode) {
         if REFUSING.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
             REFUSING.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let encoded = self.context.codec().encode(&[frame]);
+        let (stream, encoded) = match transport {
+            Transport::Tcp(stream) => (stream, self.context.codec().encode(&[frame])),
+            Transport::Ws(ws) => {
+                let message = FrameCodec::websocket(frame.len()).encode(&[frame]);
+                let close = ws_protocol::encode::close(code);
+                let Transport::Tcp(stream) = ws.into_inner() else {
+                    REFUSING.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                };
+                (stream, [&message[..], &close[..]].concat().into())
+            }
+        };
         let linger = self.close_timeout;
         actix_rt::spawn(async move {
             let _ = refuse_gracefully(stream, &encoded, linger).await;

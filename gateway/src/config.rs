@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use conn_actor::{Framing, Limits};
+use ws_protocol::handshake::{Origins, Policy};
 
 mod report;
 pub use report::{ParseError, parse};
@@ -127,6 +128,25 @@ pub struct Args {
     /// Which values came from a `GATEWAY_*` variable, for the errors.
     #[arg(skip)]
     origins: report::Origins,
+    /// A WebSocket listener (RFC 6455) for browsers [default: none].
+    #[arg(long, env = "GATEWAY_WS_LISTEN", value_name = "ADDR")]
+    ws_listen: Option<String>,
+    /// The one path of the WebSocket listener that upgrades.
+    #[arg(
+        long,
+        env = "GATEWAY_WS_PATH",
+        default_value = "/ws",
+        value_name = "PATH"
+    )]
+    ws_path: String,
+    /// Comma-separated origins allowed to connect over WebSocket, or `*`.
+    #[arg(
+        long,
+        env = "GATEWAY_WS_ALLOWED_ORIGINS",
+        default_value = "*",
+        value_name = "LIST"
+    )]
+    ws_allowed_origins: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -158,6 +178,15 @@ pub struct Config {
     pub workers: usize,
     pub admin_token: Option<String>,
     pub log_format: LogFormat,
+    /// The WebSocket listener and what it upgrades, when asked for.
+    pub ws: Option<WsConfig>,
+}
+
+/// The WebSocket listener (contract section 12).
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    pub listen: SocketAddr,
+    pub policy: Policy,
 }
 
 /// The largest frame a 4-byte length prefix can announce.
@@ -178,6 +207,10 @@ impl Args {
         };
         let listen = addr("--listen", &self.listen);
         let admin_listen = addr("--admin-listen", &self.admin_listen);
+        let ws_listen = self
+            .ws_listen
+            .as_deref()
+            .map(|value| addr("--ws-listen", value));
         let mut positive = |flag: &str, value: u64, max: u64| -> usize {
             if value == 0 || value > max {
                 problems.push(format!("{flag} must be between 1 and {max}, not {value}"));
@@ -197,13 +230,26 @@ impl Args {
         if self.idle_timeout > 86_400 * 365 {
             problems.push(format!("--idle-timeout {} is too large", self.idle_timeout));
         }
+        let origins = Origins::parse(&self.ws_allowed_origins)
+            .map_err(|e| problems.push(format!("--ws-allowed-origins: {e}")))
+            .ok();
+        let policy = origins.and_then(|origins| {
+            Policy::new(&self.ws_path, origins)
+                .map_err(|e| problems.push(format!("--ws-path: {e}")))
+                .ok()
+        });
         if self.admin_token.as_deref() == Some("") {
             problems.push("--admin-token must not be empty".into());
         }
-        let (Some(listen), Some(admin_listen), true) = (listen, admin_listen, problems.is_empty())
+        let (Some(listen), Some(admin_listen), Some(policy), true) =
+            (listen, admin_listen, policy, problems.is_empty())
         else {
             return Err(self.origins.reword(&problems.join("; ")));
         };
+        // An address that did not parse was reported above.
+        let ws = ws_listen
+            .flatten()
+            .map(|listen| WsConfig { listen, policy });
         Ok(Config {
             listen,
             admin_listen,
@@ -226,6 +272,7 @@ impl Args {
             workers,
             admin_token: self.admin_token,
             log_format: self.log_format,
+            ws,
         })
     }
 }
@@ -291,6 +338,30 @@ mod tests {
         assert!(err.contains("--workers"), "{err}");
         assert!(err.contains("--listen"), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn websocket_flags() {
+        let config = parse(&[]).expect("valid");
+        assert!(config.ws.is_none());
+        let config = parse(&["--ws-listen", "127.0.0.1:0"]).expect("valid");
+        let ws = config.ws.expect("a ws listener");
+        assert_eq!(ws.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(ws.policy.path(), "/ws");
+        let err = parse(&[
+            "--ws-listen",
+            "nowhere",
+            "--ws-path",
+            "ws",
+            "--ws-allowed-origins",
+            "example.com",
+        ])
+        .expect_err("invalid");
+        assert!(err.contains("--ws-listen"), "{err}");
+        assert!(err.contains("--ws-allowed-origins"), "{err}");
+        assert!(!err.contains('\n'));
+        let err = parse(&["--ws-path", "no-slash"]).expect_err("invalid");
+        assert!(err.contains("--ws-path"), "{err}");
     }
 
     #[test]

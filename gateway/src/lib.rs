@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod logging;
+pub mod ws_upgrade;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -44,12 +45,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         gateway_metrics::new_registry().context("cannot register metrics")?;
     let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
 
-    let (client, admin) = system.block_on(async {
+    let (client, admin, ws) = system.block_on(async {
         let codec = FrameCodec::new(config.limits.framing, config.limits.max_frame_bytes);
         let registry = Registry::new(metrics.clone(), codec, None);
         let router: Arc<dyn Router> = Arc::new(registry.clone());
-        let listener = bind_clients(config.listen)?;
+        let listener = bind_clients(config.listen, "client")?;
         let client = listener.local_addr()?;
+        let ws_listener = match &config.ws {
+            Some(ws) => Some(bind_clients(ws.listen, "WebSocket")?),
+            None => None,
+        };
+        let ws = ws_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?;
+        let ws_policy = config.ws.as_ref().map(|ws| Arc::new(ws.policy.clone()));
         let drain = Drain::default();
         let (admin_server, admin) = admin::bind(
             config.admin_listen,
@@ -79,6 +89,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             let listener = listener
                 .try_clone()
                 .context("cannot share the client listener")?;
+            let ws_listener = match &ws_listener {
+                Some(ws) => Some(ws.try_clone().context("cannot share the WebSocket listener")?),
+                None => None,
+            };
+            let ws_policy = ws_policy.clone();
             let limits = config.limits.clone();
             let (hub, admission) = (hub.clone(), admission.clone());
             let (metrics, drain) = (metrics.clone(), drain.clone());
@@ -92,19 +107,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     admission,
                     pool.clone().recipient(),
                 );
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        Acceptor {
-                            listener,
-                            pool,
-                            context,
-                            metrics,
-                            close_timeout,
-                            drain,
+                let acceptor = |listener, websocket| {
+                    tokio::net::TcpListener::from_std(listener).map(|listener| Acceptor {
+                        listener,
+                        pool: pool.clone(),
+                        context: context.clone(),
+                        metrics: metrics.clone(),
+                        close_timeout,
+                        drain: drain.clone(),
+                        websocket,
+                    })
+                };
+                if let Some(ws_listener) = ws_listener {
+                    match acceptor(ws_listener, ws_policy) {
+                        Ok(ws) => drop(actix_rt::spawn(ws.run())),
+                        Err(err) => {
+                            tracing::error!(error = %err, "a worker cannot accept WebSocket clients");
                         }
-                        .run()
-                        .await
                     }
+                }
+                match acceptor(listener, None) {
+                    Ok(acceptor) => acceptor.run().await,
                     Err(err) => tracing::error!(error = %err, "a worker cannot accept clients"),
                 }
             });
@@ -118,10 +141,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             admission,
             config.shutdown_timeout,
         ));
-        anyhow::Ok((client, admin))
+        anyhow::Ok((client, admin, ws))
     })?;
 
-    announce_ready(client, admin)?;
+    announce_ready(client, admin, ws)?;
     tracing::info!(%client, %admin, workers = config.workers, "gateway ready");
     system.run().context("the actor system failed")?;
     for worker in workers {
@@ -136,7 +159,7 @@ fn share_of(total: usize, workers: usize, index: usize) -> usize {
     total / workers + usize::from(index < total % workers)
 }
 
-fn bind_clients(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+fn bind_clients(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
     let bind = || -> std::io::Result<std::net::TcpListener> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -149,13 +172,19 @@ fn bind_clients(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
         socket.listen(LISTEN_BACKLOG)?;
         Ok(socket.into())
     };
-    bind().with_context(|| format!("cannot bind the client listener on {addr}"))
+    bind().with_context(|| format!("cannot bind the {what} listener on {addr}"))
 }
 
-/// The one line on stdout; tests and supervisors wait for it.
-fn announce_ready(client: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// The one line on stdout; tests and supervisors wait for it. With a
+/// WebSocket listener it ends with ` ws=ADDR`.
+fn announce_ready(
+    client: SocketAddr,
+    admin: SocketAddr,
+    ws: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let ws = ws.map(|ws| format!(" ws={ws}")).unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "READY client={client} admin={admin}")
+    writeln!(stdout, "READY client={client} admin={admin}{ws}")
         .and_then(|()| stdout.flush())
         .context("cannot write the READY line")
 }

@@ -128,6 +128,17 @@ label_values! {
     }
 }
 
+label_values! {
+    /// What carries a client connection; `transport` of
+    /// `gateway_connections_by_transport`.
+    pub enum Transport in "transport" {
+        /// TCP (or TLS), lines or length frames.
+        Tcp = "tcp",
+        /// WebSocket (or secure WebSocket).
+        Ws = "ws",
+    }
+}
+
 /// One child metric per value of the label `L`, looked up by variant
 /// without hashing.
 pub struct ByLabel<L, M> {
@@ -228,6 +239,7 @@ mod tests {
         ]);
         check::<RejectReason>(&["full", "draining", "per_ip"]);
         check::<DropReason>(&["closed", "slow"]);
+        check::<Transport>(&["tcp", "ws"]);
         assert_eq!(CloseReason::FrameTooLarge.to_string(), "frame_too_large");
     }
 }

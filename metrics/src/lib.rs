@@ -11,11 +11,13 @@
 mod labels;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-pub use labels::{ByLabel, CloseReason, CounterBy, DropReason, GaugeBy, LabelValue, RejectReason};
+pub use labels::{
+    ByLabel, CloseReason, CounterBy, DropReason, GaugeBy, LabelValue, RejectReason, Transport,
+};
 pub use prometheus::Registry as MetricsRegistry;
 
 /// Buckets of the close-flush histogram: 50 µs to 10 s, about three per
@@ -30,6 +32,8 @@ pub const FLUSH_BUCKETS: [f64; 17] = [
 pub struct GatewayMetrics {
     /// `gateway_connections_active`
     pub connections_active: IntGauge,
+    /// `gateway_connections_by_transport{transport}`
+    pub connections_by_transport: GaugeBy<Transport>,
     /// `gateway_connections_accepted_total`
     pub connections_accepted: IntCounter,
     /// `gateway_connections_rejected_total{reason}`
@@ -89,6 +93,11 @@ impl GatewayMetrics {
 
         Ok(Self {
             connections_active: gauge("gateway_connections_active", "Open client connections.")?,
+            connections_by_transport: gauge_by(
+                registry,
+                "gateway_connections_by_transport",
+                "Open client connections, by transport.",
+            )?,
             connections_accepted: counter(
                 "gateway_connections_accepted_total",
                 "Client connections accepted and served.",
@@ -173,6 +182,17 @@ fn counter_by<L: LabelValue>(
     Ok(CounterBy::new(|value| family.with_label_values(&[value])))
 }
 
+/// Registers a gauge family labelled by `L`, every value exported at 0.
+fn gauge_by<L: LabelValue>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+) -> prometheus::Result<GaugeBy<L>> {
+    let family = IntGaugeVec::new(Opts::new(name, help), &[L::NAME])?;
+    registry.register(Box::new(family.clone()))?;
+    Ok(GaugeBy::new(|value| family.with_label_values(&[value])))
+}
+
 /// A registry holding the gateway's families and the process collector.
 pub fn new_registry() -> prometheus::Result<(Registry, GatewayMetrics)> {
     let registry = Registry::new();
@@ -216,6 +236,12 @@ mod tests {
                 "gateway_writes_dropped_total{{reason=\"{reason}\"}} 0"
             )));
         }
+        for transport in Transport::ALL {
+            assert!(text.contains(&format!(
+                "gateway_connections_by_transport{{transport=\"{transport}\"}} 0"
+            )));
+        }
+        assert!(text.contains("# TYPE gateway_connections_by_transport gauge"));
         assert!(text.contains("# TYPE gateway_close_flush_duration_seconds histogram"));
         assert!(text.contains("# HELP gateway_pool_idle "));
     }

@@ -167,6 +167,7 @@ impl Registry {
             bytes_in: counters.bytes_in,
             bytes_out: counters.bytes_out,
             pending_bytes: info.pending_bytes as u64,
+            transport: info.transport.as_str().to_owned(),
         }
     }
 

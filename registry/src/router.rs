@@ -69,6 +69,8 @@ pub struct ConnView {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub pending_bytes: u64,
+    /// `tcp` or `ws`.
+    pub transport: String,
 }
 
 /// What the admin API asks of the connections. Every request is answered

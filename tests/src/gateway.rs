@@ -28,6 +28,7 @@ pub struct Gateway {
     child: Child,
     client_addr: SocketAddr,
     admin_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     framing: Framing,
     stdout: Arc<Pipe>,
     stderr: Arc<Pipe>,
@@ -175,12 +176,13 @@ impl Gateway {
                 stderr.text()
             );
         };
-        let (client_addr, admin_addr) = parse_ready(&line)
+        let (client_addr, admin_addr, ws_addr) = parse_ready_ws(&line)
             .unwrap_or_else(|| panic!("malformed READY line `{line}`; stderr:\n{}", stderr.text()));
         Gateway {
             child,
             client_addr,
             admin_addr,
+            ws_addr,
             framing: framing_of(flags, env),
             stdout,
             stderr,
@@ -197,6 +199,18 @@ impl Gateway {
     /// The admin listener's address from `READY`.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// A WebSocket client on the listener's default path `/ws`.
+    pub fn ws_connect(&self) -> crate::ws::WsClient {
+        crate::ws::WsClient::connect(self.ws_addr(), "/ws")
+    }
+
+    /// The WebSocket listener's address from `READY`; panics when the
+    /// gateway was started without `--ws-listen`.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+            .expect("READY names no ws= address: start the gateway with --ws-listen")
     }
 
     /// The framing the gateway was started with.
@@ -361,6 +375,18 @@ pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((client, admin))
 }
 
+/// Parses `READY client=IP:PORT admin=IP:PORT`, optionally followed by
+/// ` ws=IP:PORT` (contract section 12), exactly.
+pub fn parse_ready_ws(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+    match line.split_once(" ws=") {
+        Some((head, ws)) => {
+            let (client, admin) = parse_ready(head)?;
+            Some((client, admin, Some(ws.parse().ok()?)))
+        }
+        None => parse_ready(line).map(|(client, admin)| (client, admin, None)),
+    }
+}
+
 fn framing_of(flags: &[&str], env: &[(&str, &str)]) -> Framing {
     let mut value = env
         .iter()
@@ -381,7 +407,7 @@ fn framing_of(flags: &[&str], env: &[(&str, &str)]) -> Framing {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ready;
+    use super::{parse_ready, parse_ready_ws};
 
     #[test]
     fn ready_line() {
@@ -390,5 +416,13 @@ mod tests {
         assert_eq!((c.port(), a.port()), (40123, 40124));
         assert!(parse_ready("READY client=127.0.0.1:1  admin=127.0.0.1:2").is_none());
         assert!(parse_ready("READY client=127.0.0.1:1 admin=127.0.0.1:2 x").is_none());
+        let (_, _, ws) =
+            parse_ready_ws("READY client=127.0.0.1:1 admin=127.0.0.1:2 ws=127.0.0.1:3")
+                .expect("parse with ws");
+        assert_eq!(ws.map(|a| a.port()), Some(3));
+        assert!(
+            parse_ready_ws("READY client=127.0.0.1:1 ws=127.0.0.1:3 admin=127.0.0.1:2").is_none()
+        );
+        assert!(parse_ready_ws("READY client=127.0.0.1:1 admin=127.0.0.1:2 ws=x").is_none());
     }
 }

@@ -61,6 +61,28 @@ impl WsClient {
         headers: &[(&str, &str)],
     ) -> Result<WsClient, String> {
         let stream = TcpStream::connect_timeout(&addr, FRAME_TIMEOUT).map_err(|e| e.to_string())?;
+        WsClient::upgrade(stream, addr, path, headers)
+    }
+
+    /// Connects with a small receive buffer, for a client meant to fall
+    /// behind (a slow consumer).
+    pub fn connect_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: usize) -> WsClient {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        WsClient::upgrade(socket.into(), addr, path, &[])
+            .unwrap_or_else(|e| panic!("WebSocket upgrade on ws://{addr}{path}: {e}"))
+    }
+
+    fn upgrade(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, String> {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(FRAME_TIMEOUT))
@@ -103,9 +125,13 @@ impl WsClient {
                 _ => Data::Continue,
             };
             let last = i + 1 == pieces.len();
-            let frame = Frame::message(piece.to_vec(), OpCode::Data(opcode), last);
-            self.send(Message::Frame(frame));
+            self.send_frame(Frame::message(piece.to_vec(), OpCode::Data(opcode), last));
         }
+    }
+
+    /// Sends one raw frame (masked by the client).
+    pub fn send_frame(&mut self, frame: Frame) {
+        self.send(Message::Frame(frame));
     }
 
     /// Sends a ping.
@@ -244,6 +270,31 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     out
+}
+
+/// One server frame read straight from the socket, without answering
+/// anything: its first byte (FIN and opcode) and payload; `None` at EOF, a
+/// reset or after `timeout`.
+pub fn read_raw_frame(socket: &mut TcpStream, timeout: Duration) -> Option<(u8, Vec<u8>)> {
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    let mut head = [0u8; 2];
+    socket.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut ext = [0u8; 2];
+            socket.read_exact(&mut ext).ok()?;
+            u64::from(u16::from_be_bytes(ext))
+        }
+        127 => {
+            let mut ext = [0u8; 8];
+            socket.read_exact(&mut ext).ok()?;
+            u64::from_be_bytes(ext)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    socket.read_exact(&mut payload).ok()?;
+    Some((head[0], payload))
 }
 
 /// Sends `bytes` as they are to the WebSocket listener and reads the HTTP

@@ -52,6 +52,11 @@ pub fn message_header(kind: Kind, len: usize) -> Header {
     header(OpCode::Data(data), len)
 }
 
+/// The length of the header of a message of `len` bytes.
+pub fn header_len(len: usize) -> usize {
+    FrameHeader::default().len(len as u64)
+}
+
 fn header(opcode: OpCode, len: usize) -> Header {
     let frame = FrameHeader {
         is_final: true,
@@ -105,6 +110,12 @@ mod tests {
         check(Kind::Binary, 126, &[0x82, 126, 0, 126]);
         check(Kind::Binary, 65535, &[0x82, 126, 0xff, 0xff]);
         check(Kind::Text, 65536, &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        for len in [0, 125, 126, 65535, 65536] {
+            assert_eq!(
+                header_len(len),
+                message_header(Kind::Binary, len).as_bytes().len()
+            );
+        }
     }
 
     #[test]

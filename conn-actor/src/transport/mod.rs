@@ -11,25 +11,36 @@
 //! A variant per transport, rather than a trait object, keeps a plain TCP
 //! connection's socket inline in the actor (no extra allocation per
 //! connection) and each call a direct one; a larger transport is boxed.
+//! [`ws`] is WebSocket over another transport.
+
+pub mod ws;
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use gateway_metrics::Transport as TransportLabel;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::messages::CloseReason;
+use ws::WsStream;
 
 /// A client connection's byte stream.
 pub enum Transport {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// WebSocket, after the upgrade.
+    Ws(Box<WsStream>),
 }
 
-/// Forwards one call to the variant's tokio `AsyncRead`/`AsyncWrite`.
+/// Forwards one call to the variant's tokio `AsyncRead`/`AsyncWrite`, or
+/// to the WebSocket stream's own method of the same name.
 macro_rules! each {
-    ($self:ident, $io:ident => $call:expr) => {
+    ($self:ident, $io:ident => $call:expr, $ws:ident => $ws_call:expr) => {
         match $self {
             Transport::Tcp($io) => $call,
+            Transport::Ws($ws) => $ws_call,
         }
     };
 }
@@ -39,8 +50,12 @@ impl Transport {
     /// that reports a TCP EOF without its own end (`UnexpectedEof`) is
     /// treated alike, so a client that half-closes is still answered.
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let io = match self {
+            Transport::Tcp(io) => io,
+            Transport::Ws(ws) => return ws.poll_read(cx, buf),
+        };
         let mut buf = ReadBuf::new(buf);
-        let read = each!(self, io => Pin::new(io).poll_read(cx, &mut buf));
+        let read = Pin::new(io).poll_read(cx, &mut buf);
         match read {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
             Poll::Ready(Err(err)) if err.kind() == ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
@@ -57,19 +72,19 @@ impl Transport {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+        each!(self, io => Pin::new(io).poll_write_vectored(cx, bufs), ws => ws.poll_write_vectored(cx, bufs))
     }
 
     /// Writes what the transport itself still holds.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, io => Pin::new(io).poll_flush(cx))
+        each!(self, io => Pin::new(io).poll_flush(cx), ws => ws.poll_flush(cx))
     }
 
     /// Ends the write side after everything written before: TCP sends its
     /// FIN (a layer sends its own end first, then the FIN). Reading goes on
     /// afterwards (the lingering read).
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, io => Pin::new(io).poll_shutdown(cx))
+        each!(self, io => Pin::new(io).poll_shutdown(cx), ws => ws.poll_shutdown(cx))
     }
 
     /// Writes what the transport takes right now, without waiting: the
@@ -78,6 +93,7 @@ impl Transport {
     pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Tcp(io) => io.try_write_vectored(bufs),
+            Transport::Ws(ws) => ws.try_write_vectored(bufs),
         }
     }
 
@@ -85,6 +101,41 @@ impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Tcp(io) => io,
+            Transport::Ws(ws) => ws.inner().tcp(),
+        }
+    }
+
+    /// Which transport this is, as metrics and the admin API name it.
+    pub fn label(&self) -> TransportLabel {
+        match self {
+            Transport::Tcp(_) => TransportLabel::Tcp,
+            Transport::Ws(_) => TransportLabel::Ws,
+        }
+    }
+
+    /// A close began for `reason`: a layer with an end of its own (the
+    /// WebSocket Close frame) notes what that end will say.
+    pub(crate) fn closing(&mut self, reason: CloseReason) {
+        if let Transport::Ws(ws) = self {
+            ws.set_close_code(ws::close_code(reason));
+        }
+    }
+
+    /// Writes what the transport itself has to say between two whole
+    /// frames (WebSocket pongs and pings); the caller is at such a
+    /// boundary.
+    pub(crate) fn poll_write_control(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Ws(ws) if ws.has_control() => ws.poll_write_control(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// A connection closed at once (a slow consumer): a layer's end goes
+    /// out too if the socket takes it without waiting.
+    pub(crate) fn end_now(&mut self) {
+        if let Transport::Ws(ws) = self {
+            ws.try_close_now();
         }
     }
 }
@@ -97,9 +148,8 @@ impl From<TcpStream> for Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self {
-            Transport::Tcp(_) => "tcp",
-        };
-        f.debug_tuple("Transport").field(&kind).finish()
+        f.debug_tuple("Transport")
+            .field(&self.label().as_str())
+            .finish()
     }
 }

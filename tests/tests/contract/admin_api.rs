@@ -164,7 +164,8 @@ fn one_connection_shows_its_state() {
     assert_eq!(conn["pending_bytes"], 0, "{conn}");
     let at = conn["connected_at"].as_str().expect("connected_at");
     assert!(is_rfc3339(at), "connected_at `{at}`");
-    assert_eq!(conn.as_object().unwrap().len(), 11, "{conn}");
+    assert_eq!(conn["transport"], "tcp", "{conn}");
+    assert_eq!(conn.as_object().unwrap().len(), 12, "{conn}");
 
     let anonymous = gw.connect();
     assert_eventually!(active(&gw) == 2, FRAME_TIMEOUT);

@@ -1,15 +1,19 @@
-//! The example page (`examples/browser/index.html`) in a real browser:
-//! headless Chromium loads it from a page server on 127.0.0.1, and the test
-//! reads the page's DOM over the DevTools protocol. A screenshot of each
-//! run is kept under `target/browser/`.
+//! The example page (`examples/browser/index.html`) in a real browser
+//! (contract section 12): headless Chromium loads it from a page server on
+//! 127.0.0.1, the page logs in and subscribes over WebSocket, the test
+//! publishes, pushes and kicks through the admin API and reads the page's
+//! DOM over the DevTools protocol. A screenshot of each run is kept under
+//! `target/browser/`.
 //!
 //! They need Chromium on `PATH` (Debian: `apt-get install chromium`).
 //! Without it the tests say so on stderr and pass, unless
 //! `GATEWAY_TEST_REQUIRE_CHROMIUM=1` is set, as CI does: then it fails them.
 
+use crate::admin_api::{api, get_ok};
+use gateway_tests::Gateway;
 use gateway_tests::browser::{self, Browser, PageServer};
 use gateway_tests::poll::eventually;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -90,4 +94,89 @@ fn the_example_page_shows_a_connection_that_fails() {
     );
     assert!(log.iter().any(|l| l == "CLOSE status 1006"), "{log:?}");
     assert!(!log.iter().any(|l| l.starts_with("sent")), "{log:?}");
+}
+
+#[test]
+fn the_example_page_logs_in_subscribes_and_shows_what_the_admin_api_sends() {
+    if !chromium_present() {
+        return;
+    }
+    let server = PageServer::start(browser::example_dir());
+    let origin = server.origin();
+    let gw = Gateway::start(&[
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--ws-allowed-origins",
+        &origin,
+    ]);
+    let url = format!(
+        "{origin}/?url=ws://{}/ws&user=browser-user&topics=news,alerts&connect=1",
+        gw.ws_addr()
+    );
+    let mut browser = Browser::open(&url);
+
+    // The page said HELLO and subscribed: the admin API shows it.
+    let conn = eventually(PAGE_TIMEOUT, || {
+        let list = get_ok(&gw, "/api/v1/connections?user=browser-user&topic=alerts");
+        list["connections"].as_array()?.first().cloned()
+    });
+    let Some(conn) = conn else {
+        let log = page_log(&mut browser);
+        browser.screenshot(&screenshot_path("login-failed"));
+        panic!("the page never logged in and subscribed; its log: {log:?}");
+    };
+    assert_eq!(conn["transport"], "ws", "{conn}");
+    assert_eq!(conn["topics"], json!(["news", "alerts"]), "{conn}");
+
+    let r = api(
+        &gw,
+        "POST",
+        "/api/v1/topics/news/publish",
+        Some(&json!({"data": "hello from the admin API"})),
+    );
+    assert_eq!(r.json()["delivered_to"], 1, "{}", r.text());
+    let r = api(
+        &gw,
+        "POST",
+        "/api/v1/users/browser-user/send",
+        Some(&json!({"data": "a push for you"})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = api(
+        &gw,
+        "POST",
+        "/api/v1/users/browser-user/close",
+        Some(&json!({"message": "see you"})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let closed = eventually(PAGE_TIMEOUT, || {
+        let state = browser.eval("document.getElementById('status').dataset.state");
+        (state == "closed").then_some(())
+    });
+    let log = page_log(&mut browser);
+    browser.screenshot(&screenshot_path("example-page"));
+    assert!(
+        closed.is_some(),
+        "the page never saw the close; its log: {log:?}"
+    );
+    let received: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("sent "))
+        .collect();
+    let id = conn["id"].as_str().expect("an id");
+    assert_eq!(
+        received,
+        [
+            format!("OK HELLO {id}").as_str(),
+            "OK SUB news",
+            "OK SUB alerts",
+            "MSG news: hello from the admin API",
+            "PUSH a push for you",
+            "KICK admin see you",
+            "CLOSE status 4000",
+        ],
+        "the page's log: {log:?}"
+    );
 }

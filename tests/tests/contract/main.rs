@@ -31,3 +31,6 @@ mod replace;
 mod schemathesis;
 mod slow;
 mod start_up_errors;
+mod websocket;
+mod websocket_close;
+mod websocket_mixed;
