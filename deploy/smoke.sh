@@ -8,9 +8,9 @@
 # `docker compose` plugin), prometheus (Debian's binary goes into the image),
 # python3 with PyYAML, rustc, ldd.
 #
-# Uses the engine named by DOCKER_HOST, else one already answering on the
-# default socket, else starts its own (dockerd --bridge=none --iptables=false,
-# its own data and exec roots) and stops it again at the end. SMOKE_COMPOSE
+# Uses the engine named by DOCKER_HOST; without it, starts its own (dockerd
+# --bridge=none --iptables=false, its own socket, data and exec roots, beside
+# any engine already running) and stops it again at the end. SMOKE_COMPOSE
 # picks the compose command ("docker compose" or "docker-compose").
 #
 # Nothing leaves 127.0.0.0/8: every service runs on the host network on
@@ -152,9 +152,9 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------
 step "container engine"
 need docker "Debian: apt-get install docker.io"
-if [[ -n "${DOCKER_HOST:-}" ]] || docker version >/dev/null 2>&1; then
+if [[ -n "${DOCKER_HOST:-}" ]]; then
     docker version >/dev/null 2>&1 || die "no engine answers at DOCKER_HOST=$DOCKER_HOST"
-    echo "  using the running engine ${DOCKER_HOST:-on the default socket}; it is left running"
+    echo "  using the engine at DOCKER_HOST=$DOCKER_HOST; it is left running"
 else
     need dockerd "Debian: apt-get install docker.io"
     [[ $(id -u) == 0 ]] || die "starting dockerd needs root"
