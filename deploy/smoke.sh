@@ -122,8 +122,11 @@ teardown() {
         if grep -q " $TMP/" /proc/mounts; then
             echo "  FAIL: mounts left under $TMP: $(grep " $TMP/" /proc/mounts | awk '{print $2}' | tr '\n' ' ')" >&2
             status=1
+        elif pgrep -f -- "$TMP/" >/dev/null; then
+            echo "  FAIL: processes of the engine still run: $(pgrep -a -f -- "$TMP/" | tr '\n' ' ')" >&2
+            status=1
         else
-            echo "  ok: the engine this check started is stopped, nothing of it is mounted"
+            echo "  ok: the engine this check started is stopped (containerd too), nothing of it is mounted"
         fi
     fi
     net_state > "$TMP/net.after"
