@@ -3,6 +3,9 @@
 //!
 //! `lines`: a frame is the bytes up to `\n`, a `\r` just before it dropped.
 //! `length`: a 4-byte big-endian length, then that many bytes.
+//! `websocket` (contract section 12, `--transport ws`): one WebSocket
+//! message per frame, masked going out (RFC 6455 section 5.3); the
+//! server's pings and pongs are skipped and its Close ends the stream.
 
 use std::io;
 
@@ -17,7 +20,16 @@ pub enum Framing {
     Lines,
     /// Frames start with a 4-byte big-endian length.
     Length,
+    /// One WebSocket message per frame (chosen by `--transport ws`).
+    #[value(skip)]
+    #[serde(rename = "websocket")]
+    WebSocket,
 }
+
+/// The mask of every client frame: fixed, as the load generator is not a
+/// browser to be protected from cache poisoning, but not zero, so the
+/// server really unmasks.
+const MASK: [u8; 4] = [0x1d, 0x5c, 0xa7, 0x3e];
 
 impl Framing {
     /// The name used on command lines and in results.
@@ -25,6 +37,7 @@ impl Framing {
         match self {
             Framing::Lines => "lines",
             Framing::Length => "length",
+            Framing::WebSocket => "websocket",
         }
     }
 
@@ -46,6 +59,30 @@ impl Framing {
                     out.put_slice(p);
                 }
             }
+            Framing::WebSocket => {
+                out.reserve(len + 14);
+                // A whole binary message, masked.
+                out.put_u8(0x82);
+                match len {
+                    0..=125 => out.put_u8(0x80 | len as u8),
+                    126..=65535 => {
+                        out.put_u8(0x80 | 126);
+                        out.put_u16(len as u16);
+                    }
+                    _ => {
+                        out.put_u8(0x80 | 127);
+                        out.put_u64(len as u64);
+                    }
+                }
+                out.put_slice(&MASK);
+                let mut i = 0;
+                for p in parts {
+                    for &b in *p {
+                        out.put_u8(b ^ MASK[i % 4]);
+                        i += 1;
+                    }
+                }
+            }
         }
     }
 
@@ -59,6 +96,13 @@ impl Framing {
         match self {
             Framing::Lines => len + 1,
             Framing::Length => len + 4,
+            Framing::WebSocket => {
+                len + match len {
+                    0..=125 => 6,
+                    126..=65535 => 8,
+                    _ => 14,
+                }
+            }
         }
     }
 }
@@ -77,17 +121,27 @@ pub struct FrameReader<R> {
     max_frame: usize,
     /// How far `buf` was already searched for `\n`.
     scanned: usize,
+    /// The server's WebSocket Close was read: the stream is over.
+    closed: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `inner`; frames longer than `max_frame` are refused.
     pub fn new(inner: R, framing: Framing, max_frame: usize) -> Self {
+        Self::with_buffered(inner, framing, max_frame, &[])
+    }
+
+    /// Like [`FrameReader::new`], with bytes already read from `inner`.
+    pub fn with_buffered(inner: R, framing: Framing, max_frame: usize, read: &[u8]) -> Self {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        buf.extend_from_slice(read);
         Self {
             inner,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf,
             framing,
             max_frame,
             scanned: 0,
+            closed: false,
         }
     }
 
@@ -155,6 +209,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.advance(4);
                 Ok(Some(self.buf.split_to(len).freeze()))
             }
+            Framing::WebSocket => loop {
+                let Some((opcode, head, len)) = ws_header(&self.buf) else {
+                    return Ok(None);
+                };
+                if len > self.max_frame {
+                    return Err(FrameTooLarge);
+                }
+                if self.buf.len() < head + len {
+                    self.buf.reserve(head + len - self.buf.len());
+                    return Ok(None);
+                }
+                self.buf.advance(head);
+                let payload = self.buf.split_to(len).freeze();
+                match opcode {
+                    // The server's Close: nothing follows.
+                    0x8 => {
+                        self.closed = true;
+                        self.buf.clear();
+                        return Ok(None);
+                    }
+                    // Pings and pongs: not frames of the protocol.
+                    0x9 | 0xA => continue,
+                    _ => return Ok(Some(payload)),
+                }
+            },
         }
     }
 
@@ -163,6 +242,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some(f) = self.try_frame().map_err(too_large)? {
                 return Ok(Some(f));
+            }
+            if self.closed {
+                return Ok(None);
             }
             if self.fill().await? == 0 {
                 if self.buf.is_empty() {
@@ -175,6 +257,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         }
     }
+}
+
+/// An unmasked server frame's opcode, header length and payload length,
+/// once the header is whole.
+fn ws_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let (&first, &second) = (buf.first()?, buf.get(1)?);
+    let (head, len) = match second & 0x7f {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+        ),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (
+                10,
+                usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
+            )
+        }
+        n => (2, usize::from(n)),
+    };
+    Some((first & 0x0f, head, len))
 }
 
 /// Turns [`FrameTooLarge`] into an I/O error.
@@ -213,6 +316,34 @@ mod tests {
         Framing::Length.encode(b"", &mut out);
         let got = frames(Framing::Length, &out).await;
         assert_eq!(got, vec![b"HELLO x".to_vec(), vec![]]);
+    }
+
+    #[tokio::test]
+    async fn websocket_frames_skip_pings_and_end_at_close() {
+        let wire = [
+            &[0x81, 4][..],
+            b"PONG",
+            &[0x89, 0],
+            &[0x82, 126, 0, 3],
+            b"a\xffb",
+            &[0x88, 2, 0x03, 0xe8],
+            &[0x81, 1, b'x'],
+        ]
+        .concat();
+        let got = frames(Framing::WebSocket, &wire).await;
+        assert_eq!(got, vec![b"PONG".to_vec(), b"a\xffb".to_vec()]);
+        let mut out = BytesMut::new();
+        Framing::WebSocket.encode(b"PING", &mut out);
+        assert_eq!(out.len(), Framing::WebSocket.wire_len(4));
+        let unmasked: Vec<u8> = out[6..]
+            .iter()
+            .zip(MASK.iter().cycle())
+            .map(|(b, m)| b ^ m)
+            .collect();
+        assert_eq!(
+            (&out[..2], unmasked.as_slice()),
+            (&[0x82, 0x84][..], &b"PING"[..])
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,10 @@ struct Cli {
     /// Frame format the server uses.
     #[arg(long, global = true, value_enum, default_value_t = Framing::Lines)]
     framing: Framing,
+    /// What carries the clients: TCP with `--framing`, or WebSocket (then
+    /// `--target` is the gateway's `--ws-listen` address, path `/ws`).
+    #[arg(long, global = true, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
     /// Measured seconds of a timed scenario.
     #[arg(long, global = true, default_value_t = 10.0)]
     duration: f64,
@@ -56,6 +60,25 @@ struct Cli {
     quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `--transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    /// TCP, framed by `--framing`.
+    Tcp,
+    /// WebSocket, one message per frame.
+    Ws,
+}
+
+impl Cli {
+    /// The framing the clients speak: `--framing`, or WebSocket messages.
+    fn wire(&self) -> Framing {
+        match self.transport {
+            TransportArg::Tcp => self.framing,
+            TransportArg::Ws => Framing::WebSocket,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +151,11 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         "server": cli.label,
         "variant": cli.variant,
         "config": cli.config,
-        "framing": cli.framing.as_str(),
+        "framing": cli.wire().as_str(),
+        "transport": match cli.transport {
+            TransportArg::Tcp => "tcp",
+            TransportArg::Ws => "ws",
+        },
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -168,7 +195,7 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
     let ctx = Ctx {
         target,
         admin: cli.admin,
-        framing: cli.framing,
+        framing: cli.wire(),
         duration: Duration::from_secs_f64(cli.duration),
         warmup: Duration::from_secs_f64(cli.warmup),
         pid: cli.pid,

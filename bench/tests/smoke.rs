@@ -1,5 +1,7 @@
 //! Runs every scenario briefly against the baseline server, in both
-//! framings, and checks each result line reports a clean run.
+//! framings, and the load generator's WebSocket clients against the real
+//! gateway's WebSocket listener; checks each result line reports a clean
+//! run.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -123,4 +125,68 @@ fn scenarios_run_clean_against_the_baseline_with_lines() {
 #[test]
 fn scenarios_run_clean_against_the_baseline_with_length_prefixes() {
     all_scenarios("length");
+}
+
+/// The gateway's WebSocket listener, for `--transport ws`. The gateway is
+/// found beside this package's binaries, built by the README's test command
+/// (`cargo build -p gateway` first).
+fn start_gateway_ws() -> Server {
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_gateway-bench"));
+    let gateway = bench.with_file_name("gateway");
+    assert!(
+        gateway.is_file(),
+        "{} not found: build it first with `cargo build -p gateway`",
+        gateway.display()
+    );
+    let mut child = Command::new(gateway)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("READY line");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_owned)
+            .expect("READY field")
+    };
+    let (client, admin) = (field("ws="), field("admin="));
+    Server {
+        child,
+        client,
+        admin,
+    }
+}
+
+#[test]
+fn scenarios_run_clean_against_the_gateway_over_websocket() {
+    let s = start_gateway_ws();
+    let ws = |args: &[&str]| {
+        let mut all = vec!["--transport", "ws"];
+        all.extend_from_slice(args);
+        let line = bench(&s, "lines", &all);
+        assert_eq!(line["framing"], "websocket", "{line}");
+        line
+    };
+    let echo = ws(&["echo", "--connections", "4", "--depth", "4"]);
+    assert!(echo["results"]["messages"].as_u64().unwrap_or(0) > 0);
+    let churn = ws(&["churn", "--concurrency", "2"]);
+    assert!(churn["results"]["cycles"].as_u64().unwrap_or(0) > 0);
+    let fanout = ws(&["fanout", "--subscribers", "20", "--publishers", "2"]);
+    assert_eq!(fanout["results"]["missing"], 0);
+    let idle = ws(&["idle", "--connections", "50", "--settle-ms", "50"]);
+    assert_eq!(idle["results"]["connected"], 50);
 }

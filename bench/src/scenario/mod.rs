@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -77,9 +77,17 @@ impl Client {
             .await
             .map_err(|_| anyhow!("connect to {} timed out", ctx.target))?
             .with_context(|| format!("connect to {}", ctx.target))?;
-        let (r, w) = s.into_split();
+        let (mut r, mut w) = s.into_split();
+        let early = match ctx.framing {
+            Framing::WebSocket => {
+                tokio::time::timeout(STEP_TIMEOUT, ws_upgrade(&mut r, &mut w, ctx.target))
+                    .await
+                    .map_err(|_| anyhow!("WebSocket upgrade on {} timed out", ctx.target))??
+            }
+            Framing::Lines | Framing::Length => Vec::new(),
+        };
         Ok(Self {
-            rd: FrameReader::new(r, ctx.framing, MAX_FRAME_IN),
+            rd: FrameReader::with_buffered(r, ctx.framing, MAX_FRAME_IN, &early),
             wr: w,
             framing: ctx.framing,
         })
@@ -122,6 +130,39 @@ impl Client {
         self.send(&[format!("HELLO {user}").as_bytes()]).await?;
         let id = self.expect("OK HELLO ").await?;
         Ok(String::from_utf8_lossy(&id).into_owned())
+    }
+}
+
+/// The WebSocket opening handshake on `/ws` (RFC 6455 section 4.1);
+/// returns what the server sent after its answer.
+async fn ws_upgrade(
+    r: &mut OwnedReadHalf,
+    w: &mut OwnedWriteHalf,
+    target: SocketAddr,
+) -> Result<Vec<u8>> {
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    w.write_all(request.as_bytes()).await?;
+    let mut read = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = read.windows(4).position(|x| x == b"\r\n\r\n") {
+            if !read.starts_with(b"HTTP/1.1 101 ") {
+                bail!(
+                    "no WebSocket upgrade: {:?}",
+                    String::from_utf8_lossy(&read[..end])
+                );
+            }
+            return Ok(read.split_off(end + 4));
+        }
+        let n = r.read(&mut chunk).await?;
+        if n == 0 || read.len() > 8192 {
+            bail!("no answer to the WebSocket upgrade");
+        }
+        read.extend_from_slice(&chunk[..n]);
     }
 }
 
