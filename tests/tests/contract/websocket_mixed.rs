@@ -143,6 +143,8 @@ fn a_login_on_one_transport_replaces_a_login_on_the_other() {
     tcp.expect(msg("r", b"queued for tcp"));
     tcp.expect("KICK replaced");
     tcp.expect_eof();
+    // Its EOF ends the lingering read.
+    drop(tcp);
     let r = api(
         &gw,
         "POST",
