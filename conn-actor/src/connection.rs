@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture,
+};
 use bytes::Bytes;
 use gateway_metrics::DropReason;
 use pool_manager::Checkin;
@@ -22,7 +24,7 @@ use crate::admission::Slot;
 use crate::codec::{FrameCodec, body};
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
-use crate::hub::{ConnHandle, ConnId};
+use crate::hub::{ConnHandle, ConnId, Settled};
 use crate::idle::{self, IdleSlot};
 use crate::io::IoDriver;
 use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect, last_frame};
@@ -87,6 +89,9 @@ pub struct Connection {
     /// debug level, so that at the default `info` a connection carries no
     /// span data; everything it logs is at debug.
     pub(crate) span: tracing::Span,
+    /// An answer waits for the hub (a cluster-wide `HELLO` or `SUB`):
+    /// frames are neither read nor acted on until it is sent.
+    pub(crate) held: bool,
 }
 
 impl Connection {
@@ -129,6 +134,7 @@ impl Connection {
                 idle: None,
                 close_timer_armed: false,
                 span,
+                held: false,
             }
         });
         ConnHandle::new(id, addr)
@@ -163,9 +169,9 @@ impl Connection {
                 let user: Arc<str> = Arc::from(user);
                 self.span.record("user", &*user);
                 self.state.user = Some(user.clone());
-                hub.login(user, self.id);
-                let id = self.id.to_string();
-                self.reply(&[b"OK HELLO ", id.as_bytes()]);
+                let settled = hub.login(user, self.id);
+                let answer = [b"OK HELLO ".as_slice(), hub.conn_name(self.id).as_bytes()].concat();
+                self.answer_when(ctx, settled, answer);
             }
             Command::Sub(topic) => {
                 let topics = &mut self.state.topics;
@@ -175,7 +181,9 @@ impl Connection {
                     }
                     let name: Arc<str> = Arc::from(topic);
                     topics.push(name.clone());
-                    hub.subscribe(name, self.id);
+                    let settled = hub.subscribe(name, self.id);
+                    let answer = [b"OK SUB ", topic.as_bytes()].concat();
+                    return self.answer_when(ctx, settled, answer);
                 }
                 self.reply(&[b"OK SUB ", topic.as_bytes()]);
             }
@@ -188,7 +196,7 @@ impl Connection {
             }
             Command::Pub { topic, payload } => {
                 let frame = body(&[b"MSG ", topic.as_bytes(), b" ", payload]);
-                hub.publish(topic, frame.clone(), self.id);
+                hub.publish(topic, payload, frame.clone(), self.id);
                 if self.state.topics.iter().any(|t| &**t == topic) {
                     self.enqueue(frame);
                 }
@@ -197,6 +205,21 @@ impl Connection {
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
             Command::Quit => self.client_ends(ctx, CloseReason::Quit),
         }
+    }
+
+    /// Answers now, or once the hub has `settled`; until then the
+    /// connection holds its frames and its mailbox (`ctx.wait`), so answers
+    /// keep the order of the commands.
+    fn answer_when(&mut self, ctx: &mut Context<Self>, settled: Option<Settled>, answer: Vec<u8>) {
+        let Some(settled) = settled else {
+            return self.reply(&[&answer]);
+        };
+        self.held = true;
+        ctx.wait(settled.into_actor(self).map(move |(), act, ctx| {
+            act.held = false;
+            act.reply(&[&answer]);
+            act.resume_frames(ctx);
+        }));
     }
 
     /// Answers the client.

@@ -69,7 +69,7 @@ enum Read {
 impl Connection {
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
         let mut reads = 0;
-        while !self.peer_eof && !matches!(self.phase, Phase::Done { .. }) {
+        while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {
                 Read::Data => {}
                 Read::Blocked | Read::Ended => break,
@@ -164,6 +164,12 @@ impl Connection {
     /// Input in `--framing` frames.
     fn on_framed_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
         while !data.is_empty() && self.is_open() {
+            if self.held {
+                // Frames wait behind an answer the hub holds back; this is
+                // at most the rest of one read.
+                self.state.partial.extend_from_slice(data);
+                break;
+            }
             if self.state.partial.is_empty() {
                 let used = self.run_frames(ctx, data);
                 data = &data[used..];
@@ -188,11 +194,26 @@ impl Connection {
         }
     }
 
+    /// Runs the complete frames kept while an answer was held back.
+    pub(crate) fn resume_frames(&mut self, ctx: &mut Context<Self>) {
+        let frames_before = self.state.counters.frames_in;
+        let mut carried = std::mem::take(&mut self.state.partial);
+        let used = self.run_frames(ctx, &carried);
+        carried.advance(used);
+        if !carried.is_empty() && self.is_open() {
+            self.state.partial = carried;
+        }
+        let frames = self.state.counters.frames_in - frames_before;
+        if frames > 0 {
+            self.worker.metrics.frames_received.inc_by(frames);
+        }
+    }
+
     /// Runs every complete frame at the start of `buf`; returns the bytes used.
     fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
         let codec = self.codec;
         let mut used = 0;
-        while self.is_open() {
+        while self.is_open() && !self.held {
             match codec.decode_slice(&buf[used..]) {
                 Ok(Some(decoded)) => {
                     used += decoded.consumed;

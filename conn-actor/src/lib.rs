@@ -26,7 +26,7 @@ pub use admission::{Admission, Refusal, Slot};
 pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
-pub use hub::{ConnHandle, ConnId, Hub, Name};
+pub use hub::{ConnHandle, ConnId, Hub, Name, Settled};
 pub use messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect};
 pub use state::{ConnState, Counters};
 pub use transport::Transport;

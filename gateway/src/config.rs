@@ -147,6 +147,43 @@ pub struct Args {
         value_name = "LIST"
     )]
     ws_allowed_origins: String,
+    /// NATS server(s), comma separated: with it this gateway is a node of
+    /// a cluster.
+    #[arg(
+        long,
+        env = "GATEWAY_NATS_URL",
+        value_name = "URLS",
+        hide_env_values = true
+    )]
+    nats_url: Option<String>,
+    /// This node's name in ids, logs, metrics and the cluster API
+    /// [default: generated at start].
+    #[arg(long, env = "GATEWAY_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Every subject the cluster uses starts with `P.`.
+    #[arg(
+        long,
+        env = "GATEWAY_NATS_SUBJECT_PREFIX",
+        default_value = "gateway",
+        value_name = "P"
+    )]
+    nats_subject_prefix: String,
+    /// Bound on waiting for other nodes, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_CLUSTER_TIMEOUT",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    cluster_timeout: u64,
+    /// Cross-node traffic held while NATS is slow or unreachable.
+    #[arg(
+        long,
+        env = "GATEWAY_NATS_PENDING_BYTES",
+        default_value_t = 8388608,
+        value_name = "N"
+    )]
+    nats_pending_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -180,6 +217,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The WebSocket listener and what it upgrades, when asked for.
     pub ws: Option<WsConfig>,
+    /// This node's name (`--node-id`, or generated).
+    pub node_id: String,
+    /// Set with `--nats-url`: this gateway is a node of a cluster.
+    pub cluster: Option<gateway_cluster::Settings>,
 }
 
 /// The WebSocket listener (contract section 12).
@@ -227,6 +268,8 @@ impl Args {
             Some(n) => positive("--workers", n, 1024),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let cluster_timeout = positive("--cluster-timeout", self.cluster_timeout, 600_000);
+        let nats_pending_bytes = positive("--nats-pending-bytes", self.nats_pending_bytes, 1 << 40);
         if self.idle_timeout > 86_400 * 365 {
             problems.push(format!("--idle-timeout {} is too large", self.idle_timeout));
         }
@@ -241,6 +284,34 @@ impl Args {
         if self.admin_token.as_deref() == Some("") {
             problems.push("--admin-token must not be empty".into());
         }
+        let node_id = match &self.node_id {
+            Some(id) => gateway_cluster::settings::node_id(id).unwrap_or_else(|err| {
+                problems.push(format!("--node-id: {err}"));
+                String::new()
+            }),
+            None => format!("gw-{}", random_hex()),
+        };
+        let prefix = gateway_cluster::settings::subject_prefix(&self.nats_subject_prefix)
+            .unwrap_or_else(|err| {
+                problems.push(format!("--nats-subject-prefix: {err}"));
+                String::new()
+            });
+        let cluster = match self.nats_url.as_deref() {
+            None => None,
+            Some(urls) => match gateway_cluster::settings::nats_urls(urls) {
+                Ok(urls) => Some(gateway_cluster::Settings {
+                    urls,
+                    node_id: node_id.clone(),
+                    prefix,
+                    timeout: Duration::from_millis(cluster_timeout as u64),
+                    pending_bytes: nats_pending_bytes,
+                }),
+                Err(err) => {
+                    problems.push(format!("--nats-url: {err}"));
+                    None
+                }
+            },
+        };
         let (Some(listen), Some(admin_listen), Some(policy), true) =
             (listen, admin_listen, policy, problems.is_empty())
         else {
@@ -273,8 +344,24 @@ impl Args {
             admin_token: self.admin_token,
             log_format: self.log_format,
             ws,
+            node_id,
+            cluster,
         })
     }
+}
+
+/// Eight hex digits that differ from one start to the next (a generated
+/// node id, a run id), without a random-number crate: the standard
+/// library's per-process random hash keys, mixed with the time and pid.
+pub fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
 }
 
 /// Whether the command line or environment asks for JSON logs, read

@@ -26,6 +26,7 @@ use actix::Actor;
 use actix_rt::Arbiter;
 use anyhow::Context as _;
 use conn_actor::{Admission, ConnState, FrameCodec, Hub, WorkerContext};
+use gateway_cluster::Cluster;
 use gateway_registry::{Registry, Router};
 use pool_manager::PoolManager;
 
@@ -45,10 +46,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         gateway_metrics::new_registry().context("cannot register metrics")?;
     let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
 
-    let (client, admin, ws) = system.block_on(async {
+    let (client, admin, ws, cluster) = system.block_on(async {
         let codec = FrameCodec::new(config.limits.framing, config.limits.max_frame_bytes);
-        let registry = Registry::new(metrics.clone(), codec, None);
-        let router: Arc<dyn Router> = Arc::new(registry.clone());
+        let run = config::random_hex();
+        let id_prefix = config
+            .cluster
+            .as_ref()
+            .map(|_| Arc::from(format!("{}.{run}-", config.node_id)));
+        let registry = Registry::new(metrics.clone(), codec, id_prefix);
+        let cluster = match config.cluster.clone() {
+            Some(settings) => Some(Cluster::start(
+                settings,
+                run,
+                registry.clone(),
+                &prometheus,
+            )?),
+            None => None,
+        };
+        let (router, hub): (Arc<dyn Router>, Arc<dyn Hub>) = match &cluster {
+            Some(cluster) => (cluster.router(), cluster.hub()),
+            None => (Arc::new(registry.clone()), Arc::new(registry.clone())),
+        };
         let listener = bind_clients(config.listen, "client")?;
         let client = listener.local_addr()?;
         let ws_listener = match &config.ws {
@@ -72,6 +90,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 framing: config.limits.framing,
                 token: config.admin_token.clone(),
                 started: Instant::now(),
+                node_id: config.node_id.clone(),
+                cluster: cluster.clone(),
             },
         )?;
         let admin_handle = admin_server.handle();
@@ -83,7 +103,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let admission = Arc::new(
             Admission::new(config.max_connections).with_per_ip(config.max_connections_per_ip),
         );
-        let hub: Arc<dyn Hub> = Arc::new(registry.clone());
         for (index, worker) in workers.iter().enumerate() {
             let pool_max_idle = share_of(config.pool_max_idle, workers.len(), index);
             let listener = listener
@@ -141,12 +160,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             admission,
             config.shutdown_timeout,
         ));
-        anyhow::Ok((client, admin, ws))
+        anyhow::Ok((client, admin, ws, cluster))
     })?;
 
     announce_ready(client, admin, ws)?;
     tracing::info!(%client, %admin, workers = config.workers, "gateway ready");
     system.run().context("the actor system failed")?;
+    if let Some(cluster) = cluster {
+        cluster.leave(std::time::Duration::from_millis(500));
+    }
     for worker in workers {
         worker.stop();
     }

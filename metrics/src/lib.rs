@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod labels;
 
 use prometheus::{

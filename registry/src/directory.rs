@@ -221,6 +221,13 @@ impl<H: Endpoint> Directory<H> {
         self.topics.get(topic).map_or(0, HashMap::len)
     }
 
+    /// The topics a connection follows.
+    pub fn topics_of(&self, conn: ConnId) -> Vec<Name> {
+        self.conns
+            .get(&conn)
+            .map_or_else(Vec::new, |e| e.topics.clone())
+    }
+
     /// Users bound to open connections.
     pub fn users(&self) -> Vec<(Name, ConnId)> {
         self.users

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use conn_actor::{CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Framing, Hub, Name};
+use conn_actor::{
+    CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Framing, Hub, Name, Settled,
+};
 use gateway_metrics::GatewayMetrics;
 
 use crate::directory::Directory;
@@ -176,6 +178,11 @@ impl Registry {
         self.read().topics()
     }
 
+    /// The topics a connection follows.
+    pub fn topics_of(&self, conn: ConnId) -> Vec<Name> {
+        self.read().topics_of(conn)
+    }
+
     /// Users bound to open local connections.
     pub fn users(&self) -> Vec<(Name, ConnId)> {
         self.read().users()
@@ -288,16 +295,18 @@ impl Hub for Registry {
         dir.open(conn);
     }
 
-    fn login(&self, user: Name, conn: ConnId) {
+    fn login(&self, user: Name, conn: ConnId) -> Option<Settled> {
         let mut dir = self.write();
         dir.login(user, conn);
         self.update_gauges(&dir);
+        None
     }
 
-    fn subscribe(&self, topic: Name, conn: ConnId) {
+    fn subscribe(&self, topic: Name, conn: ConnId) -> Option<Settled> {
         let mut dir = self.write();
         dir.subscribe(topic, conn);
         self.update_gauges(&dir);
+        None
     }
 
     fn unsubscribe(&self, topic: Name, conn: ConnId) {
@@ -306,7 +315,7 @@ impl Hub for Registry {
         self.update_gauges(&dir);
     }
 
-    fn publish(&self, topic: &str, frame: Bytes, from: ConnId) {
+    fn publish(&self, topic: &str, _payload: &[u8], frame: Bytes, from: ConnId) {
         self.publish_frame(topic, &frame, Some(from));
     }
 
@@ -318,6 +327,10 @@ impl Hub for Registry {
 
     fn closed(&self, conn: ConnId) {
         self.write().closed(conn);
+    }
+
+    fn conn_name(&self, conn: ConnId) -> String {
+        Registry::conn_name(self, conn)
     }
 }
 

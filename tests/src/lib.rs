@@ -15,6 +15,7 @@ pub mod framing;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod nats;
 pub mod poll;
 pub mod prometheus;
 pub mod writer;

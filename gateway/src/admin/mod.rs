@@ -20,6 +20,7 @@
 //!   subscribers, answering how many
 //! - `POST /api/v1/broadcast`: `PUSH <payload>` to every open connection
 //! - `POST /api/v1/drain`: the same drain as SIGTERM (202)
+//! - `GET /api/v1/cluster`: this node and the live nodes it knows of
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of all the above
 //!
 //! Every `GET` route also answers `HEAD`. With `--admin-token` everything
@@ -48,6 +49,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use anyhow::Context as _;
 use conn_actor::Framing;
+use gateway_cluster::Cluster;
 use gateway_metrics::GatewayMetrics;
 use gateway_registry::{Registry, Router};
 use serde_json::json;
@@ -69,6 +71,23 @@ pub struct AdminState {
     pub framing: Framing,
     pub token: Option<String>,
     pub started: Instant,
+    /// This node's name (`--node-id`, or generated).
+    pub node_id: String,
+    /// Set when this gateway is a node of a cluster.
+    pub cluster: Option<Cluster>,
+}
+
+impl AdminState {
+    /// A probe's body: the status, plus `"nats"` in a cluster.
+    fn probe(&self, status: &str) -> serde_json::Value {
+        match &self.cluster {
+            None => json!({"status": status}),
+            Some(cluster) => json!({
+                "status": status,
+                "nats": if cluster.nats_connected() { "connected" } else { "disconnected" },
+            }),
+        }
+    }
 }
 
 /// Binds the admin listener; the returned server runs once spawned.
@@ -93,15 +112,15 @@ pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, Sock
     Ok((server, bound))
 }
 
-pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+pub(crate) async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.probe("ok"))
 }
 
 pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     if state.drain.is_draining() {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}))
+        HttpResponse::ServiceUnavailable().json(state.probe("draining"))
     } else {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+        HttpResponse::Ok().json(state.probe("ready"))
     }
 }
 

@@ -8,7 +8,7 @@ use actix_web::http::{Method, header};
 use actix_web::{HttpResponse, Resource, Route, web};
 
 use super::ApiError;
-use super::api::{connections, drain, stats, targets, topics};
+use super::api::{cluster, connections, drain, stats, targets, topics};
 use super::body::Body;
 
 /// The OpenAPI 3 description of the API, served at
@@ -56,6 +56,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             as "/api/v1/topics/{topic:.+}/publish" => topics::publish),
         endpoint!(POST "/api/v1/broadcast" => topics::broadcast),
         endpoint!(POST "/api/v1/drain" => drain::drain),
+        endpoint!(GET "/api/v1/cluster" => cluster::cluster),
         endpoint!(GET "/api/v1/openapi.json" => openapi),
     ]
 }

@@ -14,6 +14,8 @@ mod admin_errors;
 mod admin_http;
 mod browser;
 mod close;
+mod cluster;
+mod cluster_faults;
 mod commands;
 mod conn_logs;
 mod drain;

@@ -6,6 +6,7 @@
 //! client (send, close, publish, broadcast) answers 503 `draining`; reads
 //! and `drain` itself keep answering.
 
+pub mod cluster;
 pub mod connections;
 pub mod cursor;
 pub mod drain;

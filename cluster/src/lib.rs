@@ -1,0 +1,127 @@
+//! Several gateway nodes as one service over core NATS (contract section
+//! 10). This is the only crate that knows NATS.
+//!
+//! A [`Cluster`] wraps the node's `gateway_registry::Registry` on both
+//! sides of the routing seam: [`Cluster::hub`] is the connections' `Hub`
+//! (it also tells the other nodes about logins, subscriptions and
+//! publishes) and [`Cluster::router`] is the admin API's `Router` (a target
+//! on another node gets a request and waits for its answer).
+//!
+//! Threads: the NATS client (`async-nats`, tokio) runs on a thread of its
+//! own with a current-thread runtime, so it is always polled whatever the
+//! actix arbiters do. Two tasks there: the engine (incoming messages,
+//! subscriptions, membership) and the outbox (everything sent, in one
+//! order, held in a bounded buffer while NATS is away). Connections and the
+//! admin API reach them through channels and never wait on NATS, except
+//! for what the contract makes wait (`OK HELLO`, `OK SUB`, cross-node admin
+//! answers), each bounded by `--cluster-timeout`.
+//!
+//! `docs/cluster.md` describes the subjects, the message format and the
+//! login protocol.
+
+mod engine;
+mod hub;
+mod members;
+mod router;
+mod sequence;
+pub mod settings;
+mod shared;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conn_actor::Hub;
+use gateway_metrics::MetricsRegistry;
+use gateway_metrics::cluster::ClusterMetrics;
+use gateway_registry::{Registry, Router};
+use serde::Serialize;
+
+pub use settings::Settings;
+
+use crate::shared::Shared;
+
+/// A node's view of the cluster (`GET /api/v1/cluster`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterInfo {
+    pub node: String,
+    pub nats: Option<NatsInfo>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// The NATS connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsInfo {
+    pub connected: bool,
+    /// The server connected to, `nats://host:port`.
+    pub server: Option<String>,
+}
+
+/// One live node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub connections: u64,
+    pub last_seen_seconds: f64,
+}
+
+/// This node's part of the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+/// A start that cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another live node holds this node's id.
+    #[error("node id `{0}` is already held by a live node of this cluster")]
+    DuplicateNodeId(String),
+    /// The NATS thread could not start.
+    #[error("cannot start the cluster: {0}")]
+    Internal(String),
+}
+
+impl Cluster {
+    /// Starts the NATS thread. When NATS answers within `--cluster-timeout`
+    /// it first checks that no live node holds this node's id; when it
+    /// does not answer, the node starts anyway and keeps trying.
+    pub fn start(
+        settings: Settings,
+        run: String,
+        registry: Registry,
+        prometheus: &MetricsRegistry,
+    ) -> Result<Self, StartError> {
+        let metrics = ClusterMetrics::register(prometheus)
+            .map_err(|err| StartError::Internal(err.to_string()))?;
+        let (shared, cmds, outbox) = Shared::new(settings, run, registry, metrics);
+        let shared = Arc::new(shared);
+        engine::spawn(shared.clone(), cmds, outbox)?;
+        Ok(Self { shared })
+    }
+
+    /// The connections' hub.
+    pub fn hub(&self) -> Arc<dyn Hub> {
+        Arc::new(hub::ClusterHub::new(self.shared.clone()))
+    }
+
+    /// The admin API's router.
+    pub fn router(&self) -> Arc<dyn Router> {
+        Arc::new(router::ClusterRouter::new(self.shared.clone()))
+    }
+
+    /// Whether NATS is connected now.
+    pub fn nats_connected(&self) -> bool {
+        self.shared.is_connected()
+    }
+
+    /// This node and the live nodes it knows of.
+    pub fn info(&self) -> ClusterInfo {
+        self.shared.info()
+    }
+
+    /// Tells the other nodes this one is leaving; waits at most `bound`.
+    pub fn leave(&self, bound: Duration) {
+        self.shared.leave(bound);
+    }
+}

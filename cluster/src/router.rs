@@ -1,0 +1,302 @@
+//! The admin API's side: local targets are served by the registry at once;
+//! a target on another node gets a request on NATS and the answer waits
+//! for that node to have queued it (bounded by `--cluster-timeout`).
+//! Publish and broadcast serve local receivers first, then add what every
+//! other node answered, and say how many answered in `nodes`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use conn_actor::{CloseReason, Name};
+use gateway_metrics::cluster::Route;
+use gateway_registry::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};
+
+use crate::shared::{Answer, NotSent, Shared, lock};
+use crate::wire::{Kind, Meta, Op, Status};
+
+pub struct ClusterRouter {
+    shared: Arc<Shared>,
+}
+
+/// A send or a close, as it travels.
+#[derive(Clone)]
+enum Action {
+    Send(Bytes),
+    Close(CloseReason, Option<Bytes>),
+}
+
+impl Action {
+    fn apply(&self, meta: &mut Meta) -> Bytes {
+        match self {
+            Action::Send(payload) => {
+                meta.op = Some(Op::Send);
+                payload.clone()
+            }
+            Action::Close(reason, message) => {
+                meta.op = Some(Op::Close);
+                meta.reason = Some(reason.as_str().to_owned());
+                meta.msg = message.is_some();
+                message.clone().unwrap_or_default()
+            }
+        }
+    }
+
+    fn local(&self, shared: &Shared, to: &Address) -> Result<(), RouteError> {
+        match self {
+            Action::Send(payload) => shared.registry.send_local(to, payload),
+            Action::Close(reason, message) => {
+                shared.registry.close_local(to, *reason, message.clone())
+            }
+        }
+    }
+}
+
+fn status_error(status: Option<Status>) -> Result<(), RouteError> {
+    match status {
+        Some(Status::Ok) => Ok(()),
+        Some(Status::Closing) => Err(RouteError::Closing),
+        Some(Status::Refused) => Err(RouteError::TooLarge),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn refused(err: NotSent) -> RouteError {
+    match err {
+        NotSent::TooLarge => RouteError::TooLarge,
+        NotSent::Overflow | NotSent::Unreachable => RouteError::Unavailable,
+    }
+}
+
+impl ClusterRouter {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The node a connection id names, and whether it is this one.
+    fn node_of<'a>(&self, id: &'a str) -> Option<&'a str> {
+        id.split_once('.').map(|(node, _)| node)
+    }
+
+    /// One request to the node holding connection `id`, one answer.
+    async fn ask_node(
+        &self,
+        node: &str,
+        mut meta: Meta,
+        body: Bytes,
+    ) -> Result<Answer, RouteError> {
+        let shared = &self.shared;
+        if !shared.is_connected() {
+            return Err(RouteError::Unavailable);
+        }
+        if !lock(&shared.members).contains(node) {
+            return Err(RouteError::NotFound);
+        }
+        let mut request = shared.open_request();
+        meta.q = Some(request.id);
+        shared
+            .send(
+                shared.subjects.node(node),
+                meta,
+                body,
+                Route::Connection,
+                false,
+            )
+            .map_err(refused)?;
+        let mut answers = request.collect(1, |_| true).await;
+        answers.pop().ok_or(RouteError::Unavailable)
+    }
+
+    async fn act(&self, to: Address, action: Action) -> Result<(), RouteError> {
+        let shared = &self.shared;
+        match &to {
+            Address::Conn(id) => {
+                let node = self.node_of(id).ok_or(RouteError::NotFound)?;
+                if node == shared.node() {
+                    return action.local(shared, &to);
+                }
+                let mut meta = Meta {
+                    conn: Some(id.clone()),
+                    ..Meta::new(Kind::Conn)
+                };
+                let body = action.apply(&mut meta);
+                let answer = self.ask_node(node, meta, body).await?;
+                status_error(answer.meta.st)
+            }
+            Address::User(user) => {
+                let here = action.local(shared, &to);
+                if here.is_ok() {
+                    return here;
+                }
+                let expected = shared.others();
+                if !shared.is_connected() {
+                    return match here {
+                        Err(RouteError::NotFound) => Err(RouteError::Unavailable),
+                        other => other,
+                    };
+                }
+                if expected == 0 {
+                    return here;
+                }
+                let mut request = shared.open_request();
+                let mut meta = Meta {
+                    q: Some(request.id),
+                    user: Some(user.to_string()),
+                    ..Meta::new(Kind::User)
+                };
+                let body = action.apply(&mut meta);
+                shared
+                    .send(shared.subjects.all(), meta, body, Route::User, false)
+                    .map_err(refused)?;
+                let answers = request
+                    .collect(expected, |a| a.meta.st == Some(Status::Ok))
+                    .await;
+                let statuses: Vec<Option<Status>> = answers.iter().map(|a| a.meta.st).collect();
+                if statuses.contains(&Some(Status::Ok)) {
+                    Ok(())
+                } else if statuses.contains(&Some(Status::Refused)) {
+                    Err(RouteError::TooLarge)
+                } else if statuses.contains(&Some(Status::Closing))
+                    || here == Err(RouteError::Closing)
+                {
+                    Err(RouteError::Closing)
+                } else {
+                    Err(RouteError::NotFound)
+                }
+            }
+        }
+    }
+
+    async fn get_conn(&self, id: String) -> Result<ConnView, RouteError> {
+        let shared = &self.shared;
+        let node = self.node_of(&id).ok_or(RouteError::NotFound)?.to_owned();
+        if node == shared.node() {
+            return shared.registry.get_view(&id).await;
+        }
+        let meta = Meta {
+            conn: Some(id),
+            op: Some(Op::Get),
+            ..Meta::new(Kind::Conn)
+        };
+        let answer = self.ask_node(&node, meta, Bytes::new()).await?;
+        status_error(answer.meta.st)?;
+        serde_json::from_slice(&answer.body).map_err(|_| RouteError::NotFound)
+    }
+
+    /// Sends a message every node acts on and answers with a count.
+    async fn fan_out(
+        &self,
+        local: usize,
+        message: Option<(String, Meta, Bytes, Route)>,
+        probe: impl FnOnce(u64) -> (String, Meta, Bytes, Route),
+    ) -> Delivered {
+        let shared = &self.shared;
+        let expected = shared.others();
+        let mut nodes = NodeCount {
+            answered: 1,
+            expected: 1 + expected,
+        };
+        if !shared.is_connected() {
+            return Delivered {
+                count: local,
+                nodes: Some(nodes),
+            };
+        }
+        let mut request = shared.open_request();
+        if let Some((subject, mut meta, body, route)) = message {
+            meta.q = Some(request.id);
+            let _ = shared.send(subject, meta, body, route, false);
+        }
+        let mut count = local;
+        if expected > 0 {
+            let (subject, meta, body, route) = probe(request.id);
+            if shared.send(subject, meta, body, route, false).is_ok() {
+                let answers = request.collect(expected, |_| false).await;
+                nodes.answered += answers.len();
+                count += answers
+                    .iter()
+                    .map(|a| a.meta.n.unwrap_or(0) as usize)
+                    .sum::<usize>();
+            }
+        }
+        Delivered {
+            count,
+            nodes: Some(nodes),
+        }
+    }
+
+    /// Whether a payload must cross and cannot.
+    fn too_large(&self, kind: Kind, body: &[u8]) -> bool {
+        let shared = &self.shared;
+        let crossing = shared.is_connected() && shared.others() > 0;
+        crossing && !shared.fits(&Meta::new(kind), body)
+    }
+}
+
+impl Router for ClusterRouter {
+    fn send(&self, to: Address, payload: Bytes) -> Routed<'_, ()> {
+        Box::pin(self.act(to, Action::Send(payload)))
+    }
+
+    fn close(&self, to: Address, reason: CloseReason, message: Option<Bytes>) -> Routed<'_, ()> {
+        Box::pin(self.act(to, Action::Close(reason, message)))
+    }
+
+    fn get(&self, id: String) -> Routed<'_, ConnView> {
+        Box::pin(self.get_conn(id))
+    }
+
+    fn publish(&self, topic: Name, payload: Bytes) -> Routed<'_, Delivered> {
+        Box::pin(async move {
+            if self.too_large(Kind::Publish, &payload) {
+                self.shared
+                    .metrics
+                    .dropped(gateway_metrics::cluster::ClusterDrop::TooLarge);
+                return Err(RouteError::TooLarge);
+            }
+            let shared = &self.shared;
+            let frame = shared.registry.msg_frame(&topic, &payload);
+            let local = shared.registry.publish_frame(&topic, &frame, None);
+            let message = (
+                shared.subjects.topic(&topic),
+                Meta::new(Kind::Publish),
+                payload,
+                Route::Publish,
+            );
+            let all = shared.subjects.all();
+            Ok(self
+                .fan_out(local, Some(message), |req| {
+                    let meta = Meta {
+                        q: Some(req),
+                        ..Meta::new(Kind::Count)
+                    };
+                    (all, meta, Bytes::new(), Route::Control)
+                })
+                .await)
+        })
+    }
+
+    fn broadcast(&self, payload: Bytes) -> Routed<'_, Delivered> {
+        Box::pin(async move {
+            if self.too_large(Kind::Broadcast, &payload) {
+                self.shared
+                    .metrics
+                    .dropped(gateway_metrics::cluster::ClusterDrop::TooLarge);
+                return Err(RouteError::TooLarge);
+            }
+            let shared = &self.shared;
+            let local = shared
+                .registry
+                .broadcast_frame(&shared.registry.push_frame(&payload));
+            let all = shared.subjects.all();
+            Ok(self
+                .fan_out(local, None, |req| {
+                    let meta = Meta {
+                        q: Some(req),
+                        ..Meta::new(Kind::Broadcast)
+                    };
+                    (all, meta, payload, Route::Broadcast)
+                })
+                .await)
+        })
+    }
+}

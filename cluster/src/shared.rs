@@ -1,0 +1,323 @@
+//! What the actix threads and the NATS thread share: the registry, the
+//! outbox (a bounded byte budget in front of one queue), the membership
+//! table, open requests and login claims.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use conn_actor::{ConnId, Name};
+use gateway_metrics::cluster::{ClusterDrop, ClusterMetrics, Route};
+use gateway_registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::members::Members;
+use crate::settings::Settings;
+use crate::wire::{Claim, HEADER_ALLOWANCE, Meta, Subjects};
+use crate::{ClusterInfo, NatsInfo, NodeInfo};
+
+/// A message waiting to be sent.
+pub struct Outgoing {
+    pub subject: String,
+    pub meta: Meta,
+    pub body: Bytes,
+    pub route: Route,
+    /// Its share of `--nats-pending-bytes`.
+    pub size: usize,
+}
+
+/// What the engine is asked to do.
+pub enum Cmd {
+    /// A local subscriber to `topic`: make sure the node hears it; answer
+    /// `done` once the subscription is live (or NATS is away).
+    Interest {
+        topic: Name,
+        done: oneshot::Sender<()>,
+    },
+    /// A local subscriber left `topic`: stop hearing it if it was the last.
+    MaybeUnsub { topic: Name },
+    /// Say goodbye and answer.
+    Leave { done: std::sync::mpsc::Sender<()> },
+}
+
+/// An answer to one of this node's requests.
+#[derive(Debug)]
+pub struct Answer {
+    pub meta: Meta,
+    pub body: Bytes,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    TooLarge,
+    Overflow,
+    Unreachable,
+}
+
+pub struct Shared {
+    pub settings: Settings,
+    pub run: String,
+    pub subjects: Subjects,
+    pub registry: Registry,
+    pub metrics: ClusterMetrics,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox_bytes: AtomicUsize,
+    pub cmds: mpsc::UnboundedSender<Cmd>,
+    connected: AtomicBool,
+    pub server: Mutex<Option<String>>,
+    pub max_payload: AtomicUsize,
+    pub members: Mutex<Members>,
+    /// Topics whose subscription is live; held while deciding to drop one,
+    /// so a `SUB` never trusts a subscription that is going away.
+    pub live_topics: Mutex<HashSet<Name>>,
+    requests: Mutex<HashMap<u64, mpsc::UnboundedSender<Answer>>>,
+    next_request: AtomicU64,
+    clock: AtomicU64,
+    /// This node's logins: the claim each local holder made.
+    pub claims: Mutex<HashMap<Name, (Claim, ConnId)>>,
+}
+
+/// Locks, carrying on after a panic elsewhere (every critical section
+/// leaves its data consistent).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new(
+        settings: Settings,
+        run: String,
+        registry: Registry,
+        metrics: ClusterMetrics,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<Cmd>,
+        mpsc::UnboundedReceiver<Outgoing>,
+    ) {
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let (cmds, cmds_rx) = mpsc::unbounded_channel();
+        metrics.nodes.set(1);
+        let shared = Self {
+            subjects: Subjects::new(&settings.prefix),
+            settings,
+            run,
+            registry,
+            metrics,
+            outbox,
+            outbox_bytes: AtomicUsize::new(0),
+            cmds,
+            connected: AtomicBool::new(false),
+            server: Mutex::new(None),
+            max_payload: AtomicUsize::new(1024 * 1024),
+            members: Mutex::new(Members::default()),
+            live_topics: Mutex::new(HashSet::new()),
+            requests: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            clock: AtomicU64::new(0),
+            claims: Mutex::new(HashMap::new()),
+        };
+        (shared, cmds_rx, outbox_rx)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::SeqCst);
+        self.metrics.nats_connected.set(i64::from(connected));
+    }
+
+    /// Other live nodes.
+    pub fn others(&self) -> usize {
+        lock(&self.members).count()
+    }
+
+    /// Whether a message of `body` bytes (and `meta`) fits NATS's
+    /// `max_payload`.
+    pub fn fits(&self, meta: &Meta, body: &[u8]) -> bool {
+        Self::size(meta, body) <= self.max_payload.load(Ordering::Relaxed)
+    }
+
+    fn size(meta: &Meta, body: &[u8]) -> usize {
+        body.len() + meta.encode().len() + HEADER_ALLOWANCE
+    }
+
+    /// Queues a message. `buffer`: hold it while NATS is away (publishes);
+    /// otherwise refuse it at once (requests, which would time out).
+    pub fn send(
+        &self,
+        subject: String,
+        meta: Meta,
+        body: Bytes,
+        route: Route,
+        buffer: bool,
+    ) -> Result<(), NotSent> {
+        let size = Self::size(&meta, &body);
+        if size > self.max_payload.load(Ordering::Relaxed) {
+            self.metrics.dropped(ClusterDrop::TooLarge);
+            return Err(NotSent::TooLarge);
+        }
+        if !buffer && !self.is_connected() {
+            self.metrics.dropped(ClusterDrop::Unreachable);
+            return Err(NotSent::Unreachable);
+        }
+        let limit = self.settings.pending_bytes;
+        let admitted = self
+            .outbox_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                (held + size <= limit).then_some(held + size)
+            })
+            .is_ok();
+        if !admitted {
+            self.metrics.dropped(ClusterDrop::Overflow);
+            return Err(NotSent::Overflow);
+        }
+        let outgoing = Outgoing {
+            subject,
+            meta,
+            body,
+            route,
+            size,
+        };
+        if self.outbox.send(outgoing).is_err() {
+            self.sent(size);
+            self.metrics.dropped(ClusterDrop::Unreachable);
+            return Err(NotSent::Unreachable);
+        }
+        Ok(())
+    }
+
+    /// A queued message left the buffer.
+    pub fn sent(&self, size: usize) {
+        self.outbox_bytes.fetch_sub(size, Ordering::SeqCst);
+    }
+
+    /// Opens a request: its id and where its answers arrive.
+    pub fn open_request(self: &Arc<Self>) -> Request {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.requests).insert(id, tx);
+        Request {
+            shared: self.clone(),
+            id,
+            answers: rx,
+            started: Instant::now(),
+        }
+    }
+
+    /// Hands an answer to its request, if it is still open.
+    pub fn answered(&self, answer: Answer) {
+        let Some(id) = answer.meta.q else { return };
+        if let Some(tx) = lock(&self.requests).get(&id) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// A login claim, newer than every claim this node made or saw.
+    pub fn claim(&self, conn: ConnId) -> Claim {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let mut t = 0;
+        let _ = self
+            .clock
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                t = now.max(last + 1);
+                Some(t)
+            });
+        Claim {
+            t,
+            node: self.settings.node_id.clone(),
+            run: self.run.clone(),
+            conn,
+        }
+    }
+
+    /// Keeps the clock ahead of a claim seen from another node.
+    pub fn observe(&self, claim: &Claim) {
+        self.clock.fetch_max(claim.t, Ordering::SeqCst);
+    }
+
+    pub fn info(&self) -> ClusterInfo {
+        let mut nodes = vec![NodeInfo {
+            id: self.node().to_owned(),
+            connections: self.registry.open_count() as u64,
+            last_seen_seconds: 0.0,
+        }];
+        let now = Instant::now();
+        nodes.extend(lock(&self.members).iter().map(|(id, m)| NodeInfo {
+            id: id.clone(),
+            connections: m.connections,
+            last_seen_seconds: now.duration_since(m.last_seen).as_secs_f64(),
+        }));
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        ClusterInfo {
+            node: self.node().to_owned(),
+            nats: Some(NatsInfo {
+                connected: self.is_connected(),
+                server: lock(&self.server).clone(),
+            }),
+            nodes,
+        }
+    }
+
+    pub fn leave(&self, bound: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.cmds.send(Cmd::Leave { done }).is_ok() {
+            let _ = wait.recv_timeout(bound);
+        }
+    }
+}
+
+/// An open request; closed when dropped.
+pub struct Request {
+    shared: Arc<Shared>,
+    pub id: u64,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    started: Instant,
+}
+
+impl Request {
+    /// Answers until `expected` arrived, `enough` says stop, or
+    /// `--cluster-timeout` ran out.
+    pub async fn collect(
+        &mut self,
+        expected: usize,
+        enough: impl Fn(&Answer) -> bool,
+    ) -> Vec<Answer> {
+        let deadline = tokio::time::Instant::from_std(self.started + self.shared.settings.timeout);
+        let mut answers = Vec::new();
+        while answers.len() < expected {
+            match tokio::time::timeout_at(deadline, self.answers.recv()).await {
+                Ok(Some(answer)) => {
+                    let stop = enough(&answer);
+                    answers.push(answer);
+                    if stop {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.shared
+            .metrics
+            .request_duration
+            .observe(self.started.elapsed().as_secs_f64());
+        answers
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        lock(&self.shared.requests).remove(&self.id);
+    }
+}
