@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ const TICK: Duration = Duration::from_millis(250);
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
 /// The longest wait between two tries to reach NATS.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// At start, how long to wait for a first connection that is under way
+/// (not refused), and for the node-id probe's answer.
+const START_CHECK: Duration = Duration::from_secs(5);
 
 /// Starts the NATS thread and waits for it to be under way.
 pub fn spawn(
@@ -47,7 +51,7 @@ pub fn spawn(
     outbox: mpsc::UnboundedReceiver<Outgoing>,
 ) -> Result<(), StartError> {
     let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let bound = shared.settings.timeout * 3 + Duration::from_secs(5);
+    let bound = START_CHECK * 2 + shared.settings.timeout + Duration::from_secs(5);
     std::thread::Builder::new()
         .name("nats".into())
         .spawn(move || {
@@ -83,7 +87,11 @@ fn backoff(attempts: usize) -> Duration {
     (Duration::from_millis(50) * 2u32.pow(exp)).min(MAX_BACKOFF)
 }
 
-fn options(shared: &Shared, events: mpsc::UnboundedSender<Event>) -> ConnectOptions {
+fn options(
+    shared: &Shared,
+    events: mpsc::UnboundedSender<Event>,
+    failures: Arc<AtomicUsize>,
+) -> ConnectOptions {
     let mut options = ConnectOptions::new();
     // Credentials come from the first URL that has them.
     for url in &shared.settings.urls {
@@ -100,6 +108,7 @@ fn options(shared: &Shared, events: mpsc::UnboundedSender<Event>) -> ConnectOpti
     }
     let urls: Vec<String> = shared.settings.urls.iter().map(|u| redact(u)).collect();
     let urls = urls.join(",");
+    let failures = failures.clone();
     options
         .no_echo()
         .retry_on_initial_connect()
@@ -111,6 +120,7 @@ fn options(shared: &Shared, events: mpsc::UnboundedSender<Event>) -> ConnectOpti
         .reconnect_delay_callback(move |attempts| {
             // Called before each try; `attempts` counts this one.
             let failed = attempts.saturating_sub(1);
+            failures.store(failed, std::sync::atomic::Ordering::SeqCst);
             if failed == 0 {
                 return Duration::ZERO;
             }
@@ -163,16 +173,18 @@ async fn run(
             return;
         }
     };
-    let client = match options(&shared, events_tx).connect(addrs).await {
+    let failures = Arc::new(AtomicUsize::new(0));
+    let client = match options(&shared, events_tx, failures.clone())
+        .connect(addrs)
+        .await
+    {
         Ok(client) => client,
         Err(err) => {
             let _ = started.send(Err(StartError::Internal(err.to_string())));
             return;
         }
     };
-    if wait_connected(&client, shared.settings.timeout).await
-        && node_id_taken(&shared, &client).await
-    {
+    if wait_connected(&client, &failures).await && node_id_taken(&shared, &client).await {
         let _ = started.send(Err(StartError::DuplicateNodeId(shared.node().to_owned())));
         return;
     }
@@ -193,11 +205,16 @@ async fn run(
         .await;
 }
 
-async fn wait_connected(client: &Client, bound: Duration) -> bool {
-    let deadline = Instant::now() + bound;
+/// Waits for the first connection while it is under way; gives up at the
+/// first failed try (NATS is not there: start without it).
+async fn wait_connected(client: &Client, failures: &AtomicUsize) -> bool {
+    let deadline = Instant::now() + START_CHECK;
     while Instant::now() < deadline {
         if client.connection_state() == async_nats::connection::State::Connected {
             return true;
+        }
+        if failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -216,7 +233,7 @@ async fn node_id_taken(shared: &Shared, client: &Client) -> bool {
     let request =
         client.request_with_headers(shared.subjects.node(shared.node()), headers, Bytes::new());
     matches!(
-        tokio::time::timeout(shared.settings.timeout, request).await,
+        tokio::time::timeout(shared.settings.timeout.max(START_CHECK), request).await,
         Ok(Ok(_))
     )
 }
@@ -416,6 +433,8 @@ impl Engine {
                     "lost NATS: local service goes on; cross-node traffic is held up to --nats-pending-bytes"
                 );
             }
+            // Failed tries are logged once each, by the backoff.
+            Event::ClientError(err) => tracing::debug!(error = %err, "NATS client error"),
             other => tracing::warn!(event = %other, "NATS event"),
         }
     }
@@ -462,6 +481,10 @@ impl Engine {
                 }
             }
             Cmd::Leave { done } => {
+                if !self.shared.is_connected() {
+                    let _ = done.send(());
+                    return;
+                }
                 let meta = Meta::new(Kind::Bye);
                 let _ = self.shared.send(
                     self.shared.subjects.all(),

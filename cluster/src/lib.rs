@@ -83,9 +83,9 @@ pub enum StartError {
 }
 
 impl Cluster {
-    /// Starts the NATS thread. When NATS answers within `--cluster-timeout`
-    /// it first checks that no live node holds this node's id; when it
-    /// does not answer, the node starts anyway and keeps trying.
+    /// Starts the NATS thread. When NATS answers at the first try it first
+    /// checks that no live node holds this node's id; when it does not,
+    /// the node starts anyway and keeps trying.
     pub fn start(
         settings: Settings,
         run: String,
