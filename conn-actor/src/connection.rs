@@ -92,6 +92,8 @@ pub struct Connection {
     /// An answer waits for the hub (a cluster-wide `HELLO` or `SUB`):
     /// frames are neither read nor acted on until it is sent.
     pub(crate) held: bool,
+    /// WebSocket messages that arrived while `held`, in order.
+    pub(crate) deferred: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Connection {
@@ -135,6 +137,7 @@ impl Connection {
                 close_timer_armed: false,
                 span,
                 held: false,
+                deferred: std::collections::VecDeque::new(),
             }
         });
         ConnHandle::new(id, addr)

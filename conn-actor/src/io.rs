@@ -197,6 +197,16 @@ impl Connection {
     /// Runs the complete frames kept while an answer was held back.
     pub(crate) fn resume_frames(&mut self, ctx: &mut Context<Self>) {
         let frames_before = self.state.counters.frames_in;
+        while self.is_open() && !self.held {
+            let Some(message) = self.deferred.pop_front() else {
+                break;
+            };
+            self.state.counters.frames_in += 1;
+            self.on_frame(ctx, &message);
+        }
+        if !self.is_open() {
+            self.deferred.clear();
+        }
         let mut carried = std::mem::take(&mut self.state.partial);
         let used = self.run_frames(ctx, &carried);
         carried.advance(used);

@@ -232,7 +232,11 @@ impl Connection {
     fn on_ws_event(&mut self, ctx: &mut ActorContext<Self>, event: Event<'_>) {
         match event {
             Event::Message { data, .. } => {
-                if self.is_open() {
+                if self.is_open() && self.held {
+                    // Behind an answer the hub holds back (at most the rest
+                    // of one read).
+                    self.deferred.push_back(data.to_vec());
+                } else if self.is_open() {
                     self.state.counters.frames_in += 1;
                     self.on_frame(ctx, data);
                 }
