@@ -110,9 +110,18 @@ def cmd_plan(compose_config, out_dir):
     gateways = []
     prom_port = None
     active = set(filter(None, os.environ.get("COMPOSE_PROFILES", "").split(",")))
+    if "cluster" in active:
+        # The cluster's nodes replace the single, unclustered gateway (as
+        # `--scale gateway=0` does in deploy/README.md).
+        services.pop("gateway", None)
     for name, svc in sorted(services.items()):
         if svc.get("profiles") and not active.intersection(svc["profiles"]):
-            continue  # not started: a profile that is not enabled
+            services.pop(name)  # not started: a profile that is not enabled
+            continue
+        cmd = [str(a) for a in svc.get("command") or []]
+        for flag in ("--addr", "-a", "--http_host"):
+            if flag in cmd[:-1] and not loopback(cmd[cmd.index(flag) + 1] + ":0"):
+                fail(f"service {name}: {flag} {cmd[cmd.index(flag) + 1]} is not on 127.0.0.0/8")
         if svc.get("network_mode") != "host":
             fail(f"service {name} is not on the host network (network_mode: {svc.get('network_mode')})")
         env = svc.get("environment") or {}
@@ -130,6 +139,14 @@ def cmd_plan(compose_config, out_dir):
                     fail(f"service {name}: {arg} is not on 127.0.0.0/8")
                 if name == "prometheus":
                     prom_port = addr(listen)[1]
+    for svc in services.values():
+        deps = svc.get("depends_on")
+        if isinstance(deps, dict):
+            svc["depends_on"] = {d: v for d, v in deps.items() if d in services}
+        elif isinstance(deps, list):
+            svc["depends_on"] = [d for d in deps if d in services]
+        if not svc.get("depends_on"):
+            svc.pop("depends_on", None)
     # An override cannot remove the production file's published ports
     # (compose v1 merges lists), and the engine refuses them on the host
     # network, where they would mean nothing anyway.

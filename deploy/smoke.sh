@@ -20,6 +20,9 @@
 #
 # The last line, on success:
 #   deploy smoke passed: <N> gateways, <M> Prometheus targets up, alert <name> fired
+# followed, with two gateways or more, by ", a publish crossed from <B> to <A>".
+# With the profile `cluster` the unclustered `gateway` service is left out
+# (its two nodes and NATS replace it).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -328,4 +331,5 @@ ok "alert $ALERT is $STATE for $stopped_admin (http://$PROM/api/v1/alerts)"
 
 STEP="tear down"
 PASSED="deploy smoke passed: $N gateways, $M Prometheus targets up, alert $ALERT fired"
+[[ $N -ge 2 ]] && PASSED+=", a publish crossed from $name_b to $name_a"
 exit 0
