@@ -5,7 +5,7 @@
 #
 # Needs: docker-compose (Debian's package; `docker compose` also works),
 # promtool and prometheus (Debian: prometheus), python3 with PyYAML (Debian:
-# python3-yaml), rustc and cargo. Everything it starts listens on 127.0.0.1
+# python3-yaml), nats-server (Debian: nats-server), rustc and cargo. Everything it starts listens on 127.0.0.1
 # only and is stopped on exit.
 set -euo pipefail
 
@@ -86,7 +86,8 @@ fi
 echo "  using: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head -1))"
 # The caller's GATEWAY_* / port variables must not change what is checked.
 CENV=(env -u GATEWAY_ADMIN_TOKEN -u GATEWAY_MAX_CONNECTIONS -u GATEWAY_CLIENT_PORTS -u GATEWAY_ADMIN_PORTS
-      -u RUST_LOG -u PROMETHEUS_PORT -u GRAFANA_PORT -u GRAFANA_ADMIN_PASSWORD)
+      -u RUST_LOG -u PROMETHEUS_PORT -u GRAFANA_PORT -u GRAFANA_ADMIN_PASSWORD -u NATS_MONITOR_PORT
+      -u GATEWAY_NODE1_CLIENT_PORT -u GATEWAY_NODE1_ADMIN_PORT -u GATEWAY_NODE2_CLIENT_PORT -u GATEWAY_NODE2_ADMIN_PORT)
 "${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml config > "$TMP/compose.yml" 2> "$TMP/compose.err" \
     || { cat "$TMP/compose.err" >&2; die "docker-compose config rejected deploy/docker-compose.yml"; }
 ok "deploy/docker-compose.yml is valid ($(grep -c '' "$TMP/compose.yml") lines normalized)"
@@ -100,6 +101,10 @@ for s in gateway prometheus grafana; do
     grep -qx "$s" "$TMP/services" || die "service $s missing from deploy/docker-compose.yml"
 done
 ok "services: $(tr '\n' ' ' < "$TMP/services")"
+
+"${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml --profile cluster config > "$TMP/compose-cluster.yml" 2> "$TMP/compose.err" \
+    || { cat "$TMP/compose.err" >&2; die "docker-compose config rejected the profile cluster"; }
+ok "valid with --profile cluster ($("${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml --profile cluster config --services | tr '\n' ' '))"
 
 # ---------------------------------------------------------------------------
 step "Prometheus configuration and alert rules: promtool"
@@ -126,6 +131,7 @@ ok "every dashboard query parses as PromQL (promtool)"
 # ---------------------------------------------------------------------------
 step "Dockerfile, compose, Prometheus and Grafana agree with each other and with the gateway's flags"
 "${HELPER[@]}" static "$GATEWAY_BIN" "$TMP/compose.yml" || die "consistency checks failed (see FAIL lines above)"
+"${HELPER[@]}" cluster "$TMP/compose-cluster.yml" || die "the profile cluster is not consistent (see FAIL lines above)"
 
 # ---------------------------------------------------------------------------
 step "Dockerfile dependency layer: the workspace loads from manifests and placeholder sources"
@@ -211,9 +217,41 @@ if "$TMP/gateway-healthcheck" "127.0.0.1:$DEAD_PORT" 2>/dev/null; then die "the 
 ok "health probe: non-zero against a closed port"
 
 # ---------------------------------------------------------------------------
-step "a real Prometheus scrapes the gateway and runs every dashboard and rule query"
+step "profile cluster: a node starts with gateway-node-1's environment and joins a real nats-server"
+need nats-server "Debian: apt-get install nats-server"
+NATS_PORT=$(free_port)
+nats-server --addr 127.0.0.1 --port "$NATS_PORT" > "$TMP/nats.log" 2>&1 &
+PIDS+=("$!")
+mapfile -t NENV < <("${HELPER[@]}" gateway-env "$TMP/compose-cluster.yml" gateway-node-1)
+# The compose file's nats://nats:4222 is the nats service's name on the
+# compose network; here the same server runs on a loopback port.
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" "${NENV[@]}" GATEWAY_NATS_URL="nats://127.0.0.1:$NATS_PORT" \
+    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    > "$TMP/node.out" 2> "$TMP/node.err" &
+NODE_PID=$!
+PIDS+=("$NODE_PID")
+NODE_READY=""
+for _ in $(seq 1 150); do
+    NODE_READY=$(grep -m1 '^READY ' "$TMP/node.out" 2>/dev/null || true)
+    [[ -n "$NODE_READY" ]] && break
+    kill -0 "$NODE_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[[ -n "$NODE_READY" ]] || { tail -20 "$TMP/node.err" >&2; die "no READY line from the node with gateway-node-1's environment"; }
+NODE_CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$NODE_READY")
+NODE_ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$NODE_READY")
+ok "$NODE_READY"
+for i in $(seq 1 100); do
+    http_body "http://$NODE_ADMIN/healthz" 2>/dev/null | grep -q '"nats": *"connected"' && break
+    [[ $i == 100 ]] && { tail -5 "$TMP/node.err" >&2; die "the node did not report \"nats\": \"connected\" on /healthz within 10 s"; }
+    sleep 0.1
+done
+ok "GET /healthz: $(http_body "http://$NODE_ADMIN/healthz")"
+
+# ---------------------------------------------------------------------------
+step "a real Prometheus scrapes the gateway and the node and runs every dashboard and rule query"
 need prometheus "Debian: apt-get install prometheus"
-"${HELPER[@]}" prom-config "$ADMIN" "$TMP/prometheus.yml" || die "could not write the Prometheus config"
+"${HELPER[@]}" prom-config "$ADMIN,$NODE_ADMIN" "$TMP/prometheus.yml" || die "could not write the Prometheus config"
 promtool check config "$TMP/prometheus.yml" > /dev/null || die "generated Prometheus config is invalid"
 PROM_PORT=$(free_port)
 PROM="http://127.0.0.1:$PROM_PORT"
@@ -230,8 +268,10 @@ done
 ok "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') ready on 127.0.0.1:$PROM_PORT"
 "${HELPER[@]}" wait-up "$PROM" 30 || { tail -20 "$TMP/prometheus.log" >&2; die "Prometheus never scraped the gateway"; }
 "${HELPER[@]}" traffic "$CLIENT"
+"${HELPER[@]}" traffic "$NODE_CLIENT"
 sleep 3   # a few more scrapes, so rates have two samples around the traffic
-"${HELPER[@]}" promql "$PROM" "$ADMIN" || die "dashboard or rule queries failed against the real gateway's metrics"
+# The node exports every family the single gateway does, and the cluster's.
+"${HELPER[@]}" promql "$PROM" "$NODE_ADMIN" || die "dashboard or rule queries failed against the real gateway's metrics"
 
 step "alert rules load and evaluate in Prometheus"
 "${HELPER[@]}" rules "$PROM" 15 || die "alert rules did not all load and evaluate"

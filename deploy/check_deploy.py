@@ -6,14 +6,19 @@ usage: check_deploy.py COMMAND [ARGS...]   (run from the repository root)
   static GATEWAY_BIN COMPOSE_CONFIG_YAML   Dockerfile / compose / Prometheus /
                                            Grafana files agree with each other
                                            and with the gateway's flags
-  gateway-env COMPOSE_CONFIG_YAML          print the gateway's environment in
+  cluster COMPOSE_CONFIG_YAML              the profile cluster (config made with
+                                           --profile cluster): NATS, two nodes,
+                                           scraped, on the dashboard, alerted on
+  gateway-env COMPOSE_CONFIG_YAML [SERVICE]
+                                           print the gateway's environment in
                                            the container (Dockerfile ENV, then
                                            compose environment) as NAME=VALUE lines
   stage-manifests DEST                     copy what the Dockerfile's builder
                                            copies before its dependency build
-  prom-config ADMIN_ADDR OUT               a Prometheus config for check.sh:
+  prom-config ADMIN_ADDRS OUT              a Prometheus config for check.sh:
                                            deploy/prometheus.yml's gateway job
-                                           and rules, scraping ADMIN_ADDR every 1s
+                                           and rules, scraping ADMIN_ADDRS (comma
+                                           separated) every 1s
   wait-up PROM_URL TIMEOUT                 wait until the gateway target is up
   traffic CLIENT_ADDR                      a few short client sessions
   promql PROM_URL ADMIN_ADDR               run every dashboard and rule query
@@ -221,9 +226,9 @@ def compose_volumes(svc):
     return out
 
 
-def gateway_env(compose_cfg):
+def gateway_env(compose_cfg, service=SERVICE):
     env = dict(image_env())
-    svc_env = compose_cfg["services"][SERVICE].get("environment") or {}
+    svc_env = compose_cfg["services"][service].get("environment") or {}
     if isinstance(svc_env, list):
         svc_env = dict(e.split("=", 1) if "=" in e else (e, "") for e in svc_env)
     env.update({k: "" if v is None else str(v) for k, v in svc_env.items()})
@@ -402,6 +407,49 @@ def cmd_static(gateway_bin, compose_config_path):
     finish()
 
 
+CLUSTER_NODES = ("gateway-node-1", "gateway-node-2")
+CLUSTER_METRICS = ("gateway_nats_connected", "gateway_nats_reconnects_total", "gateway_cluster_messages_total",
+                   "gateway_cluster_dropped_total", "gateway_cluster_missed_total")
+
+
+def cmd_cluster(compose_config_path):
+    """The profile `cluster`: NATS, two nodes of the gateway service's kind, all scraped and shown."""
+    cfg = yaml.safe_load(open(compose_config_path, encoding="utf-8"))
+    services = cfg["services"]
+    print("- profile cluster")
+    check("nats" in services, "service nats")
+    nats_cmd = [str(a) for a in (services.get("nats", {}).get("command") or [])]
+    nats_port = nats_cmd[nats_cmd.index("--port") + 1] if "--port" in nats_cmd[:-1] else "4222"
+    check("--jetstream" not in nats_cmd and "-js" not in nats_cmd, "nats runs core NATS (no JetStream)")
+    base = gateway_env(cfg)
+    ids = []
+    for name in CLUSTER_NODES:
+        check(name in services, f"service {name}")
+        if name not in services:
+            continue
+        svc = services[name]
+        env = gateway_env(cfg, name)
+        check(env.get("GATEWAY_NATS_URL") == f"nats://nats:{nats_port}",
+              f"{name}: GATEWAY_NATS_URL={env.get('GATEWAY_NATS_URL')} names the nats service's port {nats_port}")
+        ids.append(env.get("GATEWAY_NODE_ID"))
+        differs = [k for k, v in base.items() if env.get(k) != v]
+        check(not differs, f"{name}: the gateway service's environment, plus the cluster's", ", ".join(differs))
+        check("cluster" in (svc.get("profiles") or []), f"{name}: only under the profile cluster")
+        for key in ("stop_grace_period", "stop_signal", "ulimits"):
+            check(svc.get(key) == services[SERVICE].get(key), f"{name}: {key} as the gateway service's")
+    check(len(ids) == len(set(ids)) and all(ids), f"distinct node ids: {', '.join(map(str, ids))}")
+    prom = yaml.safe_load(open(PROMETHEUS, encoding="utf-8"))
+    job = gateway_job(prom) or {}
+    names = [n for c in job.get("dns_sd_configs", []) for n in c.get("names", [])]
+    for name in CLUSTER_NODES:
+        check(name in names, f"Prometheus job {job.get('job_name')} finds {name} through DNS")
+    for path, dash in dashboards():
+        for want in CLUSTER_METRICS:
+            check(any(want in e for _, e in dashboard_exprs(dash)), f"{path}: a panel shows {want}")
+    check(any("gateway_nats_connected" in e for _, e in rule_exprs()), "an alert rule watches gateway_nats_connected")
+    finish()
+
+
 def gateway_job(prom):
     for job in prom.get("scrape_configs", []):
         names = [n for c in job.get("dns_sd_configs", []) for n in c.get("names", [])]
@@ -507,7 +555,7 @@ def cmd_prom_config(admin_addr, out):
             "metrics_path": job.get("metrics_path", "/metrics"),
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
-            "static_configs": [{"targets": [admin_addr]}],
+            "static_configs": [{"targets": admin_addr.split(",")}],
         }],
     }
     with open(out, "w", encoding="utf-8") as f:
@@ -668,8 +716,10 @@ def main():
         cmd_static(*args)
     elif cmd == "gateway-env":
         cfg = yaml.safe_load(open(args[0], encoding="utf-8"))
-        for k, v in sorted(gateway_env(cfg).items()):
+        for k, v in sorted(gateway_env(cfg, *args[1:]).items()):
             print(f"{k}={v}")
+    elif cmd == "cluster":
+        cmd_cluster(*args)
     elif cmd == "stage-manifests":
         cmd_stage_manifests(*args)
     elif cmd == "prom-config":
