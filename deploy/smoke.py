@@ -22,8 +22,8 @@ usage: smoke.py COMMAND [ARGS...]   (run from the repository root)
   hold CLIENT OUT                       hold a client open, write what it reads to OUT
   targets PROM JOB N TIMEOUT            N targets of JOB, and every target, up; prints
                                         how many targets are up
-  alert PROM INSTANCE TIMEOUT           an alert about INSTANCE pending or firing; prints
-                                        its name
+  alert PROM INSTANCE TIMEOUT [NAME]    an alert (named NAME) about INSTANCE pending or
+                                        firing; prints its name and state
 """
 
 import ipaddress
@@ -347,14 +347,15 @@ def cmd_targets(prom, job, want, timeout):
     fail(f"not {want} {job} targets up in Prometheus within {timeout}s (last: {last})")
 
 
-def cmd_alert(prom, instance, timeout):
+def cmd_alert(prom, instance, timeout, name=None):
     deadline = time.monotonic() + float(timeout)
     last = "none"
     while time.monotonic() < deadline:
         try:
             alerts = prom_get(prom, "/api/v1/alerts")["alerts"]
             for a in alerts:
-                if a["labels"].get("instance") == instance and a["state"] in ("pending", "firing"):
+                if (a["labels"].get("instance") == instance and a["state"] in ("pending", "firing")
+                        and name in (None, a["labels"].get("alertname"))):
                     print(f"{a['labels']['alertname']} {a['state']}")
                     return
             last = ", ".join(f"{a['labels'].get('alertname')}({a['state']})" for a in alerts) or "none"
@@ -380,7 +381,8 @@ def main():
         "targets": (cmd_targets, 4),
         "alert": (cmd_alert, 3),
     }
-    if cmd not in commands or len(args) != commands[cmd][1]:
+    optional = {"alert": 1}
+    if cmd not in commands or not commands[cmd][1] <= len(args) <= commands[cmd][1] + optional.get(cmd, 0):
         sys.exit(__doc__)
     try:
         commands[cmd][0](*args)

@@ -20,7 +20,9 @@
 #
 # The last line, on success:
 #   deploy smoke passed: <N> gateways, <M> Prometheus targets up, alert <name> fired
-# followed, with two gateways or more, by ", a publish crossed from <B> to <A>".
+# followed, with two gateways or more, by ", a publish crossed from <B> to <A>",
+# and with a nats service by ", alert GatewayNatsDisconnected fired with NATS
+# stopped" (checked on the second gateway once NATS is stopped).
 # With the profile `cluster` the unclustered `gateway` service is left out
 # (its two nodes and NATS replace it).
 set -euo pipefail
@@ -329,7 +331,18 @@ ok "$STOPPED exited 0; its client read KICK shutdown"
 read -r ALERT STATE < <("${HELPER[@]}" alert "$PROM" "$stopped_admin" 60) || die "no alert about the stopped gateway"
 ok "alert $ALERT is $STATE for $stopped_admin (http://$PROM/api/v1/alerts)"
 
+CUT=""
+if grep -qx nats <(compose config --services); then
+    IFS=$'\t' read -r _ _ other_admin <<< "${GATEWAYS[1]}"
+    step "docker stop nats: the nodes left are cut off, and an alert goes off"
+    compose stop nats > "$TMP/stop.log" 2>&1 || { cat "$TMP/stop.log" >&2; die "compose stop nats failed"; }
+    read -r CUT CUT_STATE < <("${HELPER[@]}" alert "$PROM" "$other_admin" 60 GatewayNatsDisconnected) \
+        || die "no GatewayNatsDisconnected alert about $other_admin with NATS stopped"
+    ok "alert $CUT is $CUT_STATE for $other_admin"
+fi
+
 STEP="tear down"
 PASSED="deploy smoke passed: $N gateways, $M Prometheus targets up, alert $ALERT fired"
 [[ $N -ge 2 ]] && PASSED+=", a publish crossed from $name_b to $name_a"
+[[ -n "$CUT" ]] && PASSED+=", alert $CUT fired with NATS stopped"
 exit 0
