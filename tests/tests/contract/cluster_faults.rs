@@ -1,8 +1,10 @@
 //! Contract section 10, faults: NATS killed mid-stream and restarted (the
 //! local service goes on, cross-node routes answer 503, delivery resumes,
 //! users held on both sides are resolved, the reconnect and the missed
-//! messages are counted), and a node killed with SIGKILL (gone from the
-//! cluster within 5 s, its users free).
+//! messages are counted), a node killed with SIGKILL (gone from the
+//! cluster within 5 s, its users free), NATS unreachable at start (READY,
+//! local service, joined later) and a full outbox (dropped and counted,
+//! local delivery unaffected).
 
 use crate::admin_api::{api, assert_error, get_ok};
 use crate::cluster::{SETTLE, members, node, wait_members};
@@ -176,4 +178,51 @@ fn a_killed_node_leaves_within_five_seconds_and_frees_its_users() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
     again.expect("PUSH back");
+}
+
+#[test]
+fn nats_unreachable_at_start_then_joined() {
+    if !nats_present() {
+        return;
+    }
+    let mut nats = NatsServer::start();
+    nats.kill();
+    // READY whether or not NATS answers; local clients are served.
+    let a = node(&nats, "a", &[]);
+    assert_eq!(get_ok(&a, "/healthz")["nats"], "disconnected");
+    let mut client = a.connect();
+    client.sub("t");
+    client.send(publish("t", b"local"));
+    client.expect("MSG t local");
+    nats.restart();
+    a.wait_metric("gateway_nats_connected", &[], SETTLE, "1", |v| v == 1.0);
+    // The first connection is not a reconnect.
+    assert_eq!(a.metric("gateway_nats_reconnects_total", &[]), 0.0);
+    assert_eq!(get_ok(&a, "/healthz")["nats"], "connected");
+}
+
+#[test]
+fn a_full_outbox_drops_and_counts_while_local_delivery_goes_on() {
+    if !nats_present() {
+        return;
+    }
+    let mut nats = NatsServer::start();
+    let a = node(&nats, "a", &["--nats-pending-bytes", "2048"]);
+    wait_members(&[&a], &["a"]);
+    let mut subscriber = a.connect();
+    subscriber.sub("t");
+    nats.kill();
+    a.wait_metric_eq("gateway_nats_connected", &[], 0.0);
+    let mut producer = a.connect();
+    let payload = "p".repeat(100);
+    for _ in 0..100 {
+        producer.send(publish("t", payload.as_bytes()));
+    }
+    for _ in 0..100 {
+        subscriber.expect(format!("MSG t {payload}"));
+    }
+    // A message takes its body, header and an allowance of the budget:
+    // at most a few fit in 2048 bytes; the rest are dropped and counted.
+    let dropped = a.metric("gateway_cluster_dropped_total", &[("reason", "overflow")]);
+    assert!(dropped >= 90.0, "overflow drops: {dropped}");
 }
