@@ -40,6 +40,9 @@
 # default and what the figures are taken with, ships no debug info.
 # SERVER_CPU and LOADGEN_CPU in the environment are the defaults of
 # --server-cpus and --loadgen-cpus for the pinned configuration.
+# GATEWAY_BIN and BASELINE_BIN replace the two servers' binaries: with
+# BASELINE_BIN set to an earlier gateway build, the table is an A/B of two
+# gateway builds (the "baseline" column is then the earlier build).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,7 +76,7 @@ while [ $# -gt 0 ]; do
         --loadgen-cpus) LOADGEN_CPUS=$2; shift ;;
         --duration) DURATION_OPT=$2; shift ;;
         --warmup) WARMUP_OPT=$2; shift ;;
-        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -155,8 +158,8 @@ set_config() {
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics registry bench 2>/dev/null | head -c 1)
 
-GATEWAY_BIN=target/$PROFILE/gateway
-BASELINE_BIN=target/$PROFILE/gateway-baseline
+GATEWAY_BIN=${GATEWAY_BIN:-target/$PROFILE/gateway}
+BASELINE_BIN=${BASELINE_BIN:-target/$PROFILE/gateway-baseline}
 BENCH_BIN=target/$PROFILE/gateway-bench
 GATEWAY_MISSING=""
 if [ "$BUILD" = 1 ]; then

@@ -272,10 +272,7 @@ impl Connection {
         if self.is_open() {
             self.phase = Phase::Ending { reason };
             self.worker.hub.closing(self.id);
-            ctx.address().do_send(Close {
-                reason,
-                message: None,
-            });
+            crate::relay::close_in_order(ctx.address(), reason);
         }
     }
 

@@ -14,7 +14,8 @@ use actix::Addr;
 use bytes::Bytes;
 
 use crate::connection::Connection;
-use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Inspect};
+use crate::messages::{CloseReason, ConnInfo, Inspect};
+use crate::relay::{Job, Relay};
 
 /// A connection id: unique for the life of the process, never reused.
 pub type ConnId = u64;
@@ -56,20 +57,42 @@ pub trait Hub: Send + Sync + 'static {
 }
 
 /// The one way to reach a connection from another actor or thread.
+/// Deliveries and closes go through the relay of the worker thread that
+/// runs the connection, in the order they were made (`relay.rs`).
 #[derive(Clone)]
 pub struct ConnHandle {
     id: ConnId,
     addr: Addr<Connection>,
+    relay: Relay,
 }
 
 impl ConnHandle {
+    /// A handle for a connection started on the current worker thread.
     pub(crate) fn new(id: ConnId, addr: Addr<Connection>) -> Self {
-        Self { id, addr }
+        Self {
+            id,
+            addr,
+            relay: Relay::current(),
+        }
     }
 
     /// The connection's id.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// The worker thread that runs the connection: [`crate::fan_out`] wants
+    /// each worker's connections listed together.
+    pub fn worker(&self) -> usize {
+        self.relay.worker()
+    }
+
+    pub(crate) fn addr(&self) -> &Addr<Connection> {
+        &self.addr
+    }
+
+    pub(crate) fn relay(&self) -> &Relay {
+        &self.relay
     }
 
     /// Queues a frame body (unframed: the connection frames it for its own
@@ -78,14 +101,15 @@ impl ConnHandle {
     pub fn deliver(&self, frame: Bytes) -> bool {
         let alive = self.addr.connected();
         if alive {
-            self.addr.do_send(Deliver(frame));
+            self.relay.send(Job::Deliver(self.addr.clone(), frame));
         }
         alive
     }
 
     /// Queues a graceful close behind everything queued before.
     pub fn close(&self, reason: CloseReason, message: Option<Bytes>) {
-        self.addr.do_send(Close { reason, message });
+        self.relay
+            .send(Job::Close(self.addr.clone(), reason, message));
     }
 
     /// A snapshot of the connection, `None` once it is gone.

@@ -2,7 +2,8 @@
 //!
 //! Each worker thread keeps one table of its connections with the coarse
 //! time of their last frame, and one task that sweeps it four times a
-//! second, sending `Close(Idle)` to those silent for longer than the
+//! second, sending `Close(Idle)` (through the thread's relay, behind what
+//! it already holds for them) to those silent for longer than the
 //! timeout, and a `Heartbeat` (a WebSocket ping) to those that asked for one
 //! once they are silent for half of it. A connection costs one table slot, and a frame costs a store.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::connection::Connection;
-use crate::messages::{Close, CloseReason, Heartbeat};
+use crate::messages::{CloseReason, Heartbeat};
 
 /// How often the table is swept; the coarse clock's resolution.
 const TICK: Duration = Duration::from_millis(250);
@@ -124,10 +125,7 @@ fn sweep(table: &mut Table, now: u64) {
             entry.pinged = true;
         }
         if silent > table.timeout_ticks {
-            entry.conn.do_send(Close {
-                reason: CloseReason::Idle,
-                message: None,
-            });
+            crate::relay::close_in_order(entry.conn.clone(), CloseReason::Idle);
             // Once is enough; the connection removes its slot as it closes.
             entry.last_tick = u64::MAX;
         }

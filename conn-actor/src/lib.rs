@@ -19,6 +19,7 @@ mod hub;
 mod idle;
 mod io;
 pub mod messages;
+mod relay;
 mod state;
 pub mod transport;
 
@@ -28,6 +29,7 @@ pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
 pub use hub::{ConnHandle, ConnId, Hub, Name, Settled};
 pub use messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect};
+pub use relay::fan_out;
 pub use state::{ConnState, Counters};
 pub use transport::Transport;
 pub use transport::ws::WsStream;

@@ -3,6 +3,7 @@
 //! reached, so its rules are tested on their own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
@@ -15,6 +16,22 @@ pub trait Endpoint: Clone {
     /// Queues a frame; `false` when the connection is gone.
     fn deliver(&self, frame: Bytes) -> bool;
     fn close(&self, reason: CloseReason, message: Option<Bytes>);
+    /// Members with the same key are reached together by
+    /// [`Endpoint::deliver_all`]; a topic's list is ordered by it.
+    fn group(&self) -> usize {
+        0
+    }
+    /// Queues `frame` for every member but `skip`; returns how many the
+    /// publish reached, `skip` included.
+    fn deliver_all(members: &Arc<[Self]>, frame: &Bytes, skip: Option<ConnId>) -> usize
+    where
+        Self: Sized,
+    {
+        members
+            .iter()
+            .filter(|h| Some(h.id()) == skip || h.deliver(frame.clone()))
+            .count()
+    }
 }
 
 impl Endpoint for ConnHandle {
@@ -27,6 +44,13 @@ impl Endpoint for ConnHandle {
     fn close(&self, reason: CloseReason, message: Option<Bytes>) {
         ConnHandle::close(self, reason, message)
     }
+    fn group(&self) -> usize {
+        self.worker()
+    }
+    /// One job per worker thread rather than one message per subscriber.
+    fn deliver_all(members: &Arc<[Self]>, frame: &Bytes, skip: Option<ConnId>) -> usize {
+        conn_actor::fan_out(members, frame, skip)
+    }
 }
 
 struct Entry<H> {
@@ -36,12 +60,41 @@ struct Entry<H> {
     closing: bool,
 }
 
+/// One topic's subscribers.
+struct Topic<H> {
+    members: HashMap<ConnId, H>,
+    /// The members as one immutable list ordered by [`Endpoint::group`]:
+    /// built by the first publish after a change, shared by every publish
+    /// until the next change, so a publish walks a flat list and holds the
+    /// directory only to take it.
+    snapshot: OnceLock<Arc<[H]>>,
+}
+
+impl<H> Default for Topic<H> {
+    fn default() -> Self {
+        Self {
+            members: HashMap::new(),
+            snapshot: OnceLock::new(),
+        }
+    }
+}
+
+impl<H: Endpoint> Topic<H> {
+    fn snapshot(&self) -> &Arc<[H]> {
+        self.snapshot.get_or_init(|| {
+            let mut members: Vec<H> = self.members.values().cloned().collect();
+            members.sort_by_key(|h| (h.group(), h.id()));
+            members.into()
+        })
+    }
+}
+
 /// Connections, users and topics.
 pub struct Directory<H = ConnHandle> {
     /// Ordered by id, so pages walk it with a stable cursor.
     conns: BTreeMap<ConnId, Entry<H>>,
     users: HashMap<Name, ConnId>,
-    topics: HashMap<Name, HashMap<ConnId, H>>,
+    topics: HashMap<Name, Topic<H>>,
     subscriptions: usize,
 }
 
@@ -94,7 +147,12 @@ impl<H: Endpoint> Directory<H> {
             return;
         };
         let subscribers = self.topics.entry(topic.clone()).or_default();
-        if subscribers.insert(conn, entry.handle.clone()).is_none() {
+        if subscribers
+            .members
+            .insert(conn, entry.handle.clone())
+            .is_none()
+        {
+            subscribers.snapshot.take();
             entry.topics.push(topic);
             self.subscriptions += 1;
         }
@@ -102,13 +160,14 @@ impl<H: Endpoint> Directory<H> {
 
     pub fn unsubscribe(&mut self, topic: &Name, conn: ConnId) {
         if let Some(subscribers) = self.topics.get_mut(topic) {
-            if subscribers.remove(&conn).is_some() {
+            if subscribers.members.remove(&conn).is_some() {
+                subscribers.snapshot.take();
                 self.subscriptions -= 1;
                 if let Some(entry) = self.conns.get_mut(&conn) {
                     entry.topics.retain(|t| t != topic);
                 }
             }
-            if subscribers.is_empty() {
+            if subscribers.members.is_empty() {
                 self.topics.remove(topic);
             }
         }
@@ -118,10 +177,7 @@ impl<H: Endpoint> Directory<H> {
     /// how many subscribers the publish reached, `skip` included.
     pub fn publish(&self, topic: &str, frame: &Bytes, skip: Option<ConnId>) -> usize {
         self.topics.get(topic).map_or(0, |subscribers| {
-            subscribers
-                .iter()
-                .filter(|&(id, h)| Some(*id) == skip || h.deliver(frame.clone()))
-                .count()
+            H::deliver_all(subscribers.snapshot(), frame, skip)
         })
     }
 
@@ -210,7 +266,7 @@ impl<H: Endpoint> Directory<H> {
         let mut topics: Vec<_> = self
             .topics
             .iter()
-            .map(|(name, subs)| (name.clone(), subs.len()))
+            .map(|(name, subs)| (name.clone(), subs.members.len()))
             .collect();
         topics.sort();
         topics
@@ -218,7 +274,7 @@ impl<H: Endpoint> Directory<H> {
 
     /// Subscribers of one topic.
     pub fn subscribers(&self, topic: &str) -> usize {
-        self.topics.get(topic).map_or(0, HashMap::len)
+        self.topics.get(topic).map_or(0, |t| t.members.len())
     }
 
     /// The topics a connection follows.
@@ -338,6 +394,22 @@ mod tests {
         let mut log = log.borrow().clone();
         log.sort();
         assert_eq!(log, ["1 <- m1", "1 <- m2", "2 <- m1"]);
+    }
+
+    #[test]
+    fn a_publish_sees_the_subscribers_of_its_time() {
+        let (mut dir, log) = setup(&[1, 2, 3]);
+        dir.subscribe(name("t"), 1);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m1"), None), 1);
+        dir.subscribe(name("t"), 2);
+        dir.subscribe(name("t"), 3);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m2"), None), 3);
+        dir.unsubscribe(&name("t"), 1);
+        assert_eq!(dir.publish("t", &Bytes::from_static(b"m3"), Some(2)), 2);
+        assert_eq!(
+            *log.borrow(),
+            ["1 <- m1", "1 <- m2", "2 <- m2", "3 <- m2", "3 <- m3"]
+        );
     }
 
     #[test]
