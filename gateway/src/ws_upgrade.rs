@@ -56,8 +56,9 @@ where
                 Outcome::Partial => {}
                 Outcome::Upgrade { consumed, response } => {
                     stream.write_all(&response).await?;
-                    request.drain(..consumed);
-                    return Ok(request);
+                    // A new, exact allocation (none when nothing followed):
+                    // the request's buffer is not kept for the connection.
+                    return Ok(request.split_off(consumed));
                 }
                 Outcome::Refuse { status, response } => {
                     stream.write_all(&response).await?;
@@ -121,7 +122,10 @@ mod tests {
             writer,
             upgrade(&mut server, &policy, Duration::from_secs(5))
         );
-        assert_eq!(upgraded.expect("upgraded"), b"");
+        let early = upgraded.expect("upgraded");
+        assert_eq!(early, b"");
+        // Nothing of the request's buffer stays with the connection.
+        assert_eq!(early.capacity(), 0);
         drop(server);
         assert!(answer(&mut client).await.starts_with("HTTP/1.1 101 "));
     }
