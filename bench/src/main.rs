@@ -89,6 +89,9 @@ enum Cmd {
     Churn(scenario::churn::ChurnArgs),
     /// Publishers to one topic with many subscribers: deliveries/s, order.
     Fanout(scenario::fanout::FanoutArgs),
+    /// Fanout with subscribers spread over cluster nodes: deliveries/s and
+    /// NATS messages per publish.
+    Cluster(scenario::cluster::ClusterArgs),
     /// Idle subscribed connections: server memory per connection.
     Idle(scenario::idle::IdleArgs),
     /// Data pushed to non-reading clients, then kicked: bytes lost.
@@ -142,6 +145,7 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         Cmd::Echo(_) => "echo",
         Cmd::Churn(_) => "churn",
         Cmd::Fanout(_) => "fanout",
+        Cmd::Cluster(_) => "cluster",
         Cmd::Idle(_) => "idle",
         Cmd::Kick(_) => "kick",
         Cmd::Report { .. } => "report",
@@ -205,6 +209,7 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
         Cmd::Echo(a) => scenario::echo::run(&ctx, a).await,
         Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
         Cmd::Fanout(a) => scenario::fanout::run(&ctx, a).await,
+        Cmd::Cluster(a) => scenario::cluster::run(&ctx, a).await,
         Cmd::Idle(a) => scenario::idle::run(&ctx, a).await,
         Cmd::Kick(a) => scenario::kick::run(&ctx, a).await,
         Cmd::Report { .. } => bail!("report takes no server"),

@@ -3,10 +3,15 @@
 //! delivery latency (timestamp to receipt), and counts messages missing or
 //! out of order per (subscriber, publisher) pair; both must be 0.
 //!
+//! The subscribers may be spread over several nodes of a cluster
+//! ([`run_spread`], used by the `cluster` scenario); the publishers always
+//! connect to `--target`.
+//!
 //! Flow control: publishers together keep at most `--window` publishes ahead
 //! of the average subscriber, so the load generator measures the server's
 //! throughput rather than filling its queues until it drops slow consumers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -67,12 +72,26 @@ struct SubTally {
     closed_early: Option<String>,
 }
 
-/// Runs the scenario.
+/// Runs the scenario, everyone on `ctx.target`.
 pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
+    run_spread(ctx, args, &[]).await
+}
+
+/// Runs the scenario with subscriber `i` on `sub_targets[i % len]` (all on
+/// `ctx.target` when empty) and the publishers on `ctx.target`.
+pub async fn run_spread(
+    ctx: &Ctx,
+    args: &FanoutArgs,
+    sub_targets: &[SocketAddr],
+) -> Result<Outcome> {
     let mut failures = Vec::new();
     let topic = args.topic.clone();
-    let subs = run_indexed(args.subscribers, 128, |_| {
-        let (ctx, topic) = (ctx.clone(), topic.clone());
+    let subs = run_indexed(args.subscribers, 128, |i| {
+        let mut ctx = ctx.clone();
+        if let Some(t) = sub_targets.get(i % sub_targets.len().max(1)) {
+            ctx.target = *t;
+        }
+        let topic = topic.clone();
         async move {
             let mut c = Client::connect(&ctx, true).await?;
             c.send(&[format!("SUB {topic}").as_bytes()]).await?;

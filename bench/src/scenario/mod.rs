@@ -2,6 +2,7 @@
 //! result each returns, and small client helpers.
 
 pub mod churn;
+pub mod cluster;
 pub mod echo;
 pub mod fanout;
 pub mod idle;

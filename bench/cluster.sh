@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Cross-node fanout beside the same load on one node, in one run: a real
+# nats-server on free ports (its monitoring endpoint included), two gateway
+# nodes joined through it, then `gateway-bench cluster` in turn with
+#   one-node  publishers and every subscriber on node 1;
+#   two-node  publishers on node 1, subscribers spread over nodes 1 and 2.
+# The order flips every round. One table of medians over rounds: deliveries/s,
+# delivery p99, and NATS in_msgs/out_msgs per client publish (/varz deltas).
+#
+#   bench/cluster.sh [--rounds N] [--duration SECS] [--warmup SECS]
+#                    [--subscribers N] [--publishers N] [--no-build] [--out DIR]
+#
+# Results go to target/bench/cluster-<time>/ (results.jsonl, table.md, logs).
+# Exit status 1 when a run failed or broke a correctness condition.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+ROUNDS=3
+DURATION=5
+WARMUP=1
+SUBSCRIBERS=1000
+PUBLISHERS=4
+BUILD=1
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
+        --subscribers) SUBSCRIBERS=$2; shift ;;
+        --publishers) PUBLISHERS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+command -v nats-server >/dev/null || { echo "cluster.sh: nats-server not found (apt-get install nats-server)" >&2; exit 2; }
+if [ "$BUILD" = 1 ]; then
+    cargo build --release -p gateway -p gateway-bench
+fi
+GATEWAY_BIN=target/release/gateway
+BENCH_BIN=target/release/gateway-bench
+OUT=${OUT:-target/bench/cluster-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+START=$(date +%s)
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# NATS on free ports; the ports file names its client and monitoring ports.
+mkdir -p "$OUT/nats"
+nats-server -a 127.0.0.1 -p -1 -m -1 --ports_file_dir "$OUT/nats" > "$OUT/nats.log" 2>&1 &
+NATS_PID=$!
+PIDS+=("$NATS_PID")
+PORTS=""
+for _ in $(seq 1 100); do
+    PORTS=$(cat "$OUT"/nats/*.ports 2>/dev/null || true)
+    [ -n "$PORTS" ] && break
+    sleep 0.1
+done
+[ -n "$PORTS" ] || { echo "cluster.sh: nats-server wrote no ports file" >&2; exit 1; }
+NATS_URL=$(jq -r '.nats[0]' <<< "$PORTS")
+MONITOR=$(jq -r '.monitoring[0]' <<< "$PORTS" | sed 's#^http://##; s#/.*##')
+
+# start_node NAME: starts a gateway joined to NATS; sets CLIENT and NODE_PID.
+start_node() {
+    local name=$1 line=""
+    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --nats-url "$NATS_URL" --node-id "$name" > "$OUT/$name.out" 2> "$OUT/$name.err" &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+    for _ in $(seq 1 150); do
+        line=$(grep -m1 '^READY ' "$OUT/$name.out" 2>/dev/null || true)
+        [ -n "$line" ] && break
+        sleep 0.1
+    done
+    [ -n "$line" ] || { echo "cluster.sh: $name printed no READY line" >&2; exit 1; }
+    CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
+}
+start_node n1; N1=$CLIENT; N1_PID=$NODE_PID
+start_node n2; N2=$CLIENT
+
+run_case() { # LABEL SUBSCRIBER_TARGETS ROUND
+    echo "round $3: $1" >&2
+    "$BENCH_BIN" --target "$N1" --pid "$N1_PID" --label "$1" --duration "$DURATION" \
+        --warmup "$WARMUP" --quiet cluster --subscribers "$SUBSCRIBERS" \
+        --publishers "$PUBLISHERS" --topic "bench.cluster.r$3.$1" \
+        --subscriber-targets "$2" --nats-monitor "$MONITOR" >> "$RESULTS" || true
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="one-node two-node"; else order="two-node one-node"; fi
+    for c in $order; do
+        if [ "$c" = one-node ]; then run_case one-node "$N1" "$round"
+        else run_case two-node "$N1,$N2" "$round"; fi
+    done
+done
+
+{
+    echo "$ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up, $SUBSCRIBERS subscribers, $PUBLISHERS publishers on n1;"
+    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)) shared by nats-server, both nodes and the load generator;"
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo
+    python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(label, get):
+    vs = []
+    for r in rows:
+        if r.get("server") == label and r.get("ok"):
+            try:
+                v = get(r["results"])
+            except (KeyError, TypeError):
+                continue
+            if v is not None:
+                vs.append(v)
+    return (statistics.median(vs), len(vs)) if vs else (None, 0)
+figs = [
+    ("deliveries/s", lambda r: r["deliveries_per_sec"], "{:,.0f}"),
+    ("delivery p99 µs", lambda r: r["latency"]["p99_us"], "{:,.0f}"),
+    ("NATS in_msgs per publish", lambda r: r["nats"]["in_per_publish"], "{:.2f}"),
+    ("NATS out_msgs per publish", lambda r: r["nats"]["out_per_publish"], "{:.2f}"),
+]
+print("| figure | one node | two nodes | two/one | rounds |")
+print("| --- | --- | --- | --- | --- |")
+for name, get, fmt in figs:
+    one, n1 = med("one-node", get)
+    two, n2 = med("two-node", get)
+    f = lambda v: fmt.format(v) if v is not None else "n/a"
+    ratio = f"{two / one:.2f}" if one and two is not None else "n/a"
+    print(f"| {name} | {f(one)} | {f(two)} | {ratio} | {min(n1, n2)} |")
+for r in rows:
+    if not r.get("ok"):
+        print(f"\nfailed: {r.get('server')}: {r.get('error') or r.get('failures')}")
+PY
+} | tee "$OUT/table.md"
+echo "cluster.sh: results in $OUT" >&2
+if grep -q '"ok":false' "$RESULTS"; then exit 1; fi
