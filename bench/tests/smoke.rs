@@ -190,3 +190,150 @@ fn scenarios_run_clean_against_the_gateway_over_websocket() {
     let idle = ws(&["idle", "--connections", "50", "--settle-ms", "50"]);
     assert_eq!(idle["results"]["connected"], 50);
 }
+
+/// A running `nats-server` on free ports, with its monitoring endpoint.
+struct Nats {
+    child: Child,
+    url: String,
+    monitor: String,
+    _dir: TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_nats() -> Nats {
+    let dir = std::env::temp_dir().join(format!("gateway-bench-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("ports dir");
+    let dir = TempDir(dir);
+    let child = Command::new("nats-server")
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-m",
+            "-1",
+            "--ports_file_dir",
+        ])
+        .arg(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server (apt-get install nats-server)");
+    let mut ports = None;
+    for _ in 0..100 {
+        let file = std::fs::read_dir(&dir.0)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if file.is_some() {
+            ports = file;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ports = ports.expect("nats-server ports file");
+    let url = ports["nats"][0].as_str().expect("client URL").to_owned();
+    let monitor = ports["monitoring"][0]
+        .as_str()
+        .expect("monitoring URL")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    Nats {
+        child,
+        url,
+        monitor,
+        _dir: dir,
+    }
+}
+
+fn start_node(nats: &Nats, id: &str) -> Server {
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_gateway-bench"));
+    let gateway = bench.with_file_name("gateway");
+    assert!(
+        gateway.is_file(),
+        "{} not found: build it first with `cargo build -p gateway`",
+        gateway.display()
+    );
+    let mut child = Command::new(gateway)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--nats-url",
+            &nats.url,
+            "--node-id",
+            id,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("READY line");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_owned)
+            .expect("READY field")
+    };
+    let (client, admin) = (field("client="), field("admin="));
+    Server {
+        child,
+        client,
+        admin,
+    }
+}
+
+#[test]
+fn cluster_scenario_spreads_subscribers_and_counts_nats_messages() {
+    let nats = start_nats();
+    let (n1, n2) = (start_node(&nats, "bench-n1"), start_node(&nats, "bench-n2"));
+    let targets = format!("{},{}", n1.client, n2.client);
+    let line = bench(
+        &n1,
+        "lines",
+        &[
+            "cluster",
+            "--subscribers",
+            "20",
+            "--publishers",
+            "2",
+            "--subscriber-targets",
+            &targets,
+            "--nats-monitor",
+            &nats.monitor,
+        ],
+    );
+    assert_eq!(line["params"]["subscriber_nodes"], 2, "{line}");
+    assert_eq!(line["results"]["missing"], 0, "{line}");
+    assert!(
+        line["results"]["deliveries"].as_u64().unwrap_or(0) > 0,
+        "{line}"
+    );
+    // Every publish crossed NATS to n2: at least one message in and out each.
+    let out = line["results"]["nats"]["out_per_publish"].as_f64();
+    assert!(out.is_some_and(|o| o >= 1.0), "{line}");
+}
