@@ -7,7 +7,13 @@
 #                [--profile release|profiling]
 #                [--configs "pinned default"] [--workers "1 2 8"]
 #                [--server-cpus LIST] [--loadgen-cpus LIST]
-#                [--duration SECS] [--warmup SECS]
+#                [--duration SECS] [--warmup SECS] [--tls]
+#
+# --tls: the gateway speaks TLS (a self-signed certificate made with openssl
+# in the output directory) and the load generator with it; the baseline
+# column is then the same gateway over plain TCP, so the ratios are the
+# cost of TLS. GATEWAY_BIN and BASELINE_BIN name other binaries to compare
+# (say, two builds of the gateway, the baseline column being the older).
 #
 # Each server configuration runs the whole matrix (--configs, both by default):
 #   pinned   the server on CPU set --server-cpus (default 0) with one worker
@@ -61,6 +67,7 @@ SERVER_CPUS=""
 LOADGEN_CPUS=""
 DURATION_OPT=""
 WARMUP_OPT=""
+TLS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -76,7 +83,8 @@ while [ $# -gt 0 ]; do
         --loadgen-cpus) LOADGEN_CPUS=$2; shift ;;
         --duration) DURATION_OPT=$2; shift ;;
         --warmup) WARMUP_OPT=$2; shift ;;
-        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+        --tls) TLS=1 ;;
+        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -159,7 +167,11 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics registry bench 2>/dev/null | head -c 1)
 
 GATEWAY_BIN=${GATEWAY_BIN:-target/$PROFILE/gateway}
-BASELINE_BIN=${BASELINE_BIN:-target/$PROFILE/gateway-baseline}
+if [ "$TLS" = 1 ]; then
+    BASELINE_BIN=${BASELINE_BIN:-$GATEWAY_BIN}
+else
+    BASELINE_BIN=${BASELINE_BIN:-target/$PROFILE/gateway-baseline}
+fi
 BENCH_BIN=target/$PROFILE/gateway-bench
 GATEWAY_MISSING=""
 if [ "$BUILD" = 1 ]; then
@@ -171,6 +183,15 @@ if [ "$BUILD" = 1 ]; then
 fi
 if [ -z "$GATEWAY_MISSING" ] && [ ! -x "$GATEWAY_BIN" ]; then
     GATEWAY_MISSING="no $GATEWAY_BIN"
+fi
+
+GATEWAY_TLS_ARGS=""; BENCH_TLS_ARGS=""
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost > "$OUT/tls-cert.log" 2>&1
+    GATEWAY_TLS_ARGS="--tls-cert $OUT/tls-cert.pem --tls-key $OUT/tls-key.pem"
+    BENCH_TLS_ARGS="--tls-ca $OUT/tls-cert.pem"
 fi
 
 json_escape() {
@@ -236,8 +257,12 @@ run_case() {
         record_error "$kind" "$scenario" "$variant" "$GATEWAY_MISSING"
         return
     fi
+    local tls_server="" tls_bench=""
+    if [ "$kind" = gateway ]; then
+        tls_server=$GATEWAY_TLS_ARGS; tls_bench=$BENCH_TLS_ARGS
+    fi
     # shellcheck disable=SC2086
-    if ! start_server "$kind" "$log" $server_args; then
+    if ! start_server "$kind" "$log" $server_args $tls_server; then
         record_error "$kind" "$scenario" "$variant" \
             "server did not print READY: $(tail -n 3 "$OUT/$log.err" 2>/dev/null)"
         return
@@ -248,7 +273,7 @@ run_case() {
     [ -n "$LOAD_THREADS" ] && tflag=(--threads "$LOAD_THREADS")
     # shellcheck disable=SC2086
     "${PIN_LOAD[@]}" "$BENCH_BIN" --target "$CLIENT" --admin "$ADMIN" --pid "$SERVER_PID" \
-        --label "$kind" --config "$CONFIG" "${vflag[@]}" "${tflag[@]}" --framing "$FRAMING" \
+        --label "$kind" --config "$CONFIG" "${vflag[@]}" "${tflag[@]}" --framing "$FRAMING" $tls_bench \
         --duration "$DURATION" --warmup "$WARMUP" \
         "$scenario" $bench_args >> "$RESULTS" || true
     stop_server
@@ -288,7 +313,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 done
 
 {
-    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING, $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
+    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && echo ', gateway over TLS, baseline the same gateway over TCP' ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
     for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
     echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"

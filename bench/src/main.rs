@@ -58,6 +58,10 @@ struct Cli {
     /// No progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Speak TLS to the target, trusting the CA certificate in this PEM
+    /// file (the server's certificate must be for `localhost`).
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -156,9 +160,11 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         "variant": cli.variant,
         "config": cli.config,
         "framing": cli.wire().as_str(),
-        "transport": match cli.transport {
-            TransportArg::Tcp => "tcp",
-            TransportArg::Ws => "ws",
+        "transport": match (cli.transport, cli.tls_ca.is_some()) {
+            (TransportArg::Tcp, false) => "tcp",
+            (TransportArg::Tcp, true) => "tls",
+            (TransportArg::Ws, false) => "ws",
+            (TransportArg::Ws, true) => "wss",
         },
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -204,6 +210,12 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
         warmup: Duration::from_secs_f64(cli.warmup),
         pid: cli.pid,
         progress: !cli.quiet,
+        tls: cli
+            .tls_ca
+            .as_deref()
+            .map(gateway_bench::net::tls_connector)
+            .transpose()?
+            .map(scenario::Tls),
     };
     match &cli.cmd {
         Cmd::Echo(a) => scenario::echo::run(&ctx, a).await,

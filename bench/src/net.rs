@@ -8,6 +8,32 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The name a TLS run asks for (and the server certificate must carry).
+pub const TLS_SERVER_NAME: &str = "localhost";
+
+/// A TLS client configuration trusting only the CA (or self-signed
+/// certificate) in the PEM file `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use anyhow::Context as _;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots
+            .add(cert.with_context(|| format!("{}", ca.display()))?)
+            .context("a CA certificate")?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 /// Round-robin over source addresses 127.0.0.2 ..= 127.0.0.254 and
 /// 127.0.1.1 ..= 127.0.1.254 and so on, 8 blocks.
 static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);

@@ -118,7 +118,7 @@ impl Connection {
         );
         let codec = match transport {
             Transport::Ws(_) => FrameCodec::websocket(worker.limits.max_frame_bytes),
-            Transport::Tcp(_) => worker.codec,
+            Transport::Tcp(_) | Transport::Tls(_) => worker.codec,
         };
         let addr = Connection::create(|ctx| {
             worker.hub.opened(ConnHandle::new(id, ctx.address()));

@@ -7,7 +7,11 @@
 //! Each acceptor admits or refuses (`ERR server-full` past
 //! `--max-connections` or `--max-connections-per-ip`, `ERR draining` during
 //! a drain, both followed by a short lingering close), assigns the id, checks a state out of its pool
-//! and starts the `Connection`. The WebSocket listener's acceptors first
+//! and starts the `Connection`. With TLS, each client's handshake runs
+//! first, in a task of its own on the same thread and bounded by
+//! `--close-timeout`; a handshake that fails or runs out of time is
+//! dropped, counted in `gateway_tls_handshake_failures_total` and never
+//! admitted or accepted. Refusals then go out over TLS too. The WebSocket listener's acceptors first
 //! run the upgrade, each in a task of its own so that a slow request holds
 //! up no other client; a request that is refused or never finishes is no
 //! connection at all. Refusals after an upgrade are a WebSocket message and
@@ -19,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
+use conn_actor::transport::tls::{self, TlsAcceptor};
 use conn_actor::{ConnState, Connection, FrameCodec, Refusal, Transport, WorkerContext, WsStream};
 use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
@@ -45,6 +50,8 @@ pub struct Acceptor {
     pub drain: Drain,
     /// The upgrade, on the WebSocket listener.
     pub websocket: Option<Arc<Policy>>,
+    /// TLS on this listener, when configured (`wss` on the WebSocket one).
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Connection ids: never reused for the life of the process.
@@ -69,22 +76,43 @@ impl Acceptor {
             };
             // Small frames must not wait for more to fill a segment.
             let _ = stream.set_nodelay(true);
-            match &this.websocket {
-                None => this.admit(Transport::Tcp(stream), peer).await,
-                Some(policy) => {
-                    let (this, policy) = (Arc::clone(&this), Arc::clone(policy));
-                    actix_rt::spawn(async move { this.upgrade(stream, peer, &policy).await });
-                }
+            if this.tls.is_none() && this.websocket.is_none() {
+                this.admit(Transport::Tcp(stream), peer).await;
+            } else {
+                let this = Arc::clone(&this);
+                actix_rt::spawn(async move { this.prepare(stream, peer).await });
             }
         }
     }
 
+    /// The TLS handshake and the WebSocket upgrade, where this listener
+    /// has them, then the admission.
+    async fn prepare(&self, stream: TcpStream, peer: SocketAddr) {
+        let transport = match &self.tls {
+            None => Transport::Tcp(stream),
+            Some(acceptor) => match tls::handshake(acceptor, stream, self.close_timeout).await {
+                Ok(transport) => transport,
+                Err(err) => {
+                    // Anyone can connect and send garbage: only worth a
+                    // debug line, and the count.
+                    self.metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+            },
+        };
+        match &self.websocket {
+            None => self.admit(transport, peer).await,
+            Some(policy) => self.upgrade(transport, peer, policy).await,
+        }
+    }
+
     /// Runs the WebSocket upgrade, then admits the client.
-    async fn upgrade(&self, mut stream: TcpStream, peer: SocketAddr, policy: &Policy) {
+    async fn upgrade(&self, mut stream: Transport, peer: SocketAddr, policy: &Policy) {
         match crate::ws_upgrade::upgrade(&mut stream, policy, self.close_timeout).await {
             Ok(early) => {
                 let max_message = self.context.limits().max_frame_bytes;
-                let ws = WsStream::new(Transport::Tcp(stream), early, max_message);
+                let ws = WsStream::new(stream, early, max_message);
                 self.admit(Transport::Ws(Box::new(ws)), peer).await;
             }
             Err(err) => tracing::debug!(%peer, error = %err, "no WebSocket upgrade"),
@@ -132,16 +160,13 @@ impl Acceptor {
             return;
         }
         let (stream, encoded) = match transport {
-            Transport::Tcp(stream) => (stream, self.context.codec().encode(&[frame])),
             Transport::Ws(ws) => {
                 let message = FrameCodec::websocket(frame.len()).encode(&[frame]);
                 let close = ws_protocol::encode::close(code);
-                let Transport::Tcp(stream) = ws.into_inner() else {
-                    REFUSING.fetch_sub(1, Ordering::Relaxed);
-                    return;
-                };
-                (stream, [&message[..], &close[..]].concat().into())
+                // Written as they are to what carries the WebSocket.
+                (ws.into_inner(), [&message[..], &close[..]].concat().into())
             }
+            plain_or_tls => (plain_or_tls, self.context.codec().encode(&[frame])),
         };
         let linger = self.close_timeout;
         actix_rt::spawn(async move {
@@ -152,11 +177,11 @@ impl Acceptor {
 }
 
 async fn refuse_gracefully(
-    mut stream: TcpStream,
+    mut stream: Transport,
     frame: &[u8],
     linger: Duration,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     stream.write_all(frame).await?;
     stream.shutdown().await?;
     let mut sink = [0u8; 1024];

@@ -3,11 +3,14 @@
 //! line, before anything binds.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use conn_actor::{Framing, Limits};
 use ws_protocol::handshake::{Origins, Policy};
+
+use crate::tls::TlsFiles;
 
 mod report;
 pub use report::{ParseError, parse};
@@ -122,6 +125,38 @@ pub struct Args {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// PEM certificate chain: the client listener speaks TLS 1.2 and 1.3.
+    #[arg(
+        long,
+        env = "GATEWAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "GATEWAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate chain: the admin listener speaks HTTPS.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_TLS_CERT",
+        value_name = "FILE",
+        requires = "admin_tls_key"
+    )]
+    admin_tls_cert: Option<PathBuf>,
+    /// PEM private key for --admin-tls-cert.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_TLS_KEY",
+        value_name = "FILE",
+        requires = "admin_tls_cert"
+    )]
+    admin_tls_key: Option<PathBuf>,
     /// Log lines on stderr; RUST_LOG filters them.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -214,6 +249,10 @@ pub struct Config {
     pub pool_max_idle: usize,
     pub workers: usize,
     pub admin_token: Option<String>,
+    /// TLS on the client listener.
+    pub tls: Option<TlsFiles>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     /// The WebSocket listener and what it upgrades, when asked for.
     pub ws: Option<WsConfig>,
@@ -342,6 +381,8 @@ impl Args {
             pool_max_idle: self.pool_max_idle.min(1 << 24) as usize,
             workers,
             admin_token: self.admin_token,
+            tls: tls_files(self.tls_cert, self.tls_key),
+            admin_tls: tls_files(self.admin_tls_cert, self.admin_tls_key),
             log_format: self.log_format,
             ws,
             node_id,
@@ -362,6 +403,14 @@ pub fn random_hex() -> String {
     hasher.write_u128(now.as_nanos());
     hasher.write_u32(std::process::id());
     format!("{:08x}", hasher.finish() as u32)
+}
+
+/// A certificate and key named together (clap refuses one without the other).
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: cert?,
+        key: key?,
+    })
 }
 
 /// Whether the command line or environment asks for JSON logs, read
@@ -449,6 +498,16 @@ mod tests {
         assert!(!err.contains('\n'));
         let err = parse(&["--ws-path", "no-slash"]).expect_err("invalid");
         assert!(err.contains("--ws-path"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let config = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("valid");
+        let files = config.tls.expect("client TLS");
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert!(config.admin_tls.is_none());
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--admin-tls-key", "k.pem"]).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod logging;
+pub mod tls;
 pub mod ws_upgrade;
 
 use std::io::Write as _;
@@ -25,6 +26,7 @@ use std::time::Instant;
 use actix::Actor;
 use actix_rt::Arbiter;
 use anyhow::Context as _;
+use conn_actor::transport::tls as client_tls;
 use conn_actor::{Admission, ConnState, FrameCodec, Hub, WorkerContext};
 use gateway_cluster::Cluster;
 use gateway_registry::{Registry, Router};
@@ -45,6 +47,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (prometheus, metrics) =
         gateway_metrics::new_registry().context("cannot register metrics")?;
     let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+    let client_cert = config
+        .tls
+        .clone()
+        .map(|files| tls::Certificate::load("client", files))
+        .transpose()?;
+    let admin_cert = config
+        .admin_tls
+        .clone()
+        .map(|files| tls::Certificate::load("admin", files))
+        .transpose()?;
+    let client_tls = match &client_cert {
+        Some(cert) => Some(client_tls::acceptor(cert.server_config(&[])?)),
+        None => None,
+    };
+    let admin_tls = match &admin_cert {
+        Some(cert) => Some(client_tls::acceptor(cert.server_config(&[b"http/1.1"])?)),
+        None => None,
+    };
 
     let (client, admin, ws, cluster) = system.block_on(async {
         let codec = FrameCodec::new(config.limits.framing, config.limits.max_frame_bytes);
@@ -81,6 +101,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let drain = Drain::default();
         let (admin_server, admin) = admin::bind(
             config.admin_listen,
+            admin_tls,
             AdminState {
                 registry: registry.clone(),
                 router,
@@ -116,6 +137,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             let limits = config.limits.clone();
             let (hub, admission) = (hub.clone(), admission.clone());
             let (metrics, drain) = (metrics.clone(), drain.clone());
+            let tls = client_tls.clone();
             worker.spawn(async move {
                 let pool = PoolManager::<ConnState>::new(pool_max_idle, metrics.clone()).start();
                 let close_timeout = limits.close_timeout;
@@ -135,6 +157,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         close_timeout,
                         drain: drain.clone(),
                         websocket,
+                        // With --tls-cert the WebSocket listener is `wss`.
+                        tls: tls.clone(),
                     })
                 };
                 if let Some(ws_listener) = ws_listener {
@@ -153,6 +177,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         let signals = drain::Signals::install().context("cannot install signal handlers")?;
         actix_rt::spawn(signals.drain_on_each(drain.clone()));
+        let certificates = client_cert.into_iter().chain(admin_cert).collect();
+        let reloads =
+            tls::Reloads::install(certificates).context("cannot install the SIGHUP handler")?;
+        actix_rt::spawn(reloads.run());
         actix_rt::spawn(drain::run(
             drain,
             registry,

@@ -67,6 +67,8 @@ pub struct GatewayMetrics {
     pub topics: IntGauge,
     /// `gateway_subscriptions`
     pub subscriptions: IntGauge,
+    /// `gateway_tls_handshake_failures_total`
+    pub tls_handshake_failures: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -151,6 +153,10 @@ impl GatewayMetrics {
             )?,
             topics: gauge("gateway_topics", "Topics with at least one subscriber.")?,
             subscriptions: gauge("gateway_subscriptions", "Subscriptions over all topics.")?,
+            tls_handshake_failures: counter(
+                "gateway_tls_handshake_failures_total",
+                "Client TLS handshakes that failed or did not finish within --close-timeout.",
+            )?,
         })
     }
 

@@ -6,7 +6,12 @@
 //! reset ([`Event::Reset`]). Tests that promise "never a reset" fail on the
 //! last two. Every socket has read and write timeouts, so a hung gateway fails
 //! a test instead of hanging it.
+//!
+//! The same client speaks over TLS ([`Client::tls`]): then [`Event::Eof`]
+//! means the server's `close_notify` followed by the TCP EOF, and an EOF
+//! without `close_notify`, or bytes after it, is an [`Event::Error`].
 
+use crate::tls::{ClientTls, TlsStream};
 use crate::{FRAME_TIMEOUT, Framing, show};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Read, Write};
@@ -44,12 +49,96 @@ impl Event {
     }
 }
 
+fn set_options(stream: &TcpStream) {
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+        .set_read_timeout(Some(FRAME_TIMEOUT))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(FRAME_TIMEOUT))
+        .expect("write timeout");
+}
+
 /// How a connection read to its end ended: every event but [`Event::Frame`].
 pub type End = Event;
 
+/// The byte stream under a client: plain TCP, or TLS over it.
+trait Wire: Read + Write + Send {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+    /// Ends this side's writing: a FIN, after `close_notify` over TLS.
+    fn end_writing(&mut self) -> io::Result<()>;
+    fn is_tls(&self) -> bool;
+}
+
+impl Wire for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn end_writing(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+
+/// TLS that reports the server's end as EOF only once `close_notify` has
+/// come and the TCP stream has ended right after it.
+struct TlsWire(TlsStream);
+
+impl Read for TlsWire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf) {
+            Ok(0) => {
+                // close_notify: nothing may follow but the TCP EOF.
+                let mut after = [0u8; 64];
+                match self.0.sock.read(&mut after)? {
+                    0 => Ok(0),
+                    n => Err(io::Error::other(format!(
+                        "{n} bytes on the socket after close_notify"
+                    ))),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::other(
+                "the server ended the TCP stream without close_notify",
+            )),
+            other => other,
+        }
+    }
+}
+
+impl Write for TlsWire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Wire for TlsWire {
+    fn tcp(&self) -> &TcpStream {
+        &self.0.sock
+    }
+
+    fn end_writing(&mut self) -> io::Result<()> {
+        self.0.conn.send_close_notify();
+        self.0.flush()?;
+        self.0.sock.shutdown(Shutdown::Write)
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
 /// One client connection speaking one framing.
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Wire>,
     framing: Framing,
     buf: Vec<u8>,
     start: usize,
@@ -88,14 +177,43 @@ impl Client {
         Client::from_stream(socket.into(), framing)
     }
 
+    /// Connects over TLS and completes the handshake; panics if it fails.
+    pub fn tls(addr: SocketAddr, framing: Framing, tls: &ClientTls) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::tls_over(stream, framing, tls)
+    }
+
+    /// Runs a TLS handshake over a connected socket; panics if it fails.
+    pub fn tls_over(stream: TcpStream, framing: Framing, tls: &ClientTls) -> Client {
+        set_options(&stream);
+        let stream = tls
+            .handshake(stream)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
+        Client::with_wire(Box::new(TlsWire(stream)), framing)
+    }
+
+    /// Like [`Client::connect_small_rcvbuf`], over TLS.
+    pub fn tls_small_rcvbuf(
+        addr: SocketAddr,
+        framing: Framing,
+        rcvbuf: usize,
+        tls: &ClientTls,
+    ) -> Client {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::tls_over(socket.into(), framing, tls)
+    }
+
     fn from_stream(stream: TcpStream, framing: Framing) -> Client {
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream
-            .set_read_timeout(Some(FRAME_TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(FRAME_TIMEOUT))
-            .expect("write timeout");
+        set_options(&stream);
+        Client::with_wire(Box::new(stream), framing)
+    }
+
+    fn with_wire(stream: Box<dyn Wire>, framing: Framing) -> Client {
         Client {
             stream,
             framing,
@@ -112,12 +230,14 @@ impl Client {
 
     /// The local address of this connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local address")
+        self.stream.tcp().local_addr().expect("local address")
     }
 
-    /// A second handle on the socket, for a writer thread.
+    /// A second handle on the socket, for a writer thread (plain TCP only:
+    /// a TLS stream cannot be written from two places).
     pub fn writer(&self) -> TcpStream {
-        self.stream.try_clone().expect("clone the socket")
+        assert!(!self.stream.is_tls(), "a TLS client has no second writer");
+        self.stream.tcp().try_clone().expect("clone the socket")
     }
 
     /// Sends one frame; panics if the write fails.
@@ -150,6 +270,12 @@ impl Client {
             .unwrap_or_else(|e| panic!("send {} raw bytes: {e}", bytes.len()));
     }
 
+    /// Sends bytes as they are, reporting a failed write.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
     /// Sends bytes one per write, each its own TCP segment where possible.
     pub fn send_bytewise(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -159,15 +285,13 @@ impl Client {
     }
 
     /// Shuts down this side's writing; the server reads EOF.
-    pub fn shutdown_write(&self) {
-        self.stream
-            .shutdown(Shutdown::Write)
-            .expect("shutdown(Write)");
+    pub fn shutdown_write(&mut self) {
+        self.stream.end_writing().expect("shutdown(Write)");
     }
 
     /// Closes the connection with a reset (SO_LINGER 0, then close).
     pub fn reset(self) {
-        SockRef::from(&self.stream)
+        SockRef::from(self.stream.tcp())
             .set_linger(Some(Duration::ZERO))
             .expect("SO_LINGER 0");
         drop(self);
@@ -195,6 +319,7 @@ impl Client {
             }
             let wait = (deadline - now).max(Duration::from_millis(1));
             self.stream
+                .tcp()
                 .set_read_timeout(Some(wait))
                 .expect("read timeout");
             match self.stream.read(&mut chunk) {

@@ -13,6 +13,7 @@ use crate::framing::Framing;
 use crate::http::{self, Response};
 use crate::metrics::{Metrics, show_labels};
 use crate::poll::eventually;
+use crate::tls::ClientTls;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -34,6 +35,7 @@ pub struct Gateway {
     stderr: Arc<Pipe>,
     readers: Vec<JoinHandle<()>>,
     exit: Option<ExitStatus>,
+    client_tls: Option<ClientTls>,
 }
 
 /// What a process that ran to its end left behind.
@@ -188,6 +190,7 @@ impl Gateway {
             stderr,
             readers: vec![out_reader, err_reader],
             exit: None,
+            client_tls: None,
         }
     }
 
@@ -223,9 +226,19 @@ impl Gateway {
         self.child.id()
     }
 
-    /// A new client speaking the gateway's framing.
+    /// From now on [`Gateway::connect`] speaks TLS, with this client
+    /// configuration (for a gateway started with `--tls-cert`).
+    pub fn use_tls(&mut self, tls: ClientTls) {
+        self.client_tls = Some(tls);
+    }
+
+    /// A new client speaking the gateway's framing (over TLS after
+    /// [`Gateway::use_tls`]).
     pub fn connect(&self) -> Client {
-        Client::connect(self.client_addr, self.framing)
+        match &self.client_tls {
+            None => Client::connect(self.client_addr, self.framing),
+            Some(tls) => Client::tls(self.client_addr, self.framing, tls),
+        }
     }
 
     /// Everything on stdout so far.

@@ -15,8 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -47,7 +46,24 @@ pub struct Ctx {
     pub pid: Option<u32>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Speak TLS to the target, with this client configuration.
+    pub tls: Option<Tls>,
 }
+
+/// A TLS client configuration for a run.
+#[derive(Clone)]
+pub struct Tls(pub tokio_rustls::TlsConnector);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// The read half of a client's stream, plain or TLS.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a client's stream, plain or TLS.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a scenario measured.
 #[derive(Debug, Default)]
@@ -61,24 +77,46 @@ pub struct Outcome {
 }
 
 /// One client connection: a frame reader and the write half.
-#[derive(Debug)]
 pub struct Client {
     /// Frames from the server.
-    pub rd: FrameReader<OwnedReadHalf>,
+    pub rd: FrameReader<ReadHalf>,
     /// Bytes to the server.
-    pub wr: OwnedWriteHalf,
+    pub wr: WriteHalf,
     /// Frame format.
     pub framing: Framing,
 }
 
 impl Client {
-    /// Connects to the scenario's target.
+    /// Connects to the scenario's target (and completes the TLS handshake
+    /// when the run speaks TLS).
     pub async fn connect(ctx: &Ctx, spread: bool) -> Result<Self> {
-        let s = tokio::time::timeout(STEP_TIMEOUT, net::connect(ctx.target, spread))
+        let connect = async {
+            let s = net::connect(ctx.target, spread)
+                .await
+                .with_context(|| format!("connect to {}", ctx.target))?;
+            let halves: (ReadHalf, WriteHalf) = match &ctx.tls {
+                None => {
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                Some(tls) => {
+                    let name = rustls_pki_types::ServerName::try_from(net::TLS_SERVER_NAME)
+                        .context("the TLS server name")?;
+                    let s = tls
+                        .0
+                        .connect(name, s)
+                        .await
+                        .with_context(|| format!("TLS handshake with {}", ctx.target))?;
+                    let (r, w) = tokio::io::split(s);
+                    (Box::new(r), Box::new(w))
+                }
+            };
+            anyhow::Ok(halves)
+        };
+        let (r, w) = tokio::time::timeout(STEP_TIMEOUT, connect)
             .await
-            .map_err(|_| anyhow!("connect to {} timed out", ctx.target))?
-            .with_context(|| format!("connect to {}", ctx.target))?;
-        let (mut r, mut w) = s.into_split();
+            .map_err(|_| anyhow!("connect to {} timed out", ctx.target))??;
+        let (mut r, mut w): (ReadHalf, WriteHalf) = (r, w);
         let early = match ctx.framing {
             Framing::WebSocket => {
                 tokio::time::timeout(STEP_TIMEOUT, ws_upgrade(&mut r, &mut w, ctx.target))
@@ -136,11 +174,7 @@ impl Client {
 
 /// The WebSocket opening handshake on `/ws` (RFC 6455 section 4.1);
 /// returns what the server sent after its answer.
-async fn ws_upgrade(
-    r: &mut OwnedReadHalf,
-    w: &mut OwnedWriteHalf,
-    target: SocketAddr,
-) -> Result<Vec<u8>> {
+async fn ws_upgrade(r: &mut ReadHalf, w: &mut WriteHalf, target: SocketAddr) -> Result<Vec<u8>> {
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

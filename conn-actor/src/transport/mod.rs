@@ -11,13 +11,15 @@
 //! A variant per transport, rather than a trait object, keeps a plain TCP
 //! connection's socket inline in the actor (no extra allocation per
 //! connection) and each call a direct one; a larger transport is boxed.
-//! [`ws`] is WebSocket over another transport.
+//! [`tls`] is TLS over TCP; [`ws`] is WebSocket over another transport
+//! (TCP, or TLS for `wss`).
 
+pub mod tls;
 pub mod ws;
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use gateway_metrics::Transport as TransportLabel;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,6 +32,8 @@ use ws::WsStream;
 pub enum Transport {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS 1.2 or 1.3 over TCP, its handshake done.
+    Tls(Box<tls::TlsStream>),
     /// WebSocket, after the upgrade.
     Ws(Box<WsStream>),
 }
@@ -40,22 +44,23 @@ macro_rules! each {
     ($self:ident, $io:ident => $call:expr, $ws:ident => $ws_call:expr) => {
         match $self {
             Transport::Tcp($io) => $call,
+            Transport::Tls($io) => $call,
             Transport::Ws($ws) => $ws_call,
         }
     };
 }
 
 impl Transport {
-    /// Reads into `buf`. `Ok(0)` is the end of the client's data. A layer
-    /// that reports a TCP EOF without its own end (`UnexpectedEof`) is
-    /// treated alike, so a client that half-closes is still answered.
+    /// Reads into `buf`. `Ok(0)` is the end of the client's data: a TCP
+    /// EOF, or for TLS a `close_notify` or a TCP EOF without one (treated
+    /// alike, so a client that half-closes is still answered).
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let io = match self {
-            Transport::Tcp(io) => io,
-            Transport::Ws(ws) => return ws.poll_read(cx, buf),
-        };
         let mut buf = ReadBuf::new(buf);
-        let read = Pin::new(io).poll_read(cx, &mut buf);
+        let read = match self {
+            Transport::Tcp(io) => Pin::new(io).poll_read(cx, &mut buf),
+            Transport::Tls(io) => Pin::new(io).poll_read(cx, &mut buf),
+            Transport::Ws(ws) => return ws.poll_read(cx, buf.initialize_unfilled()),
+        };
         match read {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
             Poll::Ready(Err(err)) if err.kind() == ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
@@ -65,8 +70,8 @@ impl Transport {
     }
 
     /// Writes from `bufs` in one go where the transport can; returns how
-    /// many bytes it took. Bytes a layer took may still wait in its own
-    /// buffer: [`Self::poll_flush`] pushes them out.
+    /// many bytes it took. Bytes a layer took (TLS records) may still wait
+    /// in its own buffer: [`Self::poll_flush`] pushes them out.
     pub fn poll_write_vectored(
         &mut self,
         cx: &mut Context<'_>,
@@ -81,7 +86,8 @@ impl Transport {
     }
 
     /// Ends the write side after everything written before: TCP sends its
-    /// FIN (a layer sends its own end first, then the FIN). Reading goes on
+    /// FIN; TLS sends `close_notify`, flushes, then shuts the TCP write
+    /// side; WebSocket sends its Close frame first. Reading goes on
     /// afterwards (the lingering read).
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, io => Pin::new(io).poll_shutdown(cx), ws => ws.poll_shutdown(cx))
@@ -94,6 +100,13 @@ impl Transport {
         match self {
             Transport::Tcp(io) => io.try_write_vectored(bufs),
             Transport::Ws(ws) => ws.try_write_vectored(bufs),
+            Transport::Tls(_) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                match self.poll_write_vectored(&mut cx, bufs) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+                }
+            }
         }
     }
 
@@ -101,6 +114,7 @@ impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Tcp(io) => io,
+            Transport::Tls(io) => io.get_ref().0,
             Transport::Ws(ws) => ws.inner().tcp(),
         }
     }
@@ -108,7 +122,8 @@ impl Transport {
     /// Which transport this is, as metrics and the admin API name it.
     pub fn label(&self) -> TransportLabel {
         match self {
-            Transport::Tcp(_) => TransportLabel::Tcp,
+            // TLS on the client listener is still the `tcp` transport.
+            Transport::Tcp(_) | Transport::Tls(_) => TransportLabel::Tcp,
             Transport::Ws(_) => TransportLabel::Ws,
         }
     }
@@ -137,6 +152,57 @@ impl Transport {
         if let Transport::Ws(ws) = self {
             ws.try_close_now();
         }
+    }
+}
+
+/// As a tokio stream, for code that drives a transport with `async`
+/// (a refusal, the admin HTTP server over TLS); reads keep the tokio
+/// meaning of each layer (a TLS EOF without `close_notify` is an error).
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Ws(ws) => {
+                let n = std::task::ready!(ws.poll_read(cx, buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Transport::poll_write_vectored(self.get_mut(), cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Transport::poll_write_vectored(self.get_mut(), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Transport::poll_flush(self.get_mut(), cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Transport::poll_shutdown(self.get_mut(), cx)
     }
 }
 

@@ -49,6 +49,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use anyhow::Context as _;
 use conn_actor::Framing;
+use conn_actor::transport::tls::TlsAcceptor;
 use gateway_cluster::Cluster;
 use gateway_metrics::GatewayMetrics;
 use gateway_registry::{Registry, Router};
@@ -90,8 +91,13 @@ impl AdminState {
     }
 }
 
-/// Binds the admin listener; the returned server runs once spawned.
-pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, SocketAddr)> {
+/// Binds the admin listener, speaking HTTPS when `tls` is given; the
+/// returned server runs once spawned.
+pub fn bind(
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    state: AdminState,
+) -> anyhow::Result<(Server, SocketAddr)> {
     let token: Option<Arc<str>> = state.token.as_deref().map(Arc::from);
     let state = web::Data::from(Arc::new(state));
     let app = move || {
@@ -107,7 +113,7 @@ pub fn bind(addr: SocketAddr, state: AdminState) -> anyhow::Result<(Server, Sock
     let bound = listener
         .local_addr()
         .context("the admin listener has no address")?;
-    let server = server::serve(listener, app)
+    let server = server::serve(listener, tls, app)
         .with_context(|| format!("cannot serve the admin listener on {bound}"))?;
     Ok((server, bound))
 }

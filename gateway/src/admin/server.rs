@@ -13,7 +13,9 @@
 //!   answers 408), and the body within the same bound, counted from the
 //!   same instant ([`RequestDeadline`], enforced where the body is read);
 //! - a closing connection lingers at most a second for the client's
-//!   unread input.
+//!   unread input;
+//! - with TLS (`--admin-tls-cert`), the handshake within
+//!   [`REQUEST_TIMEOUT`] of the accept, before the request's own bound.
 
 use std::fmt;
 use std::io;
@@ -28,6 +30,8 @@ use actix_service::{
 };
 use actix_web::dev::AppConfig;
 use actix_web::{Error, HttpRequest};
+use conn_actor::Transport;
+use conn_actor::transport::tls::{self, TlsAcceptor};
 use tokio::net::TcpStream;
 
 use super::wire::AdminIo;
@@ -67,9 +71,13 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves the apps `factory` builds on `listener`; the server runs once
-/// it is polled.
-pub fn serve<F, I, S, B>(listener: TcpListener, factory: F) -> io::Result<Server>
+/// Serves the apps `factory` builds on `listener`, over TLS when `tls` is
+/// given; the server runs once it is polled.
+pub fn serve<F, I, S, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    factory: F,
+) -> io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -95,15 +103,28 @@ where
                 .client_request_timeout(REQUEST_TIMEOUT)
                 .client_disconnect_timeout(LINGER)
                 .local_addr(addr)
-                .on_connect_ext(|io: &AdminIo<TcpStream>, ext| {
+                .on_connect_ext(|io: &AdminIo<Transport>, ext| {
                     ext.insert(RequestDeadline(io.accepted() + REQUEST_TIMEOUT));
                 })
                 .h1(map_config(app, |_| AppConfig::default()));
-            fn_service(|stream: TcpStream| async move {
-                // Best effort: a socket that refuses it is still served.
-                let _ = stream.set_nodelay(true);
-                let peer = stream.peer_addr().ok();
-                Ok::<_, actix_http::error::DispatchError>((AdminIo::new(stream), peer))
+            let tls = tls.clone();
+            fn_service(move |stream: TcpStream| {
+                let tls = tls.clone();
+                async move {
+                    // Best effort: a socket that refuses it is still served.
+                    let _ = stream.set_nodelay(true);
+                    let peer = stream.peer_addr().ok();
+                    let io = match tls {
+                        None => Transport::from(stream),
+                        Some(acceptor) => tls::handshake(&acceptor, stream, REQUEST_TIMEOUT)
+                            .await
+                            .map_err(|err| {
+                                tracing::debug!(?peer, error = %err, "admin TLS handshake failed");
+                                actix_http::error::DispatchError::Io(io::Error::other(err))
+                            })?,
+                    };
+                    Ok::<_, actix_http::error::DispatchError>((AdminIo::new(io), peer))
+                }
             })
             .and_then(http)
         })?

@@ -33,6 +33,7 @@ mod replace;
 mod schemathesis;
 mod slow;
 mod start_up_errors;
+mod tls;
 mod websocket;
 mod websocket_close;
 mod websocket_mixed;
