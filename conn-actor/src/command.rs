@@ -112,6 +112,35 @@ pub fn parse(frame: &[u8]) -> Result<Command<'_>, CommandError> {
     }
 }
 
+/// A `HELLO` where tokens are required: the user and the token, if any.
+pub type HelloToken<'a> = (&'a str, Option<&'a [u8]>);
+
+/// `HELLO <user> <token>`, for when client tokens are required: `None`
+/// when `frame` is not a `HELLO`, else the validated user and the token,
+/// everything after the space that follows the user (`None` when there is
+/// no such space).
+///
+/// ```
+/// use conn_actor::command::{hello_with_token, CommandError};
+///
+/// assert_eq!(hello_with_token(b"HELLO alice xyz"), Some(Ok(("alice", Some(&b"xyz"[..])))));
+/// assert_eq!(hello_with_token(b"HELLO alice"), Some(Ok(("alice", None))));
+/// assert_eq!(hello_with_token(b"HELLO a/b xyz"), Some(Err(CommandError::BadUser)));
+/// assert_eq!(hello_with_token(b"PING"), None);
+/// ```
+pub fn hello_with_token(frame: &[u8]) -> Option<Result<HelloToken<'_>, CommandError>> {
+    let rest = match frame.strip_prefix(b"HELLO") {
+        Some([]) => &b""[..],
+        Some([b' ', rest @ ..]) => rest,
+        _ => return None,
+    };
+    let (name, token) = match rest.iter().position(|&b| b == b' ') {
+        Some(space) => (&rest[..space], Some(&rest[space + 1..])),
+        None => (rest, None),
+    };
+    Some(user(name).map(|user| (user, token)))
+}
+
 /// A valid user name: 1 to 128 bytes of `A-Z a-z 0-9 _ . : @ -`.
 ///
 /// ```

@@ -11,12 +11,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture,
 };
 use bytes::Bytes;
+use client_token::{TokenError, TopicGrant};
 use gateway_metrics::DropReason;
 use pool_manager::Checkin;
 
@@ -66,6 +67,23 @@ impl Phase {
     }
 }
 
+/// Where a connection stands with client tokens.
+#[derive(Debug, Clone, PartialEq)]
+enum Auth {
+    /// No token needed (no key configured).
+    NotRequired,
+    /// A token is needed and none was accepted yet: only `PING`, `QUIT`
+    /// and `HELLO <user> <token>` are served.
+    Pending,
+    /// A token was accepted; `SUB` and `PUB` are limited to its topics
+    /// where it names some.
+    Granted(Option<TopicGrant>),
+}
+
+/// A token kept for longer than this is looked at again after it, so that
+/// no timer is set further ahead than the runtime can.
+const MAX_EXPIRY_TIMER: Duration = Duration::from_secs(24 * 3600);
+
 /// A client connection.
 pub struct Connection {
     pub(crate) id: ConnId,
@@ -85,6 +103,7 @@ pub struct Connection {
     slot: Option<Slot>,
     idle: Option<IdleSlot>,
     close_timer_armed: bool,
+    auth: Auth,
     /// `conn`, with the id, the peer and, after `HELLO`, the user. At
     /// debug level, so that at the default `info` a connection carries no
     /// span data; everything it logs is at debug.
@@ -120,6 +139,10 @@ impl Connection {
             Transport::Ws(_) => FrameCodec::websocket(worker.limits.max_frame_bytes),
             Transport::Tcp(_) | Transport::Tls(_) => worker.codec,
         };
+        let auth = match worker.tokens {
+            Some(_) => Auth::Pending,
+            None => Auth::NotRequired,
+        };
         let addr = Connection::create(|ctx| {
             worker.hub.opened(ConnHandle::new(id, ctx.address()));
             Connection {
@@ -135,6 +158,7 @@ impl Connection {
                 slot: Some(slot),
                 idle: None,
                 close_timer_armed: false,
+                auth,
                 span,
                 held: false,
                 deferred: std::collections::VecDeque::new(),
@@ -155,9 +179,72 @@ impl Connection {
 
     /// Runs the command in one complete frame.
     pub(crate) fn on_frame(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
+        if self.auth != Auth::NotRequired
+            && let Some(hello) = command::hello_with_token(frame)
+        {
+            return match hello {
+                Ok((user, token)) => self.hello_with_token(ctx, user, token),
+                Err(err) => self.reply(&[err.reply()]),
+            };
+        }
         match command::parse(frame) {
+            Ok(cmd @ (Command::Ping(_) | Command::Quit)) => self.run_command(ctx, cmd),
+            Ok(_) | Err(_) if self.auth == Auth::Pending => self.reply(&[b"ERR unauthorized"]),
             Ok(cmd) => self.run_command(ctx, cmd),
             Err(err) => self.reply(&[err.reply()]),
+        }
+    }
+
+    /// `HELLO <user> <token>`: a token that does not verify ends the
+    /// connection; one that does binds the user, limits its topics and
+    /// sets the `KICK expired`. The token itself is never kept or logged.
+    fn hello_with_token(&mut self, ctx: &mut Context<Self>, user: &str, token: Option<&[u8]>) {
+        if self.auth != Auth::Pending {
+            return self.reply(&[b"ERR already-identified"]);
+        }
+        let Some(verifier) = self.worker.tokens.clone() else {
+            return;
+        };
+        let checked = match token {
+            Some(token) => verifier.verify(token, user),
+            None => Err(TokenError::Invalid),
+        };
+        let grant = match checked {
+            Ok(grant) => grant,
+            Err(err) => {
+                tracing::debug!(parent: &self.span, %user, reason = %err, "token refused");
+                return self.client_ends(ctx, CloseReason::Unauthorized);
+            }
+        };
+        self.auth = Auth::Granted(grant.topics);
+        self.arm_expiry(ctx, grant.expires_at);
+        self.run_command(ctx, Command::Hello(user));
+    }
+
+    /// `KICK expired` once `at` has passed.
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>, at: SystemTime) {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if left > MAX_EXPIRY_TIMER {
+            ctx.run_later(MAX_EXPIRY_TIMER, move |act, ctx| act.arm_expiry(ctx, at));
+        } else {
+            // Through the mailbox, as any close: the driver then writes
+            // the kick in the same turn.
+            ctx.run_later(left, |_, ctx| {
+                ctx.address().do_send(Close {
+                    reason: CloseReason::Expired,
+                    message: None,
+                })
+            });
+        }
+    }
+
+    /// Whether the token (if any) lets the connection use `topic`.
+    fn may_use(&self, topic: &str) -> bool {
+        match &self.auth {
+            Auth::Granted(Some(topics)) => topics.allows(topic),
+            _ => true,
         }
     }
 
@@ -176,6 +263,8 @@ impl Connection {
                 let answer = [b"OK HELLO ".as_slice(), hub.conn_name(self.id).as_bytes()].concat();
                 self.answer_when(ctx, settled, answer);
             }
+            Command::Sub(topic) if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
+            Command::Pub { topic, .. } if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
             Command::Sub(topic) => {
                 let topics = &mut self.state.topics;
                 if !topics.iter().any(|t| &**t == topic) {

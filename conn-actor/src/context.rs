@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
+use client_token::Verifier;
 use gateway_metrics::GatewayMetrics;
 use pool_manager::Checkin;
 
@@ -42,17 +43,21 @@ pub struct WorkerContext {
     pub(crate) admission: Arc<Admission>,
     /// The pool manager of this thread.
     pub(crate) pool: Recipient<Checkin<ConnState>>,
+    /// Where set, `HELLO` needs a client token that this verifies.
+    pub(crate) tokens: Option<Arc<Verifier>>,
 }
 
 impl WorkerContext {
     /// Bundles the limits with the registry, the metrics, the process-wide
-    /// connection slots and this thread's pool.
+    /// connection slots, this thread's pool and, where `HELLO` needs a
+    /// client token, its verifier.
     pub fn new(
         limits: Limits,
         hub: Arc<dyn Hub>,
         metrics: GatewayMetrics,
         admission: Arc<Admission>,
         pool: Recipient<Checkin<ConnState>>,
+        tokens: Option<Arc<Verifier>>,
     ) -> Arc<Self> {
         let codec = FrameCodec::new(limits.framing, limits.max_frame_bytes);
         Arc::new(Self {
@@ -62,6 +67,7 @@ impl WorkerContext {
             metrics,
             admission,
             pool,
+            tokens,
         })
     }
 

@@ -4,9 +4,11 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use client_token::Verifier;
 use conn_actor::{Framing, Limits};
 use ws_protocol::handshake::{Origins, Policy};
 
@@ -157,6 +159,18 @@ pub struct Args {
         requires = "admin_tls_cert"
     )]
     admin_tls_key: Option<PathBuf>,
+    /// HS256 key: with it, `HELLO` needs a client token (a JWT).
+    #[arg(
+        long,
+        env = "GATEWAY_CLIENT_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    client_token_secret: Option<String>,
+    /// PEM RSA or EC (P-256) public key: RS256 or ES256 client tokens; with
+    /// it, `HELLO` needs a token.
+    #[arg(long, env = "GATEWAY_CLIENT_TOKEN_PUBLIC_KEY", value_name = "FILE")]
+    client_token_public_key: Option<std::path::PathBuf>,
     /// Log lines on stderr; RUST_LOG filters them.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -253,6 +267,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// TLS on the admin listener.
     pub admin_tls: Option<TlsFiles>,
+    /// Where set, `HELLO` needs a client token that this verifies.
+    pub client_tokens: Option<Arc<Verifier>>,
     pub log_format: LogFormat,
     /// The WebSocket listener and what it upgrades, when asked for.
     pub ws: Option<WsConfig>,
@@ -351,6 +367,16 @@ impl Args {
                 }
             },
         };
+        let client_tokens = match client_token_verifier(
+            self.client_token_secret.as_deref(),
+            self.client_token_public_key.as_deref(),
+        ) {
+            Ok(verifier) => verifier.map(Arc::new),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
         let (Some(listen), Some(admin_listen), Some(policy), true) =
             (listen, admin_listen, policy, problems.is_empty())
         else {
@@ -383,6 +409,7 @@ impl Args {
             admin_token: self.admin_token,
             tls: tls_files(self.tls_cert, self.tls_key),
             admin_tls: tls_files(self.admin_tls_cert, self.admin_tls_key),
+            client_tokens,
             log_format: self.log_format,
             ws,
             node_id,
@@ -411,6 +438,30 @@ fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
         cert: cert?,
         key: key?,
     })
+}
+
+/// The client-token verifier the flags ask for: an HS256 secret, or a PEM
+/// public key read from its file; not both.
+fn client_token_verifier(
+    secret: Option<&str>,
+    public_key: Option<&std::path::Path>,
+) -> Result<Option<Verifier>, String> {
+    match (secret, public_key) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            Err("give one of --client-token-secret and --client-token-public-key, not both".into())
+        }
+        (Some(secret), None) => Verifier::hs256(secret.as_bytes())
+            .map(Some)
+            .map_err(|err| format!("--client-token-secret: {err}")),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|err| format!("--client-token-public-key '{}': {err}", path.display()))?;
+            Verifier::public_key_pem(&pem)
+                .map(Some)
+                .map_err(|err| format!("--client-token-public-key '{}': {err}", path.display()))
+        }
+    }
 }
 
 /// Whether the command line or environment asks for JSON logs, read

@@ -135,6 +135,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             };
             let ws_policy = ws_policy.clone();
             let limits = config.limits.clone();
+            let tokens = config.client_tokens.clone();
             let (hub, admission) = (hub.clone(), admission.clone());
             let (metrics, drain) = (metrics.clone(), drain.clone());
             let tls = client_tls.clone();
@@ -147,6 +148,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     metrics.clone(),
                     admission,
                     pool.clone().recipient(),
+                    tokens,
                 );
                 let acceptor = |listener, websocket| {
                     tokio::net::TcpListener::from_std(listener).map(|listener| Acceptor {

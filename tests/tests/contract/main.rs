@@ -34,6 +34,7 @@ mod schemathesis;
 mod slow;
 mod start_up_errors;
 mod tls;
+mod tokens;
 mod websocket;
 mod websocket_close;
 mod websocket_mixed;
