@@ -197,6 +197,16 @@ impl FrameCodec {
         self.framing
     }
 
+    /// Whether a frame ending in `payload` reaches a client of this codec
+    /// as sent: under `lines` it may hold no `\n` (it would split the
+    /// frame) and may not end in `\r` (the client would drop it).
+    pub fn carries(&self, payload: &[u8]) -> bool {
+        match (self.websocket, self.framing) {
+            (false, Framing::Lines) => !payload.contains(&b'\n') && payload.last() != Some(&b'\r'),
+            _ => true,
+        }
+    }
+
     /// The first complete frame of `buf`, `Ok(None)` while it is incomplete
     /// and still within the limit.
     ///

@@ -265,6 +265,11 @@ impl Connection {
             }
             Command::Sub(topic) if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
             Command::Pub { topic, .. } if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
+            // Only a WebSocket client can send such a payload; under `lines`
+            // it would reach TCP subscribers split, or cut short.
+            Command::Pub { payload, .. } if !self.worker.codec.carries(payload) => {
+                self.reply(&[b"ERR invalid-payload"])
+            }
             Command::Sub(topic) => {
                 let topics = &mut self.state.topics;
                 if !topics.iter().any(|t| &**t == topic) {

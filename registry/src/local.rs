@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use conn_actor::{
-    CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Framing, Hub, Name, Settled,
-};
+use conn_actor::{CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Hub, Name, Settled};
 use gateway_metrics::GatewayMetrics;
 
 use crate::directory::Directory;
@@ -83,10 +81,7 @@ impl Registry {
     /// Whether `payload` can be framed for this node's clients: under
     /// `lines` it may hold no `\n` and may not end in `\r`.
     pub fn fits_framing(&self, payload: &[u8]) -> bool {
-        match self.0.codec.framing() {
-            Framing::Length => true,
-            Framing::Lines => !payload.contains(&b'\n') && payload.last() != Some(&b'\r'),
-        }
+        self.0.codec.carries(payload)
     }
 
     /// The body `PUSH <payload>`, unframed: each connection frames it as
@@ -337,6 +332,7 @@ impl Hub for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conn_actor::Framing;
 
     fn registry(prefix: Option<&str>) -> Registry {
         let (_, metrics) = gateway_metrics::new_registry().expect("metrics");

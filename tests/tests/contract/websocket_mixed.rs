@@ -28,6 +28,36 @@ fn publishes_cross_between_tcp_and_websocket() {
 }
 
 #[test]
+fn a_websocket_payload_that_lines_cannot_carry_is_refused_under_lines() {
+    let gw = start(Framing::Lines, &["--ws-listen", "127.0.0.1:0"]);
+    let mut tcp = gw.connect();
+    tcp.sub("mixed");
+    let mut ws = gw.ws_connect();
+    ws.sub("mixed");
+    for payload in ["two\nlines", "cut short\r"] {
+        ws.send_text(&format!("PUB mixed {payload}"));
+        ws.expect_text("ERR invalid-payload");
+    }
+    // Nothing of the refused publishes reached the TCP subscriber: the next
+    // frame it reads is the next publish, and the WebSocket client is open.
+    ws.send_text("PUB mixed one line");
+    ws.expect_text("MSG mixed one line");
+    tcp.expect(msg("mixed", b"one line"));
+}
+
+#[test]
+fn under_length_framing_a_websocket_payload_may_hold_a_newline() {
+    let gw = start(Framing::Length, &["--ws-listen", "127.0.0.1:0"]);
+    let mut tcp = gw.connect();
+    tcp.sub("mixed");
+    let mut ws = gw.ws_connect();
+    ws.sub("mixed");
+    ws.send_text("PUB mixed two\nlines");
+    ws.expect_text("MSG mixed two\nlines");
+    tcp.expect(msg("mixed", b"two\nlines"));
+}
+
+#[test]
 fn admin_pushes_reach_both_transports() {
     let gw = start_ws(&[]);
     let mut ws = gw.ws_connect();
