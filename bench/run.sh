@@ -10,7 +10,8 @@
 #                [--duration SECS] [--warmup SECS] [--tls]
 #
 # --tls: the gateway speaks TLS (a self-signed certificate made with openssl
-# in the output directory) and the load generator with it; the baseline
+# in the output directory, marked as no CA: rustls refuses a CA certificate
+# as a server's) and the load generator with it; the baseline
 # column is then the same gateway over plain TCP, so the ratios are the
 # cost of TLS. GATEWAY_BIN and BASELINE_BIN name other binaries to compare
 # (say, two builds of the gateway, the baseline column being the older).
@@ -189,7 +190,8 @@ GATEWAY_TLS_ARGS=""; BENCH_TLS_ARGS=""
 if [ "$TLS" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" -days 2 -subj /CN=localhost \
-        -addext subjectAltName=DNS:localhost > "$OUT/tls-cert.log" 2>&1
+        -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE > "$OUT/tls-cert.log" 2>&1
     GATEWAY_TLS_ARGS="--tls-cert $OUT/tls-cert.pem --tls-key $OUT/tls-key.pem"
     BENCH_TLS_ARGS="--tls-ca $OUT/tls-cert.pem"
 fi
