@@ -4,6 +4,7 @@
 //! run.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -21,21 +22,17 @@ impl Drop for Server {
     }
 }
 
-fn start_baseline(framing: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-baseline"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--framing",
-            framing,
-        ])
+/// Starts a server on free loopback ports with one worker plus `args`, and
+/// reads its `READY` line; `client_field` names the address the load
+/// generator is to use (`client=`, or `ws=` for the WebSocket listener).
+fn start_server(program: &Path, args: &[&str], client_field: &str) -> Server {
+    let mut child = Command::new(program)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--workers", "1"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("start gateway-baseline");
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -47,12 +44,33 @@ fn start_baseline(framing: &str) -> Server {
             .map(str::to_owned)
             .expect("READY field")
     };
-    let (client, admin) = (field("client="), field("admin="));
+    let (client, admin) = (field(client_field), field("admin="));
     Server {
         child,
         client,
         admin,
     }
+}
+
+/// The gateway, found beside this package's binaries: the README's test
+/// command builds it first (`cargo build -p gateway`).
+fn gateway_binary() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_gateway-bench"));
+    let gateway = bench.with_file_name("gateway");
+    assert!(
+        gateway.is_file(),
+        "{} not found: build it first with `cargo build -p gateway`",
+        gateway.display()
+    );
+    gateway
+}
+
+fn start_baseline(framing: &str) -> Server {
+    start_server(
+        Path::new(env!("CARGO_BIN_EXE_gateway-baseline")),
+        &["--framing", framing],
+        "client=",
+    )
 }
 
 fn bench(server: &Server, framing: &str, args: &[&str]) -> Value {
@@ -131,44 +149,7 @@ fn scenarios_run_clean_against_the_baseline_with_length_prefixes() {
 /// found beside this package's binaries, built by the README's test command
 /// (`cargo build -p gateway` first).
 fn start_gateway_ws() -> Server {
-    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_gateway-bench"));
-    let gateway = bench.with_file_name("gateway");
-    assert!(
-        gateway.is_file(),
-        "{} not found: build it first with `cargo build -p gateway`",
-        gateway.display()
-    );
-    let mut child = Command::new(gateway)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--ws-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("READY line");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .map(str::to_owned)
-            .expect("READY field")
-    };
-    let (client, admin) = (field("ws="), field("admin="));
-    Server {
-        child,
-        client,
-        admin,
-    }
+    start_server(&gateway_binary(), &["--ws-listen", "127.0.0.1:0"], "ws=")
 }
 
 #[test]
@@ -265,46 +246,11 @@ fn start_nats() -> Nats {
 }
 
 fn start_node(nats: &Nats, id: &str) -> Server {
-    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_gateway-bench"));
-    let gateway = bench.with_file_name("gateway");
-    assert!(
-        gateway.is_file(),
-        "{} not found: build it first with `cargo build -p gateway`",
-        gateway.display()
-    );
-    let mut child = Command::new(gateway)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--nats-url",
-            &nats.url,
-            "--node-id",
-            id,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("READY line");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .map(str::to_owned)
-            .expect("READY field")
-    };
-    let (client, admin) = (field("client="), field("admin="));
-    Server {
-        child,
-        client,
-        admin,
-    }
+    start_server(
+        &gateway_binary(),
+        &["--nats-url", &nats.url, "--node-id", id],
+        "client=",
+    )
 }
 
 #[test]
