@@ -19,9 +19,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tungstenite::{Message, WebSocket};
 
 /// How long Chromium may take to start and load the page.
@@ -139,7 +139,7 @@ impl Browser {
             "only 127.0.0.1 is loaded: {url}"
         );
         let exe = chromium().expect("chromium on PATH");
-        let profile = fresh_dir();
+        let profile = crate::scratch::fresh_dir("chromium");
         let child = Command::new(exe)
             .args([
                 "--headless",
@@ -307,18 +307,4 @@ fn devtools_get(addr: SocketAddr, path: &str) -> Option<Vec<u8>> {
             Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
     }
-}
-
-fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "gateway-chromium-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a Chromium profile folder");
-    dir
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nats;
 pub mod poll;
 pub mod prometheus;
+pub mod scratch;
 pub mod tls;
 pub mod writer;
 pub mod ws;

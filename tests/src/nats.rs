@@ -16,8 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long the server may take to write its ports file.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,20 +48,6 @@ pub fn nats_present() -> bool {
     false
 }
 
-fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "gateway-nats-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a directory for nats-server");
-    dir
-}
-
 impl NatsServer {
     /// Starts a server on free loopback ports.
     pub fn start() -> NatsServer {
@@ -72,7 +57,7 @@ impl NatsServer {
     /// Starts a server with extra configuration lines (e.g.
     /// `max_payload: 2048`).
     pub fn start_with_config(config: &str) -> NatsServer {
-        let dir = fresh_dir();
+        let dir = crate::scratch::fresh_dir("nats");
         let config = (!config.is_empty()).then(|| {
             let path = dir.join("nats.conf");
             std::fs::write(&path, config).expect("write nats.conf");

@@ -13,10 +13,9 @@ use crate::poll::eventually;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long Prometheus may take to answer its readiness endpoint.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,7 +57,7 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` (an admin listener serving
     /// `/metrics`) every second, and waits until it answers `/-/ready`.
     pub fn start(target: SocketAddr) -> Prometheus {
-        let dir = temp_dir("prometheus");
+        let dir = crate::scratch::fresh_dir("prometheus");
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -249,26 +248,6 @@ pub fn promtool_check_metrics(exposition: &str) -> PromtoolOutcome {
 pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address")
-}
-
-/// A new empty directory under the system's temporary directory.
-fn temp_dir(prefix: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "gateway-tests-{prefix}-{}-{nanos}-{n}",
-        std::process::id()
-    ));
-    create_dir(&dir);
-    dir
-}
-
-fn create_dir(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
 }
 
 /// A Prometheus sample value: a float, `NaN`, `+Inf` or `-Inf`.

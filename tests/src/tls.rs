@@ -15,7 +15,6 @@ use rustls::{
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::FRAME_TIMEOUT;
 use crate::http::{self, Response};
@@ -35,17 +34,10 @@ pub struct Pki {
     pub ca_file: PathBuf,
 }
 
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
 impl Pki {
     /// A new CA (named `ca_name`) and a server certificate signed by it.
     pub fn new(ca_name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "gateway-tls-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let dir = crate::scratch::fresh_dir("tls");
 
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
