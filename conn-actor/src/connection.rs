@@ -265,8 +265,9 @@ impl Connection {
             }
             Command::Sub(topic) if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
             Command::Pub { topic, .. } if !self.may_use(topic) => self.reply(&[b"ERR forbidden"]),
-            // Only a WebSocket client can send such a payload; under `lines`
-            // it would reach TCP subscribers split, or cut short.
+            // Under `lines` such a payload would reach TCP subscribers split
+            // (a `\n` from a WebSocket client) or cut short (a trailing `\r`,
+            // which a lines client can send as `PUB t a\r\r\n`).
             Command::Pub { payload, .. } if !self.worker.codec.carries(payload) => {
                 self.reply(&[b"ERR invalid-payload"])
             }
