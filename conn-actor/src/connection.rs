@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MessageResult, WrapFuture,
-};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use bytes::Bytes;
 use client_token::{TokenError, TopicGrant};
 use gateway_metrics::DropReason;
@@ -28,7 +26,8 @@ use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId, Settled};
 use crate::idle::{self, IdleSlot};
 use crate::io::IoDriver;
-use crate::messages::{Close, CloseReason, ConnInfo, Deliver, Heartbeat, Inspect, last_frame};
+use crate::mailbox::{self, Mail, MailSlot};
+use crate::messages::{CloseReason, ConnInfo, last_frame};
 use crate::state::ConnState;
 use crate::transport::Transport;
 
@@ -87,6 +86,8 @@ const MAX_EXPIRY_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// A client connection.
 pub struct Connection {
     pub(crate) id: ConnId,
+    /// Where deliveries, closes and inspections for it wait for its turn.
+    pub(crate) mail: MailSlot,
     peer: SocketAddr,
     connected_at: SystemTime,
     /// The byte stream; the close below never asks which kind it is.
@@ -143,28 +144,28 @@ impl Connection {
             Some(_) => Auth::Pending,
             None => Auth::NotRequired,
         };
-        let addr = Connection::create(|ctx| {
-            worker.hub.opened(ConnHandle::new(id, ctx.address()));
-            Connection {
-                id,
-                peer,
-                connected_at: SystemTime::now(),
-                transport,
-                codec,
-                state,
-                worker,
-                phase: Phase::Open,
-                peer_eof: false,
-                slot: Some(slot),
-                idle: None,
-                close_timer_armed: false,
-                auth,
-                span,
-                held: false,
-                deferred: std::collections::VecDeque::new(),
-            }
+        let mail = mailbox::open();
+        worker.hub.opened(ConnHandle::new(id, mail));
+        Connection::create(|_| Connection {
+            id,
+            mail,
+            peer,
+            connected_at: SystemTime::now(),
+            transport,
+            codec,
+            state,
+            worker,
+            phase: Phase::Open,
+            peer_eof: false,
+            slot: Some(slot),
+            idle: None,
+            close_timer_armed: false,
+            auth,
+            span,
+            held: false,
+            deferred: std::collections::VecDeque::new(),
         });
-        ConnHandle::new(id, addr)
+        ConnHandle::new(id, mail)
     }
 
     /// Whether frames from the client are acted on.
@@ -213,7 +214,7 @@ impl Connection {
             Ok(grant) => grant,
             Err(err) => {
                 tracing::debug!(parent: &self.span, %user, reason = %err, "token refused");
-                return self.client_ends(ctx, CloseReason::Unauthorized);
+                return self.client_ends(CloseReason::Unauthorized);
             }
         };
         self.auth = Auth::Granted(grant.topics);
@@ -231,11 +232,14 @@ impl Connection {
         } else {
             // Through the mailbox, as any close: the driver then writes
             // the kick in the same turn.
-            ctx.run_later(left, |_, ctx| {
-                ctx.address().do_send(Close {
-                    reason: CloseReason::Expired,
-                    message: None,
-                })
+            ctx.run_later(left, |act, _| {
+                mailbox::post(
+                    act.mail,
+                    Mail::Close {
+                        reason: CloseReason::Expired,
+                        message: None,
+                    },
+                );
             });
         }
     }
@@ -301,7 +305,7 @@ impl Connection {
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
-            Command::Quit => self.client_ends(ctx, CloseReason::Quit),
+            Command::Quit => self.client_ends(CloseReason::Quit),
         }
     }
 
@@ -363,11 +367,11 @@ impl Connection {
 
     /// The client ended: stop acting on its frames now, and close once
     /// everything already in the mailbox is queued.
-    pub(crate) fn client_ends(&mut self, ctx: &mut Context<Self>, reason: CloseReason) {
+    pub(crate) fn client_ends(&mut self, reason: CloseReason) {
         if self.is_open() {
             self.phase = Phase::Ending { reason };
             self.worker.hub.closing(self.id);
-            crate::relay::close_in_order(ctx.address(), reason);
+            crate::relay::close_in_order(self.mail, reason);
         }
     }
 
@@ -457,7 +461,7 @@ impl Connection {
             self.start_closing(CloseReason::Client, None, false);
             self.finish(ctx);
         } else {
-            self.client_ends(ctx, CloseReason::Client);
+            self.client_ends(CloseReason::Client);
         }
     }
 
@@ -465,6 +469,25 @@ impl Connection {
     pub(crate) fn touch(&self) {
         if let Some(slot) = &self.idle {
             idle::touch(slot);
+        }
+    }
+
+    /// Acts on what was posted to the connection since its last turn.
+    pub(crate) fn on_mail(&mut self, mail: Mail) {
+        match mail {
+            Mail::Deliver(frame) => self.enqueue(frame),
+            Mail::Close { reason, message } => self.begin_close(reason, message),
+            Mail::Heartbeat => {
+                if let Transport::Ws(ws) = &mut self.transport
+                    && self.phase == Phase::Open
+                {
+                    ws.queue_ping();
+                }
+            }
+            Mail::Inspect(reply) => {
+                // The asker may have given up; nothing to do then.
+                let _ = reply.send(self.info());
+            }
         }
     }
 
@@ -490,7 +513,7 @@ impl Actor for Connection {
         if let Some(timeout) = self.worker.limits.idle_timeout {
             // A WebSocket client is pinged halfway through its silence.
             let pings = matches!(self.transport, Transport::Ws(_));
-            self.idle = Some(idle::register(ctx.address(), timeout, pings));
+            self.idle = Some(idle::register(self.mail, timeout, pings));
         }
         ctx.spawn(IoDriver);
     }
@@ -499,6 +522,7 @@ impl Actor for Connection {
         if let Some(slot) = self.idle.take() {
             idle::remove(slot);
         }
+        mailbox::close(self.mail);
         let metrics = &self.worker.metrics;
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);
         if self.takes_output() {
@@ -524,41 +548,5 @@ impl Actor for Connection {
         metrics.connections_by_transport.dec(self.transport.label());
         let state = std::mem::take(&mut self.state);
         self.worker.pool.do_send(Checkin(state));
-    }
-}
-
-impl Handler<Deliver> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        self.enqueue(msg.0);
-    }
-}
-
-impl Handler<Close> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Close, _: &mut Context<Self>) {
-        self.begin_close(msg.reason, msg.message);
-    }
-}
-
-impl Handler<Heartbeat> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, _: Heartbeat, _: &mut Context<Self>) {
-        if let Transport::Ws(ws) = &mut self.transport
-            && self.phase == Phase::Open
-        {
-            ws.queue_ping();
-        }
-    }
-}
-
-impl Handler<Inspect> for Connection {
-    type Result = MessageResult<Inspect>;
-
-    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.info())
     }
 }

@@ -10,11 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use actix::Addr;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
-use crate::connection::Connection;
-use crate::messages::{CloseReason, ConnInfo, Inspect};
+use crate::mailbox::MailSlot;
+use crate::messages::{CloseReason, ConnInfo};
 use crate::relay::{Job, Relay};
 
 /// A connection id: unique for the life of the process, never reused.
@@ -57,21 +57,24 @@ pub trait Hub: Send + Sync + 'static {
 }
 
 /// The one way to reach a connection from another actor or thread.
-/// Deliveries and closes go through the relay of the worker thread that
-/// runs the connection, in the order they were made (`relay.rs`).
+/// Deliveries, closes and inspections go through the relay of the worker
+/// thread that runs the connection, in the order they were made
+/// (`relay.rs`), to its mailbox there (`mailbox.rs`). A handle is a few
+/// words with nothing of its own on the heap: the registry keeps several
+/// per connection.
 #[derive(Clone)]
 pub struct ConnHandle {
     id: ConnId,
-    addr: Addr<Connection>,
+    slot: MailSlot,
     relay: Relay,
 }
 
 impl ConnHandle {
     /// A handle for a connection started on the current worker thread.
-    pub(crate) fn new(id: ConnId, addr: Addr<Connection>) -> Self {
+    pub(crate) fn new(id: ConnId, slot: MailSlot) -> Self {
         Self {
             id,
-            addr,
+            slot,
             relay: Relay::current(),
         }
     }
@@ -87,8 +90,8 @@ impl ConnHandle {
         self.relay.worker()
     }
 
-    pub(crate) fn addr(&self) -> &Addr<Connection> {
-        &self.addr
+    pub(crate) fn slot(&self) -> MailSlot {
+        self.slot
     }
 
     pub(crate) fn relay(&self) -> &Relay {
@@ -96,25 +99,25 @@ impl ConnHandle {
     }
 
     /// Queues a frame body (unframed: the connection frames it for its own
-    /// transport) behind everything queued before. Returns
-    /// `false` when the connection is already gone.
+    /// transport) behind everything queued before. Returns `false` when
+    /// the connection's worker is gone; a connection that closes before
+    /// the frame reaches it drops it, as it drops anything sent after a
+    /// close.
     pub fn deliver(&self, frame: Bytes) -> bool {
-        let alive = self.addr.connected();
-        if alive {
-            self.relay.send(Job::Deliver(self.addr.clone(), frame));
-        }
-        alive
+        self.relay.send(Job::Deliver(self.slot, frame))
     }
 
     /// Queues a graceful close behind everything queued before.
     pub fn close(&self, reason: CloseReason, message: Option<Bytes>) {
-        self.relay
-            .send(Job::Close(self.addr.clone(), reason, message));
+        self.relay.send(Job::Close(self.slot, reason, message));
     }
 
-    /// A snapshot of the connection, `None` once it is gone.
+    /// A snapshot of the connection, taken behind everything queued
+    /// before; `None` once it is gone.
     pub async fn inspect(&self) -> Option<ConnInfo> {
-        self.addr.send(Inspect).await.ok()
+        let (reply, answer) = oneshot::channel();
+        self.relay.send(Job::Inspect(self.slot, reply));
+        answer.await.ok()
     }
 }
 

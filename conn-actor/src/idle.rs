@@ -2,18 +2,16 @@
 //!
 //! Each worker thread keeps one table of its connections with the coarse
 //! time of their last frame, and one task that sweeps it four times a
-//! second, sending `Close(Idle)` (through the thread's relay, behind what
-//! it already holds for them) to those silent for longer than the
-//! timeout, and a `Heartbeat` (a WebSocket ping) to those that asked for one
+//! second, sending a close for `idle` (through the thread's relay, behind
+//! what it already holds for them) to those silent for longer than the
+//! timeout, and a heartbeat (a WebSocket ping) to those that asked for one
 //! once they are silent for half of it. A connection costs one table slot, and a frame costs a store.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use actix::Addr;
-
-use crate::connection::Connection;
-use crate::messages::{CloseReason, Heartbeat};
+use crate::mailbox::{self, Mail, MailSlot};
+use crate::messages::CloseReason;
 
 /// How often the table is swept; the coarse clock's resolution.
 const TICK: Duration = Duration::from_millis(250);
@@ -23,7 +21,7 @@ const TICK: Duration = Duration::from_millis(250);
 pub(crate) struct IdleSlot(usize);
 
 struct Entry {
-    conn: Addr<Connection>,
+    conn: MailSlot,
     last_tick: u64,
     /// Pinged halfway through a silence (a WebSocket client).
     pings: bool,
@@ -47,7 +45,7 @@ fn ticks(timeout: Duration) -> u64 {
 }
 
 /// Adds a connection to this thread's table, starting the sweep on first use.
-pub(crate) fn register(conn: Addr<Connection>, timeout: Duration, pings: bool) -> IdleSlot {
+pub(crate) fn register(conn: MailSlot, timeout: Duration, pings: bool) -> IdleSlot {
     TABLE.with_borrow_mut(|table| {
         let table = table.get_or_insert_with(|| {
             actix_rt::spawn(sweep_forever());
@@ -121,11 +119,11 @@ fn sweep(table: &mut Table, now: u64) {
         let silent = now.saturating_sub(entry.last_tick);
         if entry.pings && !entry.pinged && silent > table.timeout_ticks / 2 {
             // Halfway: a client that is there answers, and stays.
-            entry.conn.do_send(Heartbeat);
+            mailbox::post(entry.conn, Mail::Heartbeat);
             entry.pinged = true;
         }
         if silent > table.timeout_ticks {
-            crate::relay::close_in_order(entry.conn.clone(), CloseReason::Idle);
+            crate::relay::close_in_order(entry.conn, CloseReason::Idle);
             // Once is enough; the connection removes its slot as it closes.
             entry.last_tick = u64::MAX;
         }

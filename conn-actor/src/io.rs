@@ -22,6 +22,7 @@ use gateway_metrics::DropReason;
 
 use crate::codec::FrameError;
 use crate::connection::{Connection, Phase};
+use crate::mailbox;
 use crate::messages::CloseReason;
 use crate::state::Written;
 use crate::transport::Transport;
@@ -68,6 +69,11 @@ enum Read {
 
 impl Connection {
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
+        // What was posted since the last turn comes first, as an actor's
+        // mailbox does.
+        while let Some(mail) = mailbox::take(self.mail, task.waker()) {
+            self.on_mail(mail);
+        }
         let mut reads = 0;
         while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {
@@ -232,7 +238,7 @@ impl Connection {
                 }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { .. }) => {
-                    self.client_ends(ctx, CloseReason::FrameTooLarge);
+                    self.client_ends(CloseReason::FrameTooLarge);
                     break;
                 }
             }

@@ -1,12 +1,11 @@
-//! Every message a connection actor takes. Its mailbox is the only way in,
-//! so these are all the ways another thread can affect a connection; they
-//! are handled in the order they entered the mailbox.
+//! What a connection says of itself and of its close: the close reasons,
+//! the last frame each close writes, and the snapshot the admin API shows.
+//! What another thread can ask of a connection is `mailbox::Mail`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::Message;
 use bytes::Bytes;
 
 use crate::codec::body;
@@ -36,35 +35,6 @@ pub(crate) fn last_frame(reason: CloseReason, message: Option<&[u8]>) -> Option<
         }
     }
 }
-
-/// Write a message (`MSG` or `PUSH`) to the client. It holds the frame's
-/// body, unframed: the connection's own codec frames it as it is written,
-/// so one body shared by many connections suits each one's framing.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Bytes);
-
-/// Close gracefully: everything queued before this is written first, the
-/// `KICK` is the last frame, and what comes after is dropped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Close {
-    /// What asked for the close.
-    pub reason: CloseReason,
-    /// The text after `KICK <reason>`, for closes the admin API asks for.
-    pub message: Option<Bytes>,
-}
-
-/// The client has been silent for half of `--idle-timeout`: a WebSocket
-/// client is pinged (a TCP client is never sent this).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Heartbeat;
-
-/// Ask for a snapshot of the connection (contract section 7, CONN).
-#[derive(Message)]
-#[rtype(result = "ConnInfo")]
-pub struct Inspect;
 
 /// A connection as the admin API shows it.
 #[derive(Debug, Clone)]

@@ -1,14 +1,13 @@
 //! One relay per worker thread: the single way into that thread's
 //! connections from the registry. Other threads hand it whole jobs (a
 //! frame for one connection, a close, or a frame for every subscriber of a
-//! topic that this worker runs), and it turns them into mailbox messages
-//! on its own thread.
+//! topic that this worker runs), and it posts them, on its own thread, to
+//! the connections' mailboxes (`mailbox.rs`).
 //!
-//! Why: a publish to 1000 subscribers spread over two workers used to push
-//! 1000 messages across threads, each an allocation freed on the other
-//! thread, a cross-thread queue push and a wake-up. Through the relay it is
-//! one job per worker, and the per-subscriber messages are made, queued
-//! and freed on the thread that runs the subscriber.
+//! Why: a publish to 1000 subscribers spread over two workers is one job
+//! per worker, and each subscriber's share of it is a queue push on the
+//! thread that runs the subscriber: no allocation, no atomic and no
+//! cross-thread wake per delivery.
 //!
 //! Order: each relay is one FIFO queue, and every job for a connection goes
 //! through its worker's relay, so what one producer sends to one connection
@@ -19,13 +18,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix::Addr;
 use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::oneshot;
 
-use crate::connection::Connection;
 use crate::hub::{ConnHandle, ConnId};
-use crate::messages::{Close, CloseReason, Deliver};
+use crate::mailbox::{self, Mail, MailSlot};
+use crate::messages::{CloseReason, ConnInfo};
 
 /// Members of a publish at or above which a worker copies the frame for
 /// itself, so that the reference count of the shared frame is not bounced
@@ -34,8 +33,9 @@ const COPY_FRAME_FROM: usize = 8;
 
 /// Work for one worker's connections.
 pub(crate) enum Job {
-    Deliver(Addr<Connection>, Bytes),
-    Close(Addr<Connection>, CloseReason, Option<Bytes>),
+    Deliver(MailSlot, Bytes),
+    Close(MailSlot, CloseReason, Option<Bytes>),
+    Inspect(MailSlot, oneshot::Sender<ConnInfo>),
     /// `frame` for `members[range]` (all run by this worker) but `skip`.
     Fanout {
         members: Arc<[ConnHandle]>,
@@ -87,10 +87,10 @@ impl Relay {
         self.worker
     }
 
-    /// Queues a job; dropped when the worker's runtime has ended, as a
-    /// message to a stopped actor is.
-    pub(crate) fn send(&self, job: Job) {
-        let _ = self.tx.send(job);
+    /// Queues a job; dropped when the worker's runtime has ended, as
+    /// mail to a closed connection is. Returns whether it was queued.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        self.tx.send(job).is_ok()
     }
 }
 
@@ -98,8 +98,15 @@ impl Relay {
 async fn run(mut rx: UnboundedReceiver<Job>) {
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Deliver(addr, frame) => addr.do_send(Deliver(frame)),
-            Job::Close(addr, reason, message) => addr.do_send(Close { reason, message }),
+            Job::Deliver(slot, frame) => {
+                mailbox::post(slot, Mail::Deliver(frame));
+            }
+            Job::Close(slot, reason, message) => {
+                mailbox::post(slot, Mail::Close { reason, message });
+            }
+            Job::Inspect(slot, reply) => {
+                mailbox::post(slot, Mail::Inspect(reply));
+            }
             Job::Fanout {
                 members,
                 range,
@@ -113,7 +120,7 @@ async fn run(mut rx: UnboundedReceiver<Job>) {
                     frame
                 };
                 for member in members.iter().filter(|m| Some(m.id()) != skip) {
-                    member.addr().do_send(Deliver(frame.clone()));
+                    mailbox::post(member.slot(), Mail::Deliver(frame.clone()));
                 }
             }
         }
@@ -123,8 +130,8 @@ async fn run(mut rx: UnboundedReceiver<Job>) {
 /// Queues a close for a connection of this thread behind every job this
 /// thread's relay holds: whatever was addressed to the connection before
 /// (a publish already handled, say) is queued before the close.
-pub(crate) fn close_in_order(addr: Addr<Connection>, reason: CloseReason) {
-    Relay::current().send(Job::Close(addr, reason, None));
+pub(crate) fn close_in_order(slot: MailSlot, reason: CloseReason) {
+    Relay::current().send(Job::Close(slot, reason, None));
 }
 
 /// Queues `frame` for every connection in `members` but `skip`: one job per

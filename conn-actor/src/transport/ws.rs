@@ -264,7 +264,7 @@ impl Connection {
             }
             Event::TooLarge => {
                 if self.is_open() {
-                    self.client_ends(ctx, CloseReason::FrameTooLarge);
+                    self.client_ends(CloseReason::FrameTooLarge);
                 }
             }
             Event::Failed(code) => {
@@ -272,7 +272,7 @@ impl Connection {
                     ws.set_close_code(code);
                 }
                 if self.is_open() {
-                    self.client_ends(ctx, CloseReason::Error);
+                    self.client_ends(CloseReason::Error);
                 }
             }
         }
