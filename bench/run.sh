@@ -50,7 +50,14 @@
 # GATEWAY_BIN and BASELINE_BIN replace the two servers' binaries: with
 # BASELINE_BIN set to an earlier gateway build, the table is an A/B of two
 # gateway builds (the "baseline" column is then the earlier build).
+# ECHO_ARGS, CHURN_ARGS, FANOUT_ARGS, IDLE_ARGS and KICK_ARGS replace a
+# scenario's gateway-bench arguments, for loads sized to a larger machine:
+#   FANOUT_ARGS="--subscribers 5000 --publishers 8" bench/run.sh --workers 8
 set -euo pipefail
+
+# Scenario arguments from the environment win over the defaults below.
+ECHO_ARGS_ENV=${ECHO_ARGS:-}; CHURN_ARGS_ENV=${CHURN_ARGS:-}; FANOUT_ARGS_ENV=${FANOUT_ARGS:-}
+IDLE_ARGS_ENV=${IDLE_ARGS:-}; KICK_ARGS_ENV=${KICK_ARGS:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -124,6 +131,11 @@ else
     IDLE_ARGS="--connections 10000"
     KICK_ARGS="--connections 1000 --bytes 262144"
 fi
+ECHO_ARGS=${ECHO_ARGS_ENV:-$ECHO_ARGS}
+CHURN_ARGS=${CHURN_ARGS_ENV:-$CHURN_ARGS}
+FANOUT_ARGS=${FANOUT_ARGS_ENV:-$FANOUT_ARGS}
+IDLE_ARGS=${IDLE_ARGS_ENV:-$IDLE_ARGS}
+KICK_ARGS=${KICK_ARGS_ENV:-$KICK_ARGS}
 
 DURATION=${DURATION_OPT:-$DURATION}
 WARMUP=${WARMUP_OPT:-$WARMUP}
@@ -318,6 +330,10 @@ done
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && echo ', gateway over TLS, baseline the same gateway over TCP' ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
     for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
+    for scenario in $ONLY; do
+        case_args "$scenario"
+        echo "- $scenario: gateway-bench $SCEN $BENCH_ARGS${SERVER_ARGS:+, servers with $SERVER_ARGS};"
+    done
     echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
     echo "built from commit $COMMIT$( [ -n "$DIRTY" ] && echo ' with uncommitted changes under gateway/, conn-actor/, pool-manager/, metrics/, registry/ or bench/' )."
     echo

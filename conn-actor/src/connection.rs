@@ -24,7 +24,7 @@ use crate::codec::{FrameCodec, body};
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
 use crate::hub::{ConnHandle, ConnId, Settled};
-use crate::idle::{self, IdleSlot};
+use crate::idle;
 use crate::io::IoDriver;
 use crate::mailbox::{self, Mail, MailSlot};
 use crate::messages::{CloseReason, ConnInfo, last_frame};
@@ -102,7 +102,6 @@ pub struct Connection {
     pub(crate) peer_eof: bool,
     /// Its place under `--max-connections`, given back as the actor stops.
     slot: Option<Slot>,
-    idle: Option<IdleSlot>,
     close_timer_armed: bool,
     auth: Auth,
     /// `conn`, with the id, the peer and, after `HELLO`, the user. At
@@ -158,7 +157,6 @@ impl Connection {
             phase: Phase::Open,
             peer_eof: false,
             slot: Some(slot),
-            idle: None,
             close_timer_armed: false,
             auth,
             span,
@@ -395,9 +393,7 @@ impl Connection {
             since: Instant::now(),
             abandon,
         };
-        if let Some(slot) = self.idle.take() {
-            idle::remove(slot);
-        }
+        idle::remove(self.mail);
     }
 
     /// Bounds a close by `--close-timeout`, once.
@@ -467,8 +463,8 @@ impl Connection {
 
     /// Notes a frame from the client for the idle timeout.
     pub(crate) fn touch(&self) {
-        if let Some(slot) = &self.idle {
-            idle::touch(slot);
+        if self.worker.limits.idle_timeout.is_some() {
+            idle::touch(self.mail);
         }
     }
 
@@ -513,15 +509,12 @@ impl Actor for Connection {
         if let Some(timeout) = self.worker.limits.idle_timeout {
             // A WebSocket client is pinged halfway through its silence.
             let pings = matches!(self.transport, Transport::Ws(_));
-            self.idle = Some(idle::register(self.mail, timeout, pings));
+            idle::register(self.mail, timeout, pings);
         }
         ctx.spawn(IoDriver);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(slot) = self.idle.take() {
-            idle::remove(slot);
-        }
         mailbox::close(self.mail);
         let metrics = &self.worker.metrics;
         let reason = self.phase.reason().unwrap_or(CloseReason::Error);

@@ -71,7 +71,7 @@ impl Connection {
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
         // What was posted since the last turn comes first, as an actor's
         // mailbox does.
-        while let Some(mail) = mailbox::take(self.mail, task.waker()) {
+        for mail in mailbox::take_all(self.mail, task.waker()) {
             self.on_mail(mail);
         }
         let mut reads = 0;

@@ -21,11 +21,15 @@ use std::task::Waker;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::idle::IdleMark;
 use crate::messages::{CloseReason, ConnInfo};
 
-/// Queue capacity a connection keeps between bursts; a larger one is freed
-/// once drained, so an idle connection holds no mail memory.
-const KEEP_MAIL: usize = 16;
+/// Slots reserved when mail arrives in an empty queue, so that a burst
+/// does not grow the queue one doubling at a time.
+const FIRST_MAIL: usize = 16;
+/// Slots per chunk of the table: the table grows a chunk at a time, so
+/// it never holds more than one chunk of unused slots and never copies.
+const CHUNK: usize = 256;
 
 /// Something for a connection to act on in its next turn.
 pub(crate) enum Mail {
@@ -51,11 +55,14 @@ pub(crate) struct MailSlot {
     generation: u32,
 }
 
+/// One connection's row: its mailbox and its idle-timeout bookkeeping.
 #[derive(Default)]
-struct Entry {
+pub(crate) struct Entry {
     /// Bumped when the slot is freed, so stale slots miss.
     generation: u32,
     open: bool,
+    /// Where the idle sweep keeps this connection (`idle.rs`).
+    pub(crate) idle: IdleMark,
     queue: VecDeque<Mail>,
     /// The connection's task, woken when mail arrives in an empty queue.
     waker: Option<Waker>,
@@ -63,15 +70,23 @@ struct Entry {
 
 #[derive(Default)]
 struct Table {
-    entries: Vec<Entry>,
+    chunks: Vec<Box<[Entry]>>,
+    /// Slots below this have been handed out at least once.
+    used: u32,
     free: Vec<u32>,
 }
 
 impl Table {
+    fn slot(&mut self, index: u32) -> &mut Entry {
+        let index = index as usize;
+        &mut self.chunks[index / CHUNK][index % CHUNK]
+    }
+
     fn entry(&mut self, slot: MailSlot) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(slot.index as usize)
-            .filter(|e| e.open && e.generation == slot.generation)
+        if slot.index >= self.used {
+            return None;
+        }
+        Some(self.slot(slot.index)).filter(|e| e.open && e.generation == slot.generation)
     }
 }
 
@@ -82,15 +97,16 @@ thread_local! {
 /// A mailbox for a connection starting on this thread.
 pub(crate) fn open() -> MailSlot {
     TABLE.with_borrow_mut(|table| {
-        let index = match table.free.pop() {
-            Some(index) => index,
-            None => {
-                table.entries.push(Entry::default());
-                // A thread runs far fewer than 2^32 connections at once.
-                (table.entries.len() - 1) as u32
+        let index = table.free.pop().unwrap_or_else(|| {
+            if table.used as usize == table.chunks.len() * CHUNK {
+                table
+                    .chunks
+                    .push((0..CHUNK).map(|_| Entry::default()).collect());
             }
-        };
-        let entry = &mut table.entries[index as usize];
+            table.used += 1;
+            table.used - 1
+        });
+        let entry = table.slot(index);
         entry.open = true;
         MailSlot {
             index,
@@ -99,38 +115,84 @@ pub(crate) fn open() -> MailSlot {
     })
 }
 
+/// Queues `mail` into `entry`, waking its connection if the queue was empty.
+pub(crate) fn push(entry: &mut Entry, mail: Mail) {
+    if entry.queue.capacity() == 0 {
+        entry.queue.reserve(FIRST_MAIL);
+    }
+    entry.queue.push_back(mail);
+    if entry.queue.len() == 1
+        && let Some(waker) = &entry.waker
+    {
+        // Schedules the connection's task; it runs after this one.
+        waker.wake_by_ref();
+    }
+}
+
 /// Posts `mail` behind what the connection has not taken yet; returns
 /// `false` (and drops it) when the connection is gone.
 pub(crate) fn post(slot: MailSlot, mail: Mail) -> bool {
-    TABLE.with_borrow_mut(|table| {
-        let Some(entry) = table.entry(slot) else {
-            return false;
-        };
-        entry.queue.push_back(mail);
-        if entry.queue.len() == 1
-            && let Some(waker) = &entry.waker
-        {
-            // Schedules the connection's task; it runs after this one.
-            waker.wake_by_ref();
+    TABLE.with_borrow_mut(|table| match table.entry(slot) {
+        Some(entry) => {
+            push(entry, mail);
+            true
         }
-        true
+        None => false,
     })
 }
 
-/// The next mail for the connection, or `None` once its queue is empty.
-/// `waker` is the connection's task, woken by the next post.
-pub(crate) fn take(slot: MailSlot, waker: &Waker) -> Option<Mail> {
+/// Posts a delivery of `frame` to every slot in `slots`, in one visit to
+/// the table: a fan-out's share of one worker.
+pub(crate) fn deliver_all(slots: impl Iterator<Item = MailSlot>, frame: &Bytes) {
     TABLE.with_borrow_mut(|table| {
-        let entry = table.entry(slot)?;
+        for slot in slots {
+            if let Some(entry) = table.entry(slot) {
+                push(entry, Mail::Deliver(frame.clone()));
+            }
+        }
+    });
+}
+
+/// Everything posted to the connection since it last looked, oldest
+/// first; the queue's storage goes with it, so a connection between bursts
+/// holds none. `waker` is the connection's task, woken by the next post.
+pub(crate) fn take_all(slot: MailSlot, waker: &Waker) -> VecDeque<Mail> {
+    TABLE.with_borrow_mut(|table| {
+        let Some(entry) = table.entry(slot) else {
+            return VecDeque::new();
+        };
         if !entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             entry.waker = Some(waker.clone());
         }
-        let mail = entry.queue.pop_front();
-        if mail.is_none() && entry.queue.capacity() > KEEP_MAIL {
-            entry.queue = VecDeque::new();
-        }
-        mail
+        std::mem::take(&mut entry.queue)
     })
+}
+
+/// Runs `f` on the connection's row, if it is still open.
+pub(crate) fn with_entry<R>(slot: MailSlot, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    TABLE.with_borrow_mut(|table| table.entry(slot).map(f))
+}
+
+/// Runs `f` on every open row of this thread, with its slot.
+pub(crate) fn for_each(mut f: impl FnMut(MailSlot, &mut Entry)) {
+    TABLE.with_borrow_mut(|table| {
+        let used = table.used as usize;
+        for (index, entry) in table
+            .chunks
+            .iter_mut()
+            .flat_map(|c| c.iter_mut())
+            .take(used)
+            .enumerate()
+        {
+            if entry.open {
+                let slot = MailSlot {
+                    index: index as u32,
+                    generation: entry.generation,
+                };
+                f(slot, entry);
+            }
+        }
+    });
 }
 
 /// Frees the slot: mail still queued, or posted later, is dropped.
@@ -140,6 +202,7 @@ pub(crate) fn close(slot: MailSlot) {
         entry.open = false;
         entry.generation = entry.generation.wrapping_add(1);
         entry.waker = None;
+        entry.idle = IdleMark::default();
         let dropped = std::mem::take(&mut entry.queue);
         table.free.push(slot.index);
         Some(dropped)
@@ -168,11 +231,13 @@ mod tests {
         }
     }
 
-    fn body(mail: Option<Mail>) -> Option<Bytes> {
-        match mail {
-            Some(Mail::Deliver(body)) => Some(body),
-            _ => None,
-        }
+    fn bodies(mail: VecDeque<Mail>) -> Vec<Bytes> {
+        mail.into_iter()
+            .filter_map(|m| match m {
+                Mail::Deliver(body) => Some(body),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -180,13 +245,12 @@ mod tests {
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let slot = open();
-        assert!(take(slot, &waker).is_none());
+        assert!(take_all(slot, &waker).is_empty());
         assert!(post(slot, Mail::Deliver(Bytes::from_static(b"a"))));
-        assert!(post(slot, Mail::Deliver(Bytes::from_static(b"b"))));
+        deliver_all([slot].into_iter(), &Bytes::from_static(b"b"));
         assert_eq!(counter.0.load(Ordering::Relaxed), 1);
-        assert_eq!(body(take(slot, &waker)).as_deref(), Some(&b"a"[..]));
-        assert_eq!(body(take(slot, &waker)).as_deref(), Some(&b"b"[..]));
-        assert!(take(slot, &waker).is_none());
+        assert_eq!(bodies(take_all(slot, &waker)), [&b"a"[..], &b"b"[..]]);
+        assert!(take_all(slot, &waker).is_empty());
         assert!(post(slot, Mail::Deliver(Bytes::from_static(b"c"))));
         assert_eq!(counter.0.load(Ordering::Relaxed), 2);
         close(slot);
@@ -201,9 +265,22 @@ mod tests {
         assert_ne!(old, new, "a reused slot has a new generation");
         assert!(!post(old, Mail::Heartbeat));
         assert!(post(new, Mail::Deliver(Bytes::from_static(b"x"))));
-        assert!(take(old, waker).is_none());
-        assert_eq!(body(take(new, waker)).as_deref(), Some(&b"x"[..]));
+        assert!(take_all(old, waker).is_empty());
+        assert_eq!(bodies(take_all(new, waker)), [&b"x"[..]]);
         close(new);
+    }
+
+    #[test]
+    fn the_table_grows_by_chunks_and_walks_only_open_rows() {
+        let slots: Vec<MailSlot> = (0..CHUNK + 3).map(|_| open()).collect();
+        close(slots[1]);
+        let mut seen = Vec::new();
+        for_each(|slot, _| seen.push(slot));
+        assert!(!seen.contains(&slots[1]));
+        for slot in slots.iter().filter(|s| **s != slots[1]) {
+            assert!(seen.contains(slot), "{slot:?}");
+            close(*slot);
+        }
     }
 
     #[test]

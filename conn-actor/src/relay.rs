@@ -119,9 +119,8 @@ async fn run(mut rx: UnboundedReceiver<Job>) {
                 } else {
                     frame
                 };
-                for member in members.iter().filter(|m| Some(m.id()) != skip) {
-                    mailbox::post(member.slot(), Mail::Deliver(frame.clone()));
-                }
+                let slots = members.iter().filter(|m| Some(m.id()) != skip);
+                mailbox::deliver_all(slots.map(ConnHandle::slot), &frame);
             }
         }
     }
