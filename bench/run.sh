@@ -177,7 +177,7 @@ set_config() {
 
 # What is about to be built.
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git status --porcelain -- gateway conn-actor pool-manager metrics registry bench 2>/dev/null | head -c 1)
+DIRTY=$( (git status --porcelain -- gateway conn-actor pool-manager metrics registry bench 2>/dev/null || true) | head -c 1)
 
 GATEWAY_BIN=${GATEWAY_BIN:-target/$PROFILE/gateway}
 if [ "$TLS" = 1 ]; then
