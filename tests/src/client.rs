@@ -11,7 +11,7 @@
 //! means the server's `close_notify` followed by the TCP EOF, and an EOF
 //! without `close_notify`, or bytes after it, is an [`Event::Error`].
 
-use crate::tls::{ClientTls, TlsStream};
+use crate::tls::{ClientTls, TlsWire};
 use crate::{FRAME_TIMEOUT, Framing, show};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Read, Write};
@@ -85,50 +85,13 @@ impl Wire for TcpStream {
     }
 }
 
-/// TLS that reports the server's end as EOF only once `close_notify` has
-/// come and the TCP stream has ended right after it.
-struct TlsWire(TlsStream);
-
-impl Read for TlsWire {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.read(buf) {
-            Ok(0) => {
-                // close_notify: nothing may follow but the TCP EOF.
-                let mut after = [0u8; 64];
-                match self.0.sock.read(&mut after)? {
-                    0 => Ok(0),
-                    n => Err(io::Error::other(format!(
-                        "{n} bytes on the socket after close_notify"
-                    ))),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::other(
-                "the server ended the TCP stream without close_notify",
-            )),
-            other => other,
-        }
-    }
-}
-
-impl Write for TlsWire {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
 impl Wire for TlsWire {
     fn tcp(&self) -> &TcpStream {
-        &self.0.sock
+        TlsWire::tcp(self)
     }
 
     fn end_writing(&mut self) -> io::Result<()> {
-        self.0.conn.send_close_notify();
-        self.0.flush()?;
-        self.0.sock.shutdown(Shutdown::Write)
+        TlsWire::end_writing(self)
     }
 
     fn is_tls(&self) -> bool {
@@ -190,7 +153,7 @@ impl Client {
         let stream = tls
             .handshake(stream)
             .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
-        Client::with_wire(Box::new(TlsWire(stream)), framing)
+        Client::with_wire(Box::new(TlsWire::new(stream)), framing)
     }
 
     /// Like [`Client::connect_small_rcvbuf`], over TLS.

@@ -204,9 +204,13 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// A WebSocket client on the listener's default path `/ws`.
+    /// A WebSocket client on the listener's default path `/ws` (`wss`
+    /// after [`Gateway::use_tls`]).
     pub fn ws_connect(&self) -> crate::ws::WsClient {
-        crate::ws::WsClient::connect(self.ws_addr(), "/ws")
+        match &self.client_tls {
+            None => crate::ws::WsClient::connect(self.ws_addr(), "/ws"),
+            Some(tls) => crate::ws::WsClient::connect_tls(self.ws_addr(), "/ws", tls),
+        }
     }
 
     /// The WebSocket listener's address from `READY`; panics when the
@@ -226,8 +230,9 @@ impl Gateway {
         self.child.id()
     }
 
-    /// From now on [`Gateway::connect`] speaks TLS, with this client
-    /// configuration (for a gateway started with `--tls-cert`).
+    /// From now on [`Gateway::connect`] and [`Gateway::ws_connect`] speak
+    /// TLS, with this client configuration (for a gateway started with
+    /// `--tls-cert`).
     pub fn use_tls(&mut self, tls: ClientTls) {
         self.client_tls = Some(tls);
     }

@@ -3,6 +3,10 @@
 //! the test and written as PEM files for the gateway's flags, and a rustls
 //! client that trusts that CA and nothing else.
 //!
+//! [`TlsWire`] is the client stream the protocol and WebSocket clients
+//! read through: the server's end counts as an EOF only when
+//! `close_notify` came first.
+//!
 //! [`Pki::install`] copies one PKI's certificate and key over another's
 //! files, for the tests of a SIGHUP reload; the files live in a directory
 //! of their own that is removed on drop.
@@ -12,7 +16,8 @@ use rustls::pki_types::ServerName;
 use rustls::{
     ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion,
 };
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -178,10 +183,66 @@ impl ClientTls {
         req.push_str("\r\n");
         let mut wire = req.into_bytes();
         wire.extend_from_slice(body.unwrap_or_default());
-        std::io::Write::write_all(&mut stream, &wire).map_err(|e| e.to_string())?;
+        stream.write_all(&wire).map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut stream, &mut raw)
+        stream
+            .read_to_end(&mut raw)
             .map_err(|e| format!("reading the response: {e}"))?;
         http::parse(&raw)
+    }
+}
+
+/// A client's TLS stream that reports the server's end as EOF only once
+/// `close_notify` has come and the TCP stream has ended right after it;
+/// an EOF without `close_notify`, or bytes after it, is an error.
+pub struct TlsWire(TlsStream);
+
+impl TlsWire {
+    /// Wraps a stream whose handshake is done.
+    pub fn new(stream: TlsStream) -> TlsWire {
+        TlsWire(stream)
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.0.sock
+    }
+
+    /// Ends this side's writing: `close_notify`, then a FIN.
+    pub fn end_writing(&mut self) -> io::Result<()> {
+        self.0.conn.send_close_notify();
+        self.0.flush()?;
+        self.0.sock.shutdown(Shutdown::Write)
+    }
+}
+
+impl Read for TlsWire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf) {
+            Ok(0) => {
+                // close_notify: nothing may follow but the TCP EOF.
+                let mut after = [0u8; 64];
+                match self.0.sock.read(&mut after)? {
+                    0 => Ok(0),
+                    n => Err(io::Error::other(format!(
+                        "{n} bytes on the socket after close_notify"
+                    ))),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::other(
+                "the server ended the TCP stream without close_notify",
+            )),
+            other => other,
+        }
+    }
+}
+
+impl Write for TlsWire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }

@@ -1,18 +1,22 @@
 //! A WebSocket client for the gateway's WebSocket listener (contract
-//! section 12), on the client side of `tungstenite`, over a blocking socket.
+//! section 12), on the client side of `tungstenite`, over a blocking socket:
+//! plain TCP (`ws://`) or TLS over it (`wss://`, [`WsClient::connect_tls`],
+//! where the server's end is an EOF only after its `close_notify`).
 //!
 //! [`WsClient`] speaks whole messages and sees control frames (the client
 //! answers pings and Closes as any client library does, on its next read or
 //! write). For what a library will not do (a client that never answers the
 //! Close, one that keeps sending during the closing handshake) the raw
-//! socket is there, with [`client_frame`] to mask frames by hand.
+//! stream is there ([`WsClient::socket`], through TLS for `wss`), with
+//! [`client_frame`] to mask frames by hand.
 //! [`raw_request`] sends any bytes to the listener and reads the HTTP
 //! answer, for the refusals before the upgrade.
 
 use crate::FRAME_TIMEOUT;
 use crate::http::{self, Response};
+use crate::tls::{ClientTls, TlsWire};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::Frame;
@@ -41,9 +45,52 @@ pub enum WsEvent {
     Timeout,
 }
 
+/// The stream under a WebSocket client.
+pub enum WsWire {
+    /// `ws://`: plain TCP.
+    Plain(TcpStream),
+    /// `wss://`: TLS over TCP, its handshake done.
+    Tls(Box<TlsWire>),
+}
+
+impl WsWire {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            WsWire::Plain(tcp) => tcp,
+            WsWire::Tls(tls) => tls.tcp(),
+        }
+    }
+}
+
+impl Read for WsWire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            WsWire::Plain(tcp) => tcp.read(buf),
+            WsWire::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for WsWire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WsWire::Plain(tcp) => tcp.write(buf),
+            WsWire::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            WsWire::Plain(tcp) => tcp.flush(),
+            WsWire::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// A connected WebSocket client; the socket closes on drop.
 pub struct WsClient {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<WsWire>,
 }
 
 impl WsClient {
@@ -61,7 +108,36 @@ impl WsClient {
         headers: &[(&str, &str)],
     ) -> Result<WsClient, String> {
         let stream = TcpStream::connect_timeout(&addr, FRAME_TIMEOUT).map_err(|e| e.to_string())?;
-        WsClient::upgrade(stream, addr, path, headers)
+        WsClient::upgrade(stream, addr, path, headers, None)
+    }
+
+    /// Connects over TLS (`wss`) to `path` on `addr`, trusting what `tls`
+    /// trusts; panics if the handshake or the upgrade fails.
+    pub fn connect_tls(addr: SocketAddr, path: &str, tls: &ClientTls) -> WsClient {
+        let stream = TcpStream::connect_timeout(&addr, FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        WsClient::upgrade(stream, addr, path, &[], Some(tls))
+            .unwrap_or_else(|e| panic!("WebSocket upgrade on wss://{addr}{path}: {e}"))
+    }
+
+    /// Connects to `/ws` from the loopback address `source` (any
+    /// `127.x.y.z`), over TLS when `tls` is given, for tests of
+    /// per-address limits.
+    pub fn connect_from(addr: SocketAddr, source: IpAddr, tls: Option<&ClientTls>) -> WsClient {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+        WsClient::upgrade(socket.into(), addr, "/ws", &[], tls)
+            .unwrap_or_else(|e| panic!("WebSocket upgrade on {addr} from {source}: {e}"))
     }
 
     /// Connects with a small receive buffer, for a client meant to fall
@@ -73,7 +149,7 @@ impl WsClient {
         socket
             .connect_timeout(&addr.into(), FRAME_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        WsClient::upgrade(socket.into(), addr, path, &[])
+        WsClient::upgrade(socket.into(), addr, path, &[], None)
             .unwrap_or_else(|e| panic!("WebSocket upgrade on ws://{addr}{path}: {e}"))
     }
 
@@ -82,12 +158,20 @@ impl WsClient {
         addr: SocketAddr,
         path: &str,
         headers: &[(&str, &str)],
+        tls: Option<&ClientTls>,
     ) -> Result<WsClient, String> {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(FRAME_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        let mut request = format!("ws://{addr}{path}")
+        let (scheme, stream) = match tls {
+            None => ("ws", WsWire::Plain(stream)),
+            Some(tls) => {
+                let stream = tls.handshake(stream).map_err(|e| format!("TLS: {e}"))?;
+                ("wss", WsWire::Tls(Box::new(TlsWire::new(stream))))
+            }
+        };
+        let mut request = format!("{scheme}://{addr}{path}")
             .into_client_request()
             .map_err(|e| e.to_string())?;
         for (name, value) in headers {
@@ -158,7 +242,7 @@ impl WsClient {
 
     /// The next thing that happens, waiting at most `timeout`.
     pub fn next_event(&mut self, timeout: Duration) -> WsEvent {
-        let _ = self.ws.get_ref().set_read_timeout(Some(timeout));
+        let _ = self.ws.get_ref().tcp().set_read_timeout(Some(timeout));
         match self.ws.read() {
             Ok(Message::Text(text)) => WsEvent::Text(text.as_str().to_owned()),
             Ok(Message::Binary(data)) => WsEvent::Binary(data.to_vec()),
@@ -245,8 +329,9 @@ impl WsClient {
         }
     }
 
-    /// The socket underneath, for writing and reading raw bytes.
-    pub fn socket(&mut self) -> &mut TcpStream {
+    /// The stream underneath, for writing and reading raw bytes (through
+    /// TLS for `wss`).
+    pub fn socket(&mut self) -> &mut WsWire {
         self.ws.get_mut()
     }
 }
@@ -275,8 +360,8 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// One server frame read straight from the socket, without answering
 /// anything: its first byte (FIN and opcode) and payload; `None` at EOF, a
 /// reset or after `timeout`.
-pub fn read_raw_frame(socket: &mut TcpStream, timeout: Duration) -> Option<(u8, Vec<u8>)> {
-    socket.set_read_timeout(Some(timeout)).ok()?;
+pub fn read_raw_frame(socket: &mut WsWire, timeout: Duration) -> Option<(u8, Vec<u8>)> {
+    socket.tcp().set_read_timeout(Some(timeout)).ok()?;
     let mut head = [0u8; 2];
     socket.read_exact(&mut head).ok()?;
     let len = match head[1] & 0x7f {

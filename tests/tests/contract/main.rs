@@ -38,3 +38,4 @@ mod tokens;
 mod websocket;
 mod websocket_close;
 mod websocket_mixed;
+mod websocket_tls;

@@ -6,6 +6,7 @@
 //! Closes and their status codes are in `websocket_close`, mixed
 //! transports in `websocket_mixed`.
 
+use gateway_tests::tls::Pki;
 use gateway_tests::ws::{WsClient, WsEvent, client_frame, raw_request, read_raw_frame};
 use gateway_tests::{FRAME_TIMEOUT, Gateway};
 use std::io::Write;
@@ -15,9 +16,22 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Starts a gateway with a WebSocket listener on a free loopback port.
 pub fn start_ws(flags: &[&str]) -> Gateway {
+    start_ws_over(None, flags)
+}
+
+/// Starts a gateway with a WebSocket listener, `wss` with `pki`'s
+/// certificate when one is given: then the gateway's `ws_connect` and
+/// `connect` speak TLS.
+pub fn start_ws_over(pki: Option<&Pki>, flags: &[&str]) -> Gateway {
+    let tls = pki.map(Pki::client_flags).unwrap_or_default();
     let mut all = vec!["--ws-listen", "127.0.0.1:0"];
+    all.extend(tls.iter().map(String::as_str));
     all.extend_from_slice(flags);
-    Gateway::start(&all)
+    let mut gw = Gateway::start(&all);
+    if let Some(pki) = pki {
+        gw.use_tls(pki.client());
+    }
+    gw
 }
 
 /// A text message.

@@ -19,13 +19,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Messages queued for the reader before each close.
-const QUEUED: usize = 200;
+pub const QUEUED: usize = 200;
 
 /// A WebSocket client subscribed to `topic`, with [`QUEUED`] messages
-/// published to it by a TCP client before this returns (the publisher
-/// has its answer to a later command, so they are in the reader's
-/// mailbox).
-fn loaded_reader(gw: &Gateway, user: &str, topic: &str) -> WsClient {
+/// published to it by a client of the client listener before this
+/// returns (the publisher has its answer to a later command, so they are
+/// in the reader's mailbox).
+pub fn loaded_reader(gw: &Gateway, user: &str, topic: &str) -> WsClient {
     let mut reader = gw.ws_connect();
     reader.hello(user);
     reader.sub(topic);
@@ -38,7 +38,7 @@ fn loaded_reader(gw: &Gateway, user: &str, topic: &str) -> WsClient {
 /// Reads the queued messages in order, then `last`, then the Close with
 /// `code`, then the end of the connection after the client's answer.
 #[track_caller]
-fn expect_queue_then_close(reader: &mut WsClient, topic: &str, last: &str, code: u16) {
+pub fn expect_queue_then_close(reader: &mut WsClient, topic: &str, last: &str, code: u16) {
     for i in 0..QUEUED {
         let expected = format!(
             "MSG {topic} {}",
@@ -142,7 +142,7 @@ fn a_client_still_sending_during_the_closing_handshake_is_never_reset() {
         .flat_map(|_| client_frame(0x81, b"PING more"))
         .collect();
     let mut first_write = Some(wire);
-    let socket = c.socket().try_clone().expect("clone the socket");
+    let socket = c.socket().tcp().try_clone().expect("clone the socket");
     let writer = BackgroundWriter::start(socket, Duration::from_secs(4), move || {
         Some(first_write.take().unwrap_or_else(|| more.clone()))
     });
