@@ -29,8 +29,8 @@ use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use ws_protocol::CloseCode;
 use ws_protocol::handshake::Policy;
+use ws_protocol::{CloseCode, Decoder, Event};
 
 use crate::drain::Drain;
 
@@ -151,44 +151,148 @@ impl Acceptor {
         self.metrics.connections_by_transport.inc(label);
     }
 
-    /// Closes a refused client at once: one frame (for a WebSocket client
-    /// a message and a Close frame with `code`), EOF, and a short
-    /// lingering read so the frame is not lost to a reset.
+    /// Closes a refused client at once, through its transport: one frame
+    /// (for a WebSocket client a message and a Close frame with `code`),
+    /// the end of the write side (over TLS `close_notify`, then the FIN),
+    /// and a short lingering read so the frame is not lost to a reset.
     fn refuse(&self, transport: Transport, frame: &'static [u8], code: CloseCode) {
         if REFUSING.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
             REFUSING.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let (stream, encoded) = match transport {
+        let refusal = match transport {
             Transport::Ws(ws) => {
                 let message = FrameCodec::websocket(frame.len()).encode(&[frame]);
                 let close = ws_protocol::encode::close(code);
-                // Written as they are to what carries the WebSocket.
-                (ws.into_inner(), [&message[..], &close[..]].concat().into())
+                // Written as they are to what carries the WebSocket (TCP
+                // or TLS); what the client sent after its request is read
+                // first, in case its Close is already there.
+                let (stream, early) = ws.into_parts();
+                Refused {
+                    stream,
+                    wire: [&message[..], &close[..]].concat().into(),
+                    websocket: Some(early),
+                }
             }
-            plain_or_tls => (plain_or_tls, self.context.codec().encode(&[frame])),
+            plain_or_tls => Refused {
+                stream: plain_or_tls,
+                wire: self.context.codec().encode(&[frame]),
+                websocket: None,
+            },
         };
         let linger = self.close_timeout;
         actix_rt::spawn(async move {
-            let _ = refuse_gracefully(stream, &encoded, linger).await;
+            // The whole refusal, its write included, is bounded.
+            let _ = actix_rt::time::timeout(linger, refusal.run()).await;
             REFUSING.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn refuse_gracefully(
-    mut stream: Transport,
-    frame: &[u8],
-    linger: Duration,
-) -> std::io::Result<()> {
-    let _ = stream.tcp().set_nodelay(true);
-    stream.write_all(frame).await?;
-    stream.shutdown().await?;
-    let mut sink = [0u8; 1024];
-    let drained = async {
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    };
-    let _ = actix_rt::time::timeout(linger, drained).await;
-    Ok(())
+/// A refused client: its last words, then what it still sends.
+struct Refused {
+    stream: Transport,
+    wire: bytes::Bytes,
+    /// For a WebSocket client, the bytes that followed its request: its
+    /// Close frame, read there or later, ends the lingering read.
+    websocket: Option<Vec<u8>>,
+}
+
+impl Refused {
+    async fn run(mut self) -> std::io::Result<()> {
+        let _ = self.stream.tcp().set_nodelay(true);
+        self.stream.write_all(&self.wire).await?;
+        self.stream.shutdown().await?;
+        let mut decoder = Decoder::new(0);
+        if let Some(early) = &mut self.websocket
+            && close_seen(&mut decoder, early)
+        {
+            return Ok(());
+        }
+        let mut sink = [0u8; 1024];
+        loop {
+            let n = self.stream.read(&mut sink).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            if self.websocket.is_some() && close_seen(&mut decoder, &mut sink[..n]) {
+                // The closing handshake is complete: nothing follows a
+                // Close.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether `bytes` end the client's side of a WebSocket with its Close. The
+/// decoder takes no message: data frames are skipped unbuffered.
+fn close_seen(decoder: &mut Decoder, bytes: &mut [u8]) -> bool {
+    let mut closed = false;
+    decoder.decode(bytes, |event| closed |= matches!(event, Event::Close(_)));
+    closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A masked client Close frame with code 1000.
+    const CLOSE: [u8; 8] = [0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2];
+    /// A masked client text message `hi`.
+    const TEXT: [u8; 8] = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    /// What a refused WebSocket client is sent: `ERR` and Close 4000.
+    const REFUSAL: &[u8] = b"\x81\x03ERR\x88\x02\x0f\xa0";
+
+    async fn pair() -> (Transport, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (Transport::Tcp(server), client)
+    }
+
+    fn websocket_refusal(stream: Transport, early: Vec<u8>) -> Refused {
+        Refused {
+            stream,
+            wire: Bytes::from_static(REFUSAL),
+            websocket: Some(early),
+        }
+    }
+
+    /// Reads the refusal and the server's EOF after it.
+    async fn read_refusal(client: &mut TcpStream) {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, REFUSAL);
+    }
+
+    #[actix_rt::test]
+    async fn a_websocket_refusal_ends_at_the_clients_close_not_its_eof() {
+        let (server, mut client) = pair().await;
+        let refusal = actix_rt::spawn(websocket_refusal(server, Vec::new()).run());
+        read_refusal(&mut client).await;
+        // A message is skipped; the Close ends it while the client's
+        // socket stays open.
+        client.write_all(&TEXT).await.expect("write");
+        client.write_all(&CLOSE).await.expect("write");
+        let ended = actix_rt::time::timeout(Duration::from_secs(5), refusal).await;
+        assert!(
+            matches!(ended, Ok(Ok(Ok(())))),
+            "still lingering: {ended:?}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_close_sent_with_the_upgrade_request_ends_the_refusal_after_its_write() {
+        let (server, mut client) = pair().await;
+        let early = [&TEXT[..], &CLOSE[..]].concat();
+        let refusal = actix_rt::spawn(websocket_refusal(server, early).run());
+        let ended = actix_rt::time::timeout(Duration::from_secs(5), refusal).await;
+        assert!(
+            matches!(ended, Ok(Ok(Ok(())))),
+            "still lingering: {ended:?}"
+        );
+        read_refusal(&mut client).await;
+    }
 }

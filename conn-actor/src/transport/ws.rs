@@ -46,7 +46,7 @@ pub fn close_code(reason: CloseReason) -> CloseCode {
 
 /// A WebSocket connection's stream, boxed inside [`Transport::Ws`].
 pub struct WsStream {
-    /// What carries the WebSocket (TCP).
+    /// What carries the WebSocket (TCP, or TLS for `wss`).
     inner: Transport,
     /// Client frames in; taken out while it runs so that the connection can
     /// act on each message.
@@ -86,10 +86,11 @@ impl WsStream {
         &self.inner
     }
 
-    /// The transport underneath, for a client refused right after its
+    /// The transport underneath and the bytes that came with the upgrade
+    /// request, not yet read: for a client refused right after its
     /// upgrade.
-    pub fn into_inner(self) -> Transport {
-        self.inner
+    pub fn into_parts(self) -> (Transport, Vec<u8>) {
+        (self.inner, self.early)
     }
 
     pub(crate) fn poll_read(

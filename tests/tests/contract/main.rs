@@ -38,4 +38,5 @@ mod tokens;
 mod websocket;
 mod websocket_close;
 mod websocket_mixed;
+mod websocket_refusals;
 mod websocket_tls;
