@@ -6,9 +6,14 @@
 //! unauthorized` and a close counted as `unauthorized`; only `PING` and
 //! `QUIT` before a valid `HELLO`; the `topics` claim (`ERR forbidden`);
 //! `KICK expired` within a second of `exp`; and the token kept out of logs,
-//! metrics and the admin API.
+//! metrics and the admin API. Over WebSocket (`ws` and `wss`) the same
+//! rules, each close with its Close frame: 1008 after `ERR unauthorized`
+//! and after `KICK expired`.
 
-use gateway_tests::{Client, Gateway, http};
+use crate::websocket::start_ws_over;
+use gateway_tests::tls::Pki;
+use gateway_tests::ws::{WsClient, WsEvent};
+use gateway_tests::{Client, FRAME_TIMEOUT, Gateway, http};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -407,4 +412,105 @@ fn unusable_keys_stop_the_start() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `HELLO user token` over WebSocket, asserting `OK HELLO <id>`.
+#[track_caller]
+fn ws_hello(c: &mut WsClient, user: &str, token: &str) {
+    c.send_text(&format!("HELLO {user} {token}"));
+    match c.recv() {
+        WsEvent::Text(reply) if reply.starts_with("OK HELLO ") => {}
+        other => panic!("HELLO {user}: {other:?}"),
+    }
+}
+
+#[test]
+fn over_websocket_a_bad_token_gets_err_unauthorized_then_1008() {
+    for pki in [None, Some(Pki::new("tokens wss CA"))] {
+        let over = if pki.is_some() { "wss" } else { "ws" };
+        let gw = start_ws_over(pki.as_ref(), &["--client-token-secret", SECRET]);
+        let mut c = gw.ws_connect();
+        // Before a valid HELLO: PING served, the rest refused, still open.
+        c.check("PING", "PONG");
+        c.check("SUB news", "ERR unauthorized");
+        c.check("PUB news hi", "ERR unauthorized");
+        let expired = hs256(&json!({"sub": "alice", "exp": now() - 60}));
+        c.send_text(&format!("HELLO alice {expired}"));
+        c.expect_text("ERR unauthorized");
+        c.expect_close(1008);
+
+        for hello in [
+            "HELLO alice".to_string(),
+            format!("HELLO alice {}", hs256(&valid("mallory"))),
+            "HELLO alice not.a.jwt".to_string(),
+        ] {
+            let mut c = gw.ws_connect();
+            c.send_text(&hello);
+            c.expect_text("ERR unauthorized");
+            c.expect_close(1008);
+        }
+        gw.wait_metric_eq(
+            "gateway_connections_closed_total",
+            &[("reason", "unauthorized")],
+            4.0,
+        );
+        assert_eq!(
+            gw.metric("gateway_connections_accepted_total", &[]),
+            4.0,
+            "{over}"
+        );
+    }
+}
+
+#[test]
+fn over_websocket_a_good_token_is_served_within_its_topics() {
+    let gw = start_ws_over(None, &["--client-token-secret", SECRET]);
+    let claims = json!({"sub": "tina", "exp": now() + 600, "topics": ["news", "chat/*"]});
+    let mut c = gw.ws_connect();
+    ws_hello(&mut c, "tina", &hs256(&claims));
+    c.sub("news");
+    c.sub("chat/room1");
+    c.check("SUB newsroom", "ERR forbidden");
+    c.check("PUB other hi", "ERR forbidden");
+    c.check("PUB chat/room1 hi", "MSG chat/room1 hi");
+    // A line client without a claim sees the granted publish, not the
+    // refused one.
+    let mut free = gw.connect();
+    hello(&mut free, "fred", &hs256(&valid("fred")));
+    free.sub("other");
+    free.sub("chat/room1");
+    c.check("PUB other unseen", "ERR forbidden");
+    c.check("PUB chat/room1 seen", "MSG chat/room1 seen");
+    free.expect("MSG chat/room1 seen");
+    // Refusals leave the connection open.
+    c.check("PING still open", "PONG still open");
+    c.send_text("QUIT");
+    c.expect_text("BYE");
+    c.expect_close(1000);
+}
+
+#[test]
+fn over_websocket_an_expiring_token_gets_kick_expired_then_1008() {
+    let gw = start_ws_over(None, &["--client-token-secret", SECRET]);
+    let exp = now() + 2;
+    let mut c = gw.ws_connect();
+    ws_hello(
+        &mut c,
+        "brief",
+        &hs256(&json!({"sub": "brief", "exp": exp})),
+    );
+    c.check("PING before exp", "PONG before exp");
+    let kick = c.next_event(Duration::from_secs(2) + FRAME_TIMEOUT);
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    assert_eq!(kick, WsEvent::Text("KICK expired".into()));
+    assert!(
+        at + Duration::from_millis(50) >= Duration::from_secs(exp),
+        "kicked before exp: {at:?} < {exp} s"
+    );
+    c.expect_close(1008);
+    gw.wait_metric_eq(
+        "gateway_connections_closed_total",
+        &[("reason", "expired")],
+        1.0,
+    );
 }
