@@ -111,6 +111,8 @@ pub struct Connection {
     /// An answer waits for the hub (a cluster-wide `HELLO` or `SUB`):
     /// frames are neither read nor acted on until it is sent.
     pub(crate) held: bool,
+    /// This turn's write was put off to the next turn (`io.rs`).
+    pub(crate) write_deferred: bool,
     /// WebSocket messages that arrived while `held`, in order.
     pub(crate) deferred: std::collections::VecDeque<Vec<u8>>,
 }
@@ -161,6 +163,7 @@ impl Connection {
             auth,
             span,
             held: false,
+            write_deferred: false,
             deferred: std::collections::VecDeque::new(),
         });
         ConnHandle::new(id, mail)

@@ -31,6 +31,9 @@ use crate::transport::Transport;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per actor turn before yielding to other connections.
 const READS_PER_TURN: usize = 8;
+/// Queued bytes below which a turn woken only by deliveries writes in the
+/// next turn instead.
+const DEFER_WRITES_BELOW: usize = 16 * 1024;
 /// Slack past the frame limit for a length prefix or a `\r\n`.
 const FRAME_SLACK: usize = 6;
 
@@ -71,14 +74,20 @@ impl Connection {
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
         // What was posted since the last turn comes first, as an actor's
         // mailbox does.
+        let mut mail_only = false;
         for mail in mailbox::take_all(self.mail, task.waker()) {
+            mail_only = true;
             self.on_mail(mail);
         }
         let mut reads = 0;
         while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {
-                Read::Data => {}
-                Read::Blocked | Read::Ended => break,
+                Read::Data => mail_only = false,
+                Read::Blocked => break,
+                Read::Ended => {
+                    mail_only = false;
+                    break;
+                }
             }
             reads += 1;
             if reads == READS_PER_TURN {
@@ -91,7 +100,23 @@ impl Connection {
         // hold the answers back so they leave with the last frame and the
         // FIN in one write.
         let close_is_next = matches!(self.phase, Phase::Ending { .. });
-        if !close_is_next && let Err(err) = self.write_queued(task) {
+        // Deliveries alone woke this turn: let the thread's other tasks (the
+        // relay with the next publishes among them) run once first, so that
+        // one write carries more frames.
+        let defer = mail_only
+            && !self.write_deferred
+            && self.phase == Phase::Open
+            && !self.state.out.is_empty()
+            && self.state.out.pending() < DEFER_WRITES_BELOW;
+        if defer {
+            self.write_deferred = true;
+            task.waker().wake_by_ref();
+        } else if !close_is_next
+            && let Err(err) = {
+                self.write_deferred = false;
+                self.write_queued(task)
+            }
+        {
             self.write_failed(ctx, err);
         }
         if matches!(self.phase, Phase::Flushing { abandon: true, .. }) {

@@ -2,6 +2,7 @@
 //! recycles. Everything a client could leave behind lives here, so one
 //! `reset` decides what the next client starts with.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -22,6 +23,15 @@ const KEEP_TOPICS: usize = 16;
 const MAX_FRAMES: usize = 64;
 /// Slices per frame: the wrap's head, the body, the wrap's tail.
 const SLICES_PER_FRAME: usize = 3;
+/// Frames of at most this many bytes in all are copied into one buffer
+/// before they are written: the kernel takes one contiguous buffer with
+/// less work than many small slices, and the copy is cheap at this size.
+const COALESCE_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// Where each thread coalesces a write (see [`COALESCE_MAX`]).
+    static COALESCED: RefCell<Box<[u8]>> = RefCell::new(vec![0; COALESCE_MAX].into_boxed_slice());
+}
 
 /// A connection's traffic counters (contract section 7, CONN).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +137,8 @@ impl OutQueue {
 
     /// Writes as much as `write` takes in one call, handing it up to
     /// [`MAX_FRAMES`] frames at once, each wrapped by `codec` in slices of
-    /// its own around the shared body.
+    /// its own around the shared body, or as one copied slice when they
+    /// are small.
     pub fn write_with(
         &mut self,
         codec: &FrameCodec,
@@ -152,7 +163,20 @@ impl OutQueue {
                 skip = 0;
             }
         }
-        let n = write(&slices[..count])?;
+        let slices = &slices[..count];
+        let total: usize = slices.iter().map(|slice| slice.len()).sum();
+        let n = if slices.len() > 1 && total <= COALESCE_MAX {
+            COALESCED.with_borrow_mut(|buf| {
+                let mut at = 0;
+                for slice in slices {
+                    buf[at..at + slice.len()].copy_from_slice(slice);
+                    at += slice.len();
+                }
+                write(&[IoSlice::new(&buf[..total])])
+            })?
+        } else {
+            write(slices)?
+        };
         Ok(self.consume(codec, n))
     }
 
@@ -302,6 +326,43 @@ mod tests {
                 assert_eq!(frames, bodies.len());
             }
         }
+    }
+
+    #[test]
+    fn small_frames_go_as_one_slice_large_ones_as_their_own() {
+        let mut small = queue(&LINES, &[b"PONG a", b"PONG b"]);
+        let mut seen = Vec::new();
+        small
+            .write_with(&LINES, |slices| {
+                seen = slices.iter().map(|s| s.to_vec()).collect();
+                Ok(slices.iter().map(|s| s.len()).sum())
+            })
+            .ok();
+        assert_eq!(seen, [b"PONG a\nPONG b\n".to_vec()]);
+
+        let big = Bytes::from(vec![b'x'; COALESCE_MAX]);
+        let mut large = OutQueue::default();
+        large.push(&LINES, Bytes::from_static(b"PONG"));
+        large.push(&LINES, big.clone());
+        let mut out = Vec::new();
+        let mut count = 0;
+        let mut slices_in_first_write = 0;
+        while !large.is_empty() {
+            large
+                .write_with(&LINES, |slices| {
+                    if count == 0 {
+                        slices_in_first_write = slices.len();
+                    }
+                    count += 1;
+                    take(&mut out, 5000)(slices)
+                })
+                .ok();
+        }
+        assert_eq!(slices_in_first_write, 4, "PONG, \\n, the body, \\n");
+        let mut whole = b"PONG\n".to_vec();
+        whole.extend_from_slice(&big);
+        whole.push(b'\n');
+        assert_eq!(out, whole);
     }
 
     #[test]

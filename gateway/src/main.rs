@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use gateway::config::{self, ParseError};
 use gateway::logging;
 
-/// Every connection allocates a message per delivered frame; mimalloc's
-/// thread-local free lists make that markedly cheaper than the system
-/// allocator (see docs/benchmarks.md).
+/// Frames, queue storage and fan-out jobs are allocated on one worker and
+/// often freed on another; mimalloc's thread-local free lists make that
+/// markedly cheaper than the system allocator (see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

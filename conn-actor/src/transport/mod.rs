@@ -77,7 +77,14 @@ impl Transport {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, io => Pin::new(io).poll_write_vectored(cx, bufs), ws => ws.poll_write_vectored(cx, bufs))
+        match self {
+            // One slice is a `send`, which the kernel serves with less
+            // work than a `writev`.
+            Transport::Tcp(io) if bufs.len() == 1 => Pin::new(io).poll_write(cx, &bufs[0]),
+            _ => {
+                each!(self, io => Pin::new(io).poll_write_vectored(cx, bufs), ws => ws.poll_write_vectored(cx, bufs))
+            }
+        }
     }
 
     /// Writes what the transport itself still holds.
@@ -98,6 +105,7 @@ impl Transport {
     /// driver registers its task again.
     pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
+            Transport::Tcp(io) if bufs.len() == 1 => io.try_write(&bufs[0]),
             Transport::Tcp(io) => io.try_write_vectored(bufs),
             Transport::Ws(ws) => ws.try_write_vectored(bufs),
             Transport::Tls(_) => {
