@@ -111,13 +111,11 @@ impl Connection {
         if defer {
             self.write_deferred = true;
             task.waker().wake_by_ref();
-        } else if !close_is_next
-            && let Err(err) = {
-                self.write_deferred = false;
-                self.write_queued(task)
+        } else {
+            self.write_deferred = false;
+            if !close_is_next && let Err(err) = self.write_queued(task) {
+                self.write_failed(ctx, err);
             }
-        {
-            self.write_failed(ctx, err);
         }
         if matches!(self.phase, Phase::Flushing { abandon: true, .. }) {
             self.abandon(ctx);
