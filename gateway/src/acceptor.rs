@@ -1,8 +1,8 @@
-//! Accepting clients. Every worker thread runs its own acceptor on a clone
-//! of the one listening socket, with its own pool manager, and starts the
-//! connections it accepts on its own thread: a new client costs no hop
-//! between threads. A worker that is busy accepts less, so load spreads by
-//! itself.
+//! Accepting clients. Every worker thread runs its own acceptor on a
+//! listening socket of its own (`listeners.rs`), with its own pool manager,
+//! and starts the connections it accepts on its own thread: a new client
+//! costs no hop between threads. The kernel spreads new clients over the
+//! workers' sockets by a hash of their address and port.
 //!
 //! Each acceptor admits or refuses (`ERR server-full` past
 //! `--max-connections` or `--max-connections-per-ip`, `ERR draining` during
@@ -39,7 +39,7 @@ const MAX_REFUSING: usize = 1024;
 
 /// One worker thread's acceptor.
 pub struct Acceptor {
-    /// This thread's registration of the shared listening socket.
+    /// This worker's listening socket (one of its listener's set).
     pub listener: TcpListener,
     /// This thread's pool manager.
     pub pool: Addr<PoolManager<ConnState>>,

@@ -14,6 +14,7 @@ pub mod acceptor;
 pub mod admin;
 pub mod config;
 pub mod drain;
+pub mod listeners;
 pub mod logging;
 pub mod tls;
 pub mod ws_upgrade;
@@ -36,9 +37,6 @@ use crate::acceptor::Acceptor;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::drain::Drain;
-
-/// Pending connections the kernel queues before `accept`.
-const LISTEN_BACKLOG: i32 = 4096;
 
 /// Runs the gateway until it has drained. Prints `READY` once both
 /// listeners are bound.
@@ -87,16 +85,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Some(cluster) => (cluster.router(), cluster.hub()),
             None => (Arc::new(registry.clone()), Arc::new(registry.clone())),
         };
-        let listener = bind_clients(config.listen, "client")?;
-        let client = listener.local_addr()?;
-        let ws_listener = match &config.ws {
-            Some(ws) => Some(bind_clients(ws.listen, "WebSocket")?),
+        // A socket per worker on each listener (`listeners.rs`).
+        let client_listeners = listeners::bind(config.listen, workers.len(), "client")?;
+        let client = client_listeners[0].local_addr()?;
+        let ws_listeners = match &config.ws {
+            Some(ws) => Some(listeners::bind(ws.listen, workers.len(), "WebSocket")?),
             None => None,
         };
-        let ws = ws_listener
+        let ws = ws_listeners
             .as_ref()
-            .map(std::net::TcpListener::local_addr)
+            .map(|sockets| sockets[0].local_addr())
             .transpose()?;
+        let mut ws_listeners = ws_listeners.map(Vec::into_iter);
         let ws_policy = config.ws.as_ref().map(|ws| Arc::new(ws.policy.clone()));
         let drain = Drain::default();
         let (admin_server, admin) = admin::bind(
@@ -124,15 +124,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let admission = Arc::new(
             Admission::new(config.max_connections).with_per_ip(config.max_connections_per_ip),
         );
-        for (index, worker) in workers.iter().enumerate() {
+        for ((index, worker), listener) in workers.iter().enumerate().zip(client_listeners) {
             let pool_max_idle = share_of(config.pool_max_idle, workers.len(), index);
-            let listener = listener
-                .try_clone()
-                .context("cannot share the client listener")?;
-            let ws_listener = match &ws_listener {
-                Some(ws) => Some(ws.try_clone().context("cannot share the WebSocket listener")?),
-                None => None,
-            };
+            let ws_listener = ws_listeners.as_mut().and_then(Iterator::next);
             let ws_policy = ws_policy.clone();
             let limits = config.limits.clone();
             let tokens = config.client_tokens.clone();
@@ -209,22 +203,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// `--pool-max-idle`.
 fn share_of(total: usize, workers: usize, index: usize) -> usize {
     total / workers + usize::from(index < total % workers)
-}
-
-fn bind_clients(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
-    let bind = || -> std::io::Result<std::net::TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
-        Ok(socket.into())
-    };
-    bind().with_context(|| format!("cannot bind the {what} listener on {addr}"))
 }
 
 /// The one line on stdout; tests and supervisors wait for it. With a
