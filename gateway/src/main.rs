@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use gateway::config::{self, ParseError};
 use gateway::logging;
 
-/// Frames, queue storage and fan-out jobs are allocated on one worker and
-/// often freed on another; mimalloc's thread-local free lists make that
-/// markedly cheaper than the system allocator (see docs/benchmarks.md).
+/// Replies and frames are short-lived allocations, and a published frame
+/// is often freed on another worker than the one that made it; mimalloc's
+/// thread-local free lists make both markedly cheaper than the system
+/// allocator (see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
