@@ -33,6 +33,7 @@ use ws_protocol::handshake::Policy;
 use ws_protocol::{CloseCode, Decoder, Event};
 
 use crate::drain::Drain;
+use crate::listeners;
 
 /// Refused clients being closed at once; past it they are dropped unread.
 const MAX_REFUSING: usize = 1024;
@@ -74,8 +75,7 @@ impl Acceptor {
                     continue;
                 }
             };
-            // Small frames must not wait for more to fill a segment.
-            let _ = stream.set_nodelay(true);
+            listeners::set_nodelay_after_accept(&stream);
             if this.tls.is_none() && this.websocket.is_none() {
                 this.admit(Transport::Tcp(stream), peer).await;
             } else {

@@ -13,6 +13,10 @@
 //! named is first claimed by a bind without it: a port that anything else
 //! listens on (another gateway included) fails as clearly as it always did.
 //! Port 0 needs no such check: the kernel never picks a port in use.
+//!
+//! `TCP_NODELAY` is set on the listening sockets: Linux copies it to every
+//! socket they accept, which saves each new client a `setsockopt`
+//! (see [`set_nodelay_after_accept`]).
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -46,11 +50,22 @@ fn socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(shared)?;
     socket.set_nonblocking(true)?;
+    // Small frames must not wait for more to fill a segment.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     if shared {
         socket.listen(LISTEN_BACKLOG)?;
     }
     Ok(socket.into())
+}
+
+/// Turns Nagle's algorithm off on an accepted socket, where the listening
+/// socket's setting did not already: Linux copies `TCP_NODELAY` from the
+/// listener, other systems may not.
+pub fn set_nodelay_after_accept(stream: &tokio::net::TcpStream) {
+    if !cfg!(target_os = "linux") {
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +115,31 @@ mod tests {
             format!("{err:#}").contains(&format!("cannot bind the client listener on {addr}")),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn accepted_sockets_do_not_wait_to_fill_a_segment() {
+        let sockets = bind(any_port(), 1, "client").expect("bind");
+        let addr = sockets[0].local_addr().expect("address");
+        let _client = TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = loop {
+            match sockets[0].accept() {
+                Ok(accepted) => break accepted,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(err) => panic!("accept: {err}"),
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let _guard = runtime.enter();
+        accepted.set_nonblocking(true).expect("non-blocking");
+        let accepted = tokio::net::TcpStream::from_std(accepted).expect("register");
+        set_nodelay_after_accept(&accepted);
+        assert!(accepted.nodelay().expect("TCP_NODELAY"));
     }
 
     #[test]
