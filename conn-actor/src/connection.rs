@@ -495,7 +495,7 @@ impl Connection {
             id: self.id,
             peer: self.peer,
             user: self.state.user.clone(),
-            topics: self.state.topics.clone(),
+            topics: self.state.topics.to_vec(),
             closing: !self.is_open(),
             connected_at: self.connected_at,
             counters: self.state.counters,

@@ -28,7 +28,7 @@ pub use admission::{Admission, Refusal, Slot};
 pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
-pub use hub::{ConnHandle, ConnId, Hub, Name, Settled};
+pub use hub::{ConnHandle, ConnId, Hub, Name, Settled, TopicList};
 pub use messages::{CloseReason, ConnInfo};
 pub use relay::fan_out;
 pub use state::{ConnState, Counters};

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pool_manager::Recyclable;
 
 use crate::codec::{FrameCodec, Wrap};
+use crate::hub::TopicList;
 
 /// Bytes of carried-over input kept across a reset; a larger buffer is freed.
 const KEEP_INPUT: usize = 4096;
@@ -55,7 +56,7 @@ pub struct ConnState {
     /// Frames waiting for the socket.
     pub(crate) out: OutQueue,
     /// Topics this connection subscribed to.
-    pub(crate) topics: Vec<Arc<str>>,
+    pub(crate) topics: TopicList,
     /// The user bound by `HELLO`.
     pub(crate) user: Option<Arc<str>>,
     pub(crate) counters: Counters,
@@ -70,7 +71,7 @@ impl Recyclable for ConnState {
         self.out.clear();
         self.topics.clear();
         if self.topics.capacity() > KEEP_TOPICS {
-            self.topics = Vec::new();
+            self.topics = TopicList::new();
         }
         self.user = None;
         self.counters = Counters::default();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use conn_actor::{CloseReason, ConnHandle, ConnId, Name};
+use conn_actor::{CloseReason, ConnHandle, ConnId, Name, TopicList};
 
 use crate::query::{List, Page, Target, TargetError};
 
@@ -56,7 +56,7 @@ impl Endpoint for ConnHandle {
 struct Entry<H> {
     handle: H,
     user: Option<Name>,
-    topics: Vec<Name>,
+    topics: TopicList,
     closing: bool,
 }
 
@@ -114,7 +114,7 @@ impl<H: Endpoint> Directory<H> {
         let entry = Entry {
             handle,
             user: None,
-            topics: Vec::new(),
+            topics: TopicList::new(),
             closing: false,
         };
         self.conns.insert(entry.handle.id(), entry);
@@ -281,7 +281,7 @@ impl<H: Endpoint> Directory<H> {
     pub fn topics_of(&self, conn: ConnId) -> Vec<Name> {
         self.conns
             .get(&conn)
-            .map_or_else(Vec::new, |e| e.topics.clone())
+            .map_or_else(Vec::new, |e| e.topics.to_vec())
     }
 
     /// Users bound to open connections.
