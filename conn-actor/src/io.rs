@@ -55,7 +55,7 @@ impl ActorFuture<Connection> for IoDriver {
     ) -> Poll<()> {
         // Whatever the connection's turn logs, the registry included, is
         // in its span.
-        let span = conn.span.clone();
+        let span = conn.span();
         let _entered = span.enter();
         conn.drive(ctx, task)
     }
@@ -227,14 +227,14 @@ impl Connection {
     pub(crate) fn resume_frames(&mut self, ctx: &mut Context<Self>) {
         let frames_before = self.state.counters.frames_in;
         while self.is_open() && !self.held {
-            let Some(message) = self.deferred.pop_front() else {
+            let Some(message) = self.deferred.as_mut().and_then(|d| d.pop_front()) else {
                 break;
             };
             self.state.counters.frames_in += 1;
             self.on_frame(ctx, &message);
         }
         if !self.is_open() {
-            self.deferred.clear();
+            self.deferred = None;
         }
         let mut carried = std::mem::take(&mut self.state.partial);
         let used = self.run_frames(ctx, &carried);
@@ -250,7 +250,7 @@ impl Connection {
 
     /// Runs every complete frame at the start of `buf`; returns the bytes used.
     fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
-        let codec = self.codec;
+        let codec = self.codec();
         let mut used = 0;
         while self.is_open() && !self.held {
             match codec.decode_slice(&buf[used..]) {
@@ -279,9 +279,10 @@ impl Connection {
         {
             return Err(err);
         }
+        let codec = self.codec();
         while !self.state.out.is_empty() {
             let transport = &mut self.transport;
-            let result = self.state.out.write_with(&self.codec, |slices| {
+            let result = self.state.out.write_with(&codec, |slices| {
                 match transport.poll_write_vectored(task, slices) {
                     Poll::Ready(result) => result,
                     Poll::Pending => Err(ErrorKind::WouldBlock.into()),
@@ -341,12 +342,13 @@ impl Connection {
 
     /// Writes what the transport takes right now, without waiting.
     pub(crate) fn write_now(&mut self) {
+        let codec = self.codec();
         while !self.state.out.is_empty() {
             let transport = &mut self.transport;
             let written = self
                 .state
                 .out
-                .write_with(&self.codec, |slices| transport.try_write_vectored(slices))
+                .write_with(&codec, |slices| transport.try_write_vectored(slices))
                 .and_then(|written| self.count_written(written));
             if written.is_err() {
                 // Blocked or failed: the driver's next write reports it.
@@ -356,7 +358,7 @@ impl Connection {
     }
 
     fn write_failed(&mut self, ctx: &mut Context<Self>, err: io::Error) {
-        tracing::debug!(parent: &self.span, error = %err, "write failed");
+        tracing::debug!(parent: &self.span(), error = %err, "write failed");
         let reset = matches!(
             err.kind(),
             ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted

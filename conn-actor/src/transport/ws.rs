@@ -236,7 +236,9 @@ impl Connection {
                 if self.is_open() && self.held {
                     // Behind an answer the hub holds back (at most the rest
                     // of one read).
-                    self.deferred.push_back(data.to_vec());
+                    self.deferred
+                        .get_or_insert_default()
+                        .push_back(data.to_vec());
                 } else if self.is_open() {
                     self.state.counters.frames_in += 1;
                     self.on_frame(ctx, data);
