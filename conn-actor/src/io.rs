@@ -233,7 +233,8 @@ impl Connection {
             self.state.counters.frames_in += 1;
             self.on_frame(ctx, &message);
         }
-        if !self.is_open() {
+        // Its storage goes once it is empty, or no longer wanted.
+        if !self.is_open() || self.deferred.as_ref().is_some_and(|d| d.is_empty()) {
             self.deferred = None;
         }
         let mut carried = std::mem::take(&mut self.state.partial);

@@ -1,7 +1,7 @@
 //! Contract section 10, the cluster over NATS: two or three gateway nodes
 //! and a real `nats-server` on free loopback ports. Routes reaching every
 //! node, `delivered_to` and `nodes`, `SUB` then an immediate remote `PUB`,
-//! one producer's order, one login per user (takeover and concurrent
+//! WebSocket messages pipelined behind a held answer, one producer's order, one login per user (takeover and concurrent
 //! logins), membership, flags, and oversized and malformed messages. The
 //! faults (NATS killed and restarted, a node killed) are in
 //! `cluster_faults`.
@@ -11,6 +11,7 @@ use crate::common::{numbered, publish, seq_of};
 use gateway_tests::gateway::run_to_exit;
 use gateway_tests::nats::{NatsServer, nats_present};
 use gateway_tests::poll::eventually;
+use gateway_tests::ws::{WsEvent, client_frame};
 use gateway_tests::{Client, Event, FRAME_TIMEOUT, Gateway, assert_eventually};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -278,6 +279,37 @@ fn a_sub_hears_a_remote_pub_sent_right_after_ok_sub() {
         publisher.send(publish(&topic, b"now"));
         subscriber.expect(format!("MSG {topic} now"));
     }
+}
+
+#[test]
+fn websocket_messages_behind_a_held_answer_are_acted_on_in_order() {
+    if !nats_present() {
+        return;
+    }
+    let (_nats, a, b) = pair(&["--ws-listen", "127.0.0.1:0"]);
+    let mut publisher = b.connect();
+    let mut ws = a.ws_connect();
+    // The HELLO and the SUB are each answered only once the other node
+    // has heard of them; what follows them in the same write waits, and
+    // is then acted on in order.
+    let mut wire = client_frame(0x81, b"HELLO ws-held");
+    for frame in ["SUB held.topic", "PING behind"] {
+        wire.extend_from_slice(&client_frame(0x81, frame.as_bytes()));
+    }
+    ws.socket()
+        .write_all(&wire)
+        .expect("write the pipelined messages");
+    let hello = ws.recv();
+    assert!(
+        matches!(&hello, WsEvent::Text(t) if t.starts_with("OK HELLO ")),
+        "{hello:?}"
+    );
+    ws.expect_text("OK SUB held.topic");
+    ws.expect_text("PONG behind");
+    // The other node knew of the subscription before it was answered.
+    publisher.send(publish("held.topic", b"from b"));
+    ws.expect_text("MSG held.topic from b");
+    ws.check("PING after", "PONG after");
 }
 
 #[test]
