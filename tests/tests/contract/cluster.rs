@@ -1,10 +1,10 @@
 //! Contract section 10, the cluster over NATS: two or three gateway nodes
 //! and a real `nats-server` on free loopback ports. Routes reaching every
 //! node, `delivered_to` and `nodes`, `SUB` then an immediate remote `PUB`,
-//! WebSocket messages pipelined behind a held answer, one producer's order, one login per user (takeover and concurrent
-//! logins), membership, flags, and oversized and malformed messages. The
-//! faults (NATS killed and restarted, a node killed) are in
-//! `cluster_faults`.
+//! WebSocket messages pipelined behind a held answer, one producer's
+//! order, one login per user (takeover and concurrent logins), membership,
+//! flags, and oversized and malformed messages. The faults (NATS killed
+//! and restarted, a node killed) are in `cluster_faults`.
 
 use crate::admin_api::{api, assert_error, get_ok};
 use crate::common::{numbered, publish, seq_of};
