@@ -200,7 +200,6 @@ struct Refused {
 
 impl Refused {
     async fn run(mut self) -> std::io::Result<()> {
-        let _ = self.stream.tcp().set_nodelay(true);
         self.stream.write_all(&self.wire).await?;
         self.stream.shutdown().await?;
         let mut decoder = Decoder::new(0);

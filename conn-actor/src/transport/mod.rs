@@ -118,15 +118,6 @@ impl Transport {
         }
     }
 
-    /// The TCP stream underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Tcp(io) => io,
-            Transport::Tls(io) => io.get_ref().0,
-            Transport::Ws(ws) => ws.inner().tcp(),
-        }
-    }
-
     /// Which transport this is, as metrics and the admin API name it.
     pub fn label(&self) -> TransportLabel {
         match self {

@@ -81,11 +81,6 @@ impl WsStream {
         }
     }
 
-    /// The transport underneath.
-    pub(crate) fn inner(&self) -> &Transport {
-        &self.inner
-    }
-
     /// The transport underneath and the bytes that came with the upgrade
     /// request, not yet read: for a client refused right after its
     /// upgrade.
