@@ -44,6 +44,11 @@ pub fn close_code(reason: CloseReason) -> CloseCode {
     }
 }
 
+/// The opcodes of the control frames the server queues (RFC 6455
+/// section 5.2).
+const OPCODE_PING: u8 = 0x9;
+const OPCODE_PONG: u8 = 0xA;
+
 /// A WebSocket connection's stream, boxed inside [`Transport::Ws`].
 pub struct WsStream {
     /// What carries the WebSocket (TCP, or TLS for `wss`).
@@ -54,7 +59,8 @@ pub struct WsStream {
     /// Bytes that came with the upgrade request, read before the socket.
     early: Vec<u8>,
     /// Control frames waiting for a message boundary, the front one
-    /// possibly partly written.
+    /// possibly partly written: at most one pong, one ping and the Close
+    /// besides that one (each at most 127 bytes), so it is bounded.
     control: VecDeque<Bytes>,
     control_written: usize,
     /// The code the Close frame will carry; the first one set wins.
@@ -185,17 +191,33 @@ impl WsStream {
         self.close_code.get_or_insert(code);
     }
 
-    /// Queues a ping (the client has been silent for a while).
+    /// Queues a ping (the client has been silent for a while), unless one
+    /// already waits: a second would say nothing more.
     pub(crate) fn queue_ping(&mut self) {
-        if !self.close_queued {
+        if !self.close_queued && self.waiting(OPCODE_PING).is_none() {
             self.control.push_back(encode::ping(b""));
         }
     }
 
+    /// Queues the answer to a client's ping. A pong that still waits is
+    /// replaced rather than joined (RFC 6455 section 5.5.3: the latest
+    /// answers for all), so a client that sends pings and never reads holds
+    /// at most one pong here, whatever it sends.
     fn queue_pong(&mut self, payload: &[u8]) {
-        if !self.close_queued {
-            self.control.push_back(encode::pong(payload));
+        if self.close_queued {
+            return;
         }
+        let pong = encode::pong(payload);
+        match self.waiting(OPCODE_PONG) {
+            Some(at) => self.control[at] = pong,
+            None => self.control.push_back(pong),
+        }
+    }
+
+    /// Where a control frame with `opcode` waits, not yet started.
+    fn waiting(&self, opcode: u8) -> Option<usize> {
+        let started = usize::from(self.control_written > 0);
+        (started..self.control.len()).find(|&i| self.control[i].first() == Some(&(0x80 | opcode)))
     }
 
     /// Whether control frames wait to be written.
@@ -280,6 +302,36 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_pongs_are_replaced_not_queued() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let _in_runtime = rt.enter();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        client.set_nonblocking(true).expect("nonblocking");
+        let tcp = tokio::net::TcpStream::from_std(client).expect("tokio");
+        let mut ws = WsStream::new(Transport::Tcp(tcp), Vec::new(), 1024);
+        for i in 0..10_000u32 {
+            ws.queue_pong(&i.to_be_bytes());
+            ws.queue_ping();
+        }
+        assert_eq!(ws.control.len(), 2, "{:?}", ws.control);
+        // The latest pong is the one kept.
+        assert_eq!(ws.control[0], encode::pong(&9_999u32.to_be_bytes()));
+        assert_eq!(ws.control[1], encode::ping(b""));
+        // A pong already partly written is finished, and another waits.
+        ws.control_written = 1;
+        ws.queue_pong(b"new");
+        ws.queue_pong(b"newer");
+        assert_eq!(ws.control.len(), 3);
+        assert_eq!(ws.control[0], encode::pong(&9_999u32.to_be_bytes()));
+        assert_eq!(ws.control[2], encode::pong(b"newer"));
+    }
 
     #[test]
     fn each_close_reason_has_its_status_code() {

@@ -37,6 +37,7 @@ mod tls;
 mod tokens;
 mod websocket;
 mod websocket_close;
+mod websocket_flood;
 mod websocket_mixed;
 mod websocket_refusals;
 mod websocket_tls;
