@@ -496,6 +496,14 @@ impl Connection {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(self.info());
             }
+            Mail::Overflow => {
+                if self.takes_output() {
+                    self.worker.metrics.dropped(DropReason::Slow, 1);
+                    self.slow_consumer();
+                } else {
+                    self.worker.metrics.dropped(DropReason::Closed, 1);
+                }
+            }
         }
     }
 

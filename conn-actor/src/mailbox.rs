@@ -46,6 +46,9 @@ pub(crate) enum Mail {
     Heartbeat,
     /// Send a snapshot of the connection (contract section 7, CONN).
     Inspect(oneshot::Sender<ConnInfo>),
+    /// A frame for the connection was dropped on the way: its worker's
+    /// relay was past its bound. The connection is a slow consumer.
+    Overflow,
 }
 
 /// A connection's place in its thread's table.

@@ -12,6 +12,14 @@
 //! Order: each relay is one FIFO queue, and every job for a connection goes
 //! through its worker's relay, so what one producer sends to one connection
 //! (deliveries, publishes, the close) keeps its order (contract section 4).
+//!
+//! Bound: the frames a relay holds come to at most [`MAX_QUEUED_BYTES`].
+//! A relay that far behind means its worker cannot keep up with what is
+//! sent to its connections, so they are treated as slow consumers: past the
+//! bound, a delivery or a fan-out is queued without its frame, as an
+//! overflow, and each connection it was for drops the frame (counted as
+//! `writes_dropped{slow}`) and is closed with `KICK slow`, in its place in
+//! the order. What is left in the queue then is a few words per job.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -25,6 +33,9 @@ use tokio::sync::oneshot;
 use crate::hub::{ConnHandle, ConnId};
 use crate::mailbox::{self, Mail, MailSlot};
 use crate::messages::{CloseReason, ConnInfo};
+
+/// The frame bytes one relay may hold; see the module doc.
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Members of a publish at or above which a worker copies the frame for
 /// itself, so that the reference count of the shared frame is not bounced
@@ -43,12 +54,56 @@ pub(crate) enum Job {
         frame: Bytes,
         skip: Option<ConnId>,
     },
+    /// A delivery or a fan-out that came past [`MAX_QUEUED_BYTES`]: its
+    /// targets are slow consumers.
+    Overflow(Targets),
+}
+
+/// The connections a job was for.
+pub(crate) enum Targets {
+    One(MailSlot),
+    Members {
+        members: Arc<[ConnHandle]>,
+        range: Range<usize>,
+        skip: Option<ConnId>,
+    },
+}
+
+impl Job {
+    /// The frame bytes the job holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Deliver(_, frame) | Job::Fanout { frame, .. } => frame.len(),
+            Job::Close(_, _, message) => message.as_ref().map_or(0, Bytes::len),
+            Job::Inspect(..) | Job::Overflow(_) => 0,
+        }
+    }
+
+    /// The same job without its frame, where it has one to drop.
+    fn without_frame(self) -> Job {
+        match self {
+            Job::Deliver(slot, _) => Job::Overflow(Targets::One(slot)),
+            Job::Fanout {
+                members,
+                range,
+                skip,
+                ..
+            } => Job::Overflow(Targets::Members {
+                members,
+                range,
+                skip,
+            }),
+            other => other,
+        }
+    }
 }
 
 /// The sending side of a worker's relay.
 #[derive(Clone)]
 pub(crate) struct Relay {
     tx: UnboundedSender<Job>,
+    /// The frame bytes in the queue.
+    queued: Arc<AtomicUsize>,
     /// Tells relays apart (a pointer could be reused after a runtime ends).
     worker: usize,
 }
@@ -70,9 +125,11 @@ impl Relay {
                 Some(relay) if !relay.tx.is_closed() => relay.clone(),
                 _ => {
                     let (tx, rx) = unbounded_channel();
-                    actix::spawn(run(rx));
+                    let queued = Arc::new(AtomicUsize::new(0));
+                    actix::spawn(run(rx, queued.clone()));
                     let relay = Relay {
                         tx,
+                        queued,
                         worker: NEXT_WORKER.fetch_add(1, Ordering::Relaxed),
                     };
                     *slot = Some(relay.clone());
@@ -87,16 +144,36 @@ impl Relay {
         self.worker
     }
 
-    /// Queues a job; dropped when the worker's runtime has ended, as
-    /// mail to a closed connection is. Returns whether it was queued.
+    /// Queues a job, without its frame past [`MAX_QUEUED_BYTES`]; dropped
+    /// when the worker's runtime has ended, as mail to a closed connection
+    /// is. Returns whether it was queued.
     pub(crate) fn send(&self, job: Job) -> bool {
-        self.tx.send(job).is_ok()
+        let bytes = job.bytes();
+        let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        let job = if before + bytes > MAX_QUEUED_BYTES && bytes > 0 {
+            let job = job.without_frame();
+            // Whatever is still counted (a close's message) stays counted.
+            self.queued
+                .fetch_sub(bytes - job.bytes(), Ordering::Relaxed);
+            job
+        } else {
+            job
+        };
+        let bytes = job.bytes();
+        match self.tx.send(job) {
+            Ok(()) => true,
+            Err(_) => {
+                self.queued.fetch_sub(bytes, Ordering::Relaxed);
+                false
+            }
+        }
     }
 }
 
 /// The relay's loop: jobs in the order they were queued.
-async fn run(mut rx: UnboundedReceiver<Job>) {
+async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
     while let Some(job) = rx.recv().await {
+        queued.fetch_sub(job.bytes(), Ordering::Relaxed);
         match job {
             Job::Deliver(slot, frame) => {
                 mailbox::post(slot, Mail::Deliver(frame));
@@ -121,6 +198,18 @@ async fn run(mut rx: UnboundedReceiver<Job>) {
                 };
                 let slots = members.iter().filter(|m| Some(m.id()) != skip);
                 mailbox::deliver_all(slots.map(ConnHandle::slot), &frame);
+            }
+            Job::Overflow(Targets::One(slot)) => {
+                mailbox::post(slot, Mail::Overflow);
+            }
+            Job::Overflow(Targets::Members {
+                members,
+                range,
+                skip,
+            }) => {
+                for member in members[range].iter().filter(|m| Some(m.id()) != skip) {
+                    mailbox::post(member.slot(), Mail::Overflow);
+                }
             }
         }
     }
@@ -154,4 +243,56 @@ pub fn fan_out(members: &Arc<[ConnHandle]>, frame: &Bytes, skip: Option<ConnId>)
         start = end;
     }
     members.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay whose loop is not running, and its queue, to look into.
+    fn stalled() -> (Relay, UnboundedReceiver<Job>) {
+        let (tx, rx) = unbounded_channel();
+        let relay = Relay {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            worker: usize::MAX,
+        };
+        (relay, rx)
+    }
+
+    #[test]
+    fn past_its_bound_a_relay_queues_deliveries_without_their_frames() {
+        let (relay, mut rx) = stalled();
+        let slot = mailbox::open();
+        let frame = Bytes::from(vec![b'x'; 1024 * 1024]);
+        let fits = MAX_QUEUED_BYTES / frame.len();
+        for _ in 0..fits + 10 {
+            assert!(relay.send(Job::Deliver(slot, frame.clone())));
+        }
+        // A close keeps its place and its message whatever the bound.
+        assert!(relay.send(Job::Close(
+            slot,
+            CloseReason::Admin,
+            Some(frame.slice(..10))
+        )));
+        assert_eq!(
+            relay.queued.load(Ordering::Relaxed),
+            fits * frame.len() + 10
+        );
+        let mut kinds = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            kinds.push(match job {
+                Job::Deliver(..) => "deliver",
+                Job::Overflow(Targets::One(_)) => "overflow",
+                Job::Close(..) => "close",
+                _ => "other",
+            });
+        }
+        let expected: Vec<&str> = std::iter::repeat_n("deliver", fits)
+            .chain(std::iter::repeat_n("overflow", 10))
+            .chain(["close"])
+            .collect();
+        assert_eq!(kinds, expected);
+        mailbox::close(slot);
+    }
 }
