@@ -4,18 +4,30 @@
 //! costs no hop between threads. The kernel spreads new clients over the
 //! workers' sockets by a hash of their address and port.
 //!
-//! Each acceptor admits or refuses (`ERR server-full` past
-//! `--max-connections` or `--max-connections-per-ip`, `ERR draining` during
-//! a drain, both followed by a short lingering close), assigns the id, checks a state out of its pool
-//! and starts the `Connection`. With TLS, each client's handshake runs
-//! first, in a task of its own on the same thread and bounded by
-//! `--close-timeout`; a handshake that fails or runs out of time is
+//! Each acceptor admits or refuses, assigns the id, checks a state out of
+//! its pool and starts the `Connection`. A client counts toward
+//! `--max-connections` and `--max-connections-per-ip` from the moment it is
+//! accepted: its admission slot is taken before anything else, so a TLS
+//! handshake or a WebSocket upgrade under way holds one, and stalled
+//! handshakes can never take more descriptors than the limits allow.
+//!
+//! Refusals:
+//! - past a limit, a plain TCP client gets `ERR server-full` and a short
+//!   lingering close; a client of a TLS or WebSocket listener is closed at
+//!   once, without a handshake (it has nothing that could carry a frame
+//!   yet, and a handshake is what a flood would make us pay for);
+//! - during a drain, every client gets `ERR draining` (after its
+//!   handshake, over TLS or as a WebSocket message and Close 1001) and a
+//!   short lingering close.
+//!
+//! At most [`MAX_REFUSING`] refusals (draining handshakes included) are
+//! under way at once; past that a refused client is closed at once. With
+//! TLS or WebSocket, each client's handshake runs in a task of its own on
+//! the same thread, bounded by `--close-timeout`, so that a slow client
+//! holds up no other; a TLS handshake that fails or runs out of time is
 //! dropped, counted in `gateway_tls_handshake_failures_total` and never
-//! admitted or accepted. Refusals then go out over TLS too. The WebSocket listener's acceptors first
-//! run the upgrade, each in a task of its own so that a slow request holds
-//! up no other client; a request that is refused or never finishes is no
-//! connection at all. Refusals after an upgrade are a WebSocket message and
-//! a Close frame.
+//! accepted, and a WebSocket request that is refused or never finishes is
+//! no connection at all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +36,9 @@ use std::time::Duration;
 
 use actix::Addr;
 use conn_actor::transport::tls::{self, TlsAcceptor};
-use conn_actor::{ConnState, Connection, FrameCodec, Refusal, Transport, WorkerContext, WsStream};
+use conn_actor::{
+    ConnState, Connection, FrameCodec, Refusal, Slot, Transport, WorkerContext, WsStream,
+};
 use gateway_metrics::{GatewayMetrics, RejectReason};
 use pool_manager::{CheckoutOf, PoolManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,8 +49,12 @@ use ws_protocol::{CloseCode, Decoder, Event};
 use crate::drain::Drain;
 use crate::listeners;
 
-/// Refused clients being closed at once; past it they are dropped unread.
+/// Refusals under way at once (each holds a descriptor); past it a refused
+/// client is closed at once, unread.
 const MAX_REFUSING: usize = 1024;
+
+/// The most often a failing `accept` is logged.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// One worker thread's acceptor.
 pub struct Acceptor {
@@ -63,31 +81,54 @@ impl Acceptor {
     /// Accepts until the process stops.
     pub async fn run(self) {
         let this = Arc::new(self);
+        let mut accept_errors = AcceptErrors::default();
         loop {
             let (stream, peer) = match this.listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => {
                     // Out of descriptors or a client gone before accept:
-                    // back off briefly rather than spin.
-                    tracing::warn!(error = %err, "accept failed");
+                    // back off briefly rather than spin, and say so at
+                    // most once a second.
+                    accept_errors.failed(&err);
                     actix_rt::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
             listeners::set_nodelay_after_accept(&stream);
             if this.tls.is_none() && this.websocket.is_none() {
-                this.admit(Transport::Tcp(stream), peer).await;
-            } else {
-                let this = Arc::clone(&this);
-                actix_rt::spawn(async move { this.prepare(stream, peer).await });
+                this.admit(Transport::Tcp(stream), peer, None).await;
+                continue;
             }
+            // A handshake holds a place from now on: a slot, or during a
+            // drain a refusal's place.
+            let held = if this.drain.is_draining() {
+                match Refusing::take() {
+                    Some(refusing) => Held::Refusing(refusing),
+                    None => {
+                        this.metrics.rejected(RejectReason::Draining);
+                        continue;
+                    }
+                }
+            } else {
+                match this.context.admission().try_admit_from(peer.ip()) {
+                    Ok(slot) => Held::Slot(slot),
+                    Err(refusal) => {
+                        // Closed at once, without a handshake.
+                        this.metrics.rejected(reject_reason(refusal));
+                        drop(stream);
+                        continue;
+                    }
+                }
+            };
+            let this = Arc::clone(&this);
+            actix_rt::spawn(async move { this.prepare(stream, peer, held).await });
         }
     }
 
     /// The TLS handshake and the WebSocket upgrade, where this listener
-    /// has them, then the admission.
-    async fn prepare(&self, stream: TcpStream, peer: SocketAddr) {
+    /// has them, then the admission (or the drain's refusal).
+    async fn prepare(&self, stream: TcpStream, peer: SocketAddr, held: Held) {
         let transport = match &self.tls {
             None => Transport::Tcp(stream),
             Some(acceptor) => match tls::handshake(acceptor, stream, self.close_timeout).await {
@@ -101,41 +142,66 @@ impl Acceptor {
                 }
             },
         };
-        match &self.websocket {
-            None => self.admit(transport, peer).await,
-            Some(policy) => self.upgrade(transport, peer, policy).await,
+        let transport = match &self.websocket {
+            None => transport,
+            Some(policy) => match self.upgrade(transport, peer, policy).await {
+                Some(transport) => transport,
+                None => return,
+            },
+        };
+        match held {
+            Held::Slot(slot) => self.admit(transport, peer, Some(slot)).await,
+            Held::Refusing(refusing) => {
+                self.metrics.rejected(RejectReason::Draining);
+                self.refuse(transport, refusing, b"ERR draining", CloseCode::Away);
+            }
         }
     }
 
-    /// Runs the WebSocket upgrade, then admits the client.
-    async fn upgrade(&self, mut stream: Transport, peer: SocketAddr, policy: &Policy) {
+    /// Runs the WebSocket upgrade; the client's WebSocket transport, or
+    /// `None` when there is no upgrade.
+    async fn upgrade(
+        &self,
+        mut stream: Transport,
+        peer: SocketAddr,
+        policy: &Policy,
+    ) -> Option<Transport> {
         match crate::ws_upgrade::upgrade(&mut stream, policy, self.close_timeout).await {
             Ok(early) => {
                 let max_message = self.context.limits().max_frame_bytes;
                 let ws = WsStream::new(stream, early, max_message);
-                self.admit(Transport::Ws(Box::new(ws)), peer).await;
+                Some(Transport::Ws(Box::new(ws)))
             }
-            Err(err) => tracing::debug!(%peer, error = %err, "no WebSocket upgrade"),
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "no WebSocket upgrade");
+                None
+            }
         }
     }
 
-    /// Starts a connection for the client, or refuses it.
-    async fn admit(&self, transport: Transport, peer: SocketAddr) {
+    /// Starts a connection for the client, or refuses it. `slot` is the
+    /// place taken at the accept, where a handshake came first.
+    async fn admit(&self, transport: Transport, peer: SocketAddr, slot: Option<Slot>) {
         if self.drain.is_draining() {
             self.metrics.rejected(RejectReason::Draining);
-            self.refuse(transport, b"ERR draining", CloseCode::Away);
+            if let Some(refusing) = Refusing::take() {
+                self.refuse(transport, refusing, b"ERR draining", CloseCode::Away);
+            }
             return;
         }
-        let slot = match self.context.admission().try_admit_from(peer.ip()) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                self.metrics.rejected(match refusal {
-                    Refusal::Full => RejectReason::Full,
-                    Refusal::PerIp => RejectReason::PerIp,
-                });
-                self.refuse(transport, b"ERR server-full", CloseCode::Library(4000));
-                return;
-            }
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match self.context.admission().try_admit_from(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    self.metrics.rejected(reject_reason(refusal));
+                    if let Some(refusing) = Refusing::take() {
+                        let frame = b"ERR server-full";
+                        self.refuse(transport, refusing, frame, CloseCode::Library(4000));
+                    }
+                    return;
+                }
+            },
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let Ok(lease) = self.pool.send(CheckoutOf::default()).await else {
@@ -155,11 +221,13 @@ impl Acceptor {
     /// (for a WebSocket client a message and a Close frame with `code`),
     /// the end of the write side (over TLS `close_notify`, then the FIN),
     /// and a short lingering read so the frame is not lost to a reset.
-    fn refuse(&self, transport: Transport, frame: &'static [u8], code: CloseCode) {
-        if REFUSING.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
-            REFUSING.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
+    fn refuse(
+        &self,
+        transport: Transport,
+        refusing: Refusing,
+        frame: &'static [u8],
+        code: CloseCode,
+    ) {
         let refusal = match transport {
             Transport::Ws(ws) => {
                 let message = FrameCodec::websocket(frame.len()).encode(&[frame]);
@@ -184,8 +252,64 @@ impl Acceptor {
         actix_rt::spawn(async move {
             // The whole refusal, its write included, is bounded.
             let _ = actix_rt::time::timeout(linger, refusal.run()).await;
-            REFUSING.fetch_sub(1, Ordering::Relaxed);
+            drop(refusing);
         });
+    }
+}
+
+/// What a client whose handshake is under way holds.
+enum Held {
+    /// Its admission slot, given back if it never becomes a connection.
+    Slot(Slot),
+    /// During a drain: its place among the refusals under way.
+    Refusing(Refusing),
+}
+
+/// A place among the [`MAX_REFUSING`] refusals under way, given back as
+/// it drops.
+struct Refusing(());
+
+impl Refusing {
+    fn take() -> Option<Refusing> {
+        if REFUSING.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+            REFUSING.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Refusing(()))
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        REFUSING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn reject_reason(refusal: Refusal) -> RejectReason {
+    match refusal {
+        Refusal::Full => RejectReason::Full,
+        Refusal::PerIp => RejectReason::PerIp,
+    }
+}
+
+/// Failed accepts, logged at most once per [`ACCEPT_WARN_EVERY`] with the
+/// number since the last line: out of descriptors, `accept` fails for every
+/// waiting client, and a line each would flood the log.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, err: &std::io::Error) {
+        self.since += 1;
+        let now = std::time::Instant::now();
+        if self.last.is_none_or(|last| now - last >= ACCEPT_WARN_EVERY) {
+            tracing::warn!(error = %err, failures = self.since, "accept failed");
+            self.last = Some(now);
+            self.since = 0;
+        }
     }
 }
 

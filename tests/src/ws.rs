@@ -124,6 +124,17 @@ impl WsClient {
     /// `127.x.y.z`), over TLS when `tls` is given, for tests of
     /// per-address limits.
     pub fn connect_from(addr: SocketAddr, source: IpAddr, tls: Option<&ClientTls>) -> WsClient {
+        WsClient::try_connect_from(addr, source, tls)
+            .unwrap_or_else(|e| panic!("WebSocket upgrade on {addr} from {source}: {e}"))
+    }
+
+    /// Like [`WsClient::connect_from`], saying why the handshake or the
+    /// upgrade failed.
+    pub fn try_connect_from(
+        addr: SocketAddr,
+        source: IpAddr,
+        tls: Option<&ClientTls>,
+    ) -> Result<WsClient, String> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -137,7 +148,6 @@ impl WsClient {
             .connect_timeout(&addr.into(), FRAME_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
         WsClient::upgrade(socket.into(), addr, "/ws", &[], tls)
-            .unwrap_or_else(|e| panic!("WebSocket upgrade on {addr} from {source}: {e}"))
     }
 
     /// Connects with a small receive buffer, for a client meant to fall

@@ -3,7 +3,8 @@
 //! outside client (`openssl s_client`); the close suite over TLS (the last
 //! frame, then `close_notify`, then EOF, and no reset for a client still
 //! sending); a plain-text client and a stalled handshake dropped and
-//! counted, never accepted; SIGHUP with a new certificate and with a broken
+//! counted, never accepted; stalled handshakes counted against
+//! `--max-connections` from the accept; SIGHUP with a new certificate and with a broken
 //! file; the admin listener over HTTPS.
 
 use crate::common::{msg, numbered, publish, start};
@@ -296,6 +297,76 @@ fn a_stalled_handshake_is_dropped_at_the_close_timeout_and_blocks_no_one() {
         "only the served client counts"
     );
     served.quit();
+}
+
+/// Descriptors the process holds now.
+fn open_fds(gw: &Gateway) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+        .expect("the gateway's descriptors")
+        .count()
+}
+
+#[test]
+fn stalled_handshakes_count_toward_max_connections_from_the_accept() {
+    let pki = Pki::new("flood CA");
+    let gw = tls_gateway(
+        Framing::Lines,
+        &pki,
+        &["--max-connections", "100", "--close-timeout", "3"],
+    );
+    let before = open_fds(&gw);
+    // 300 clients that connect and never start their handshake.
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(gw.client_addr()).expect("connect"))
+        .collect();
+    let flooded = Instant::now();
+    // The 200 past the limit are closed at once, without a handshake, and
+    // counted; the 100 within it hold their places.
+    gw.wait_metric_eq(
+        "gateway_connections_rejected_total",
+        &[("reason", "full")],
+        200.0,
+    );
+    let fds = open_fds(&gw);
+    assert!(
+        fds < 200 && fds <= before + 110,
+        "{fds} descriptors held ({before} before the flood)"
+    );
+    // The admin API answers throughout.
+    assert_eq!(gw.http_get("/healthz").status, 200);
+    // While the 100 hold their places, a good client is refused too…
+    let early = pki.client().connect(gw.client_addr());
+    assert!(
+        early.is_err() || flooded.elapsed() >= Duration::from_secs(3),
+        "a handshake past the limit went through"
+    );
+    // …and served as soon as the stalled ones time out.
+    let deadline = flooded + Duration::from_secs(3 + 5);
+    let mut served = loop {
+        if let Ok(mut tls) = pki.client().connect(gw.client_addr()) {
+            let mut answer = [0u8; 12];
+            let pinged =
+                tls.write_all(b"PING served\n").is_ok() && tls.read_exact(&mut answer).is_ok();
+            if pinged {
+                assert_eq!(&answer, b"PONG served\n");
+                break tls;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no client served after the stall"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let waited = flooded.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "served after only {waited:?}"
+    );
+    gw.wait_metric_eq(FAILURES, &[], 100.0);
+    assert_eq!(gw.http_get("/healthz").status, 200);
+    served.write_all(b"QUIT\n").expect("QUIT");
+    drop(stalled);
 }
 
 /// Whether the handshake with `pki`'s trust succeeds now.
