@@ -1,7 +1,8 @@
 //! Minimal HTTP/1.1 client for the admin listener (contract sections 7, 8).
 //!
 //! One request per connection (`Connection: close`), read to EOF, with
-//! `Content-Length` and chunked bodies understood. Enough for `/metrics`,
+//! `Content-Length` and chunked bodies understood; [`read_one`] reads one
+//! answer off a kept-alive connection. Enough for `/metrics`,
 //! `/healthz` and `/readyz`; it is not a general HTTP client.
 
 use crate::FRAME_TIMEOUT;
@@ -107,6 +108,33 @@ pub fn parse_head(raw: &[u8]) -> Result<Response, String> {
 /// Parses one whole response.
 pub fn parse(raw: &[u8]) -> Result<Response, String> {
     parse_with(raw, false)
+}
+
+/// Reads one answer with a `Content-Length` body from a kept-alive
+/// connection, leaving the connection open; `Err` on EOF, a timeout of the
+/// stream or a malformed answer.
+pub fn read_one(stream: &mut TcpStream) -> Result<Response, String> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte up to the head's end, so nothing after it is taken.
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(format!("EOF after {} bytes", raw.len())),
+            Ok(_) => raw.push(byte[0]),
+            Err(err) => return Err(format!("reading the head: {err}")),
+        }
+    }
+    let head = parse_with(&raw, true)?;
+    let len: usize = head
+        .header("content-length")
+        .ok_or("no content-length")?
+        .parse()
+        .map_err(|_| "bad content-length")?;
+    let mut body = vec![0; len];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| format!("reading the body: {e}"))?;
+    Ok(Response { body, ..head })
 }
 
 fn parse_with(raw: &[u8], head_only: bool) -> Result<Response, String> {

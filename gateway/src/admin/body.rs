@@ -21,7 +21,7 @@ use conn_actor::{CloseReason, Framing};
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use super::server::RequestDeadline;
+use super::server::RequestClock;
 
 /// The largest body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -46,13 +46,13 @@ impl FromRequest for Body {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().is_ok_and(is_json_type));
         let stream = BodyStream::new(payload.take());
-        let deadline = RequestDeadline::of(req);
+        let deadline = RequestClock::deadline_of(req);
         Box::pin(async move {
             if declared.is_some_and(|len| len > MAX_BODY as u64) {
                 return Err(ApiError::PayloadTooLarge);
             }
             let read = to_bytes_limited(stream, MAX_BODY);
-            let bytes = match tokio::time::timeout_at(deadline.into(), read).await {
+            let bytes = match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(Ok(bytes))) => bytes,
                 // The client went away or sent a broken chunked body.
                 Ok(Ok(Err(err))) => {

@@ -37,6 +37,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 mod error;
+mod framer;
 pub mod routes;
 pub mod server;
 pub mod wire;

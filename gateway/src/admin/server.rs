@@ -6,21 +6,24 @@
 //! would leave with an empty body. The wiring here is `HttpServer`'s, with
 //! the stream wrapped first.
 //!
-//! Limits, so that no client can hold the listener:
-//! - one request per connection (no keep-alive): each request is a
-//!   connection's first, which is the only one actix-http times;
-//! - the headers within [`REQUEST_TIMEOUT`] of the accept (actix-http
-//!   answers 408), and the body within the same bound, counted from the
-//!   same instant ([`RequestDeadline`], enforced where the body is read);
+//! Limits, so that no client can hold the listener (enforced by
+//! [`AdminIo`], which hands actix-http one request at a time):
+//! - connections are kept alive, and closed after [`IDLE_TIMEOUT`] with no
+//!   request under way;
+//! - each request's head and body within [`REQUEST_TIMEOUT`] of its first
+//!   byte (the head timed by `AdminIo`, the body where it is read, through
+//!   the [`RequestClock`] both share);
+//! - nothing after an answer carrying `Connection: close` is read or acted
+//!   on;
 //! - a closing connection lingers at most a second for the client's
 //!   unread input;
 //! - with TLS (`--admin-tls-cert`), the handshake within
-//!   [`REQUEST_TIMEOUT`] of the accept, before the request's own bound.
+//!   [`REQUEST_TIMEOUT`] of the accept, before the first request's bound.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_http::body::MessageBody;
 use actix_http::{HttpService, KeepAlive, Request, Response};
@@ -35,9 +38,7 @@ use conn_actor::transport::tls::{self, TlsAcceptor};
 use tokio::net::TcpStream;
 
 use super::wire::AdminIo;
-
-/// The bound on one whole request, headers and body.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::wire::{IDLE_TIMEOUT, REQUEST_TIMEOUT, RequestClock};
 
 /// How long a closing connection may still read the client's input.
 const LINGER: Duration = Duration::from_secs(1);
@@ -45,16 +46,14 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: i32 = 1024;
 
-/// When the request on a connection must have arrived whole.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestDeadline(pub Instant);
-
-impl RequestDeadline {
-    /// The deadline of `req`'s connection; from now where it has none
-    /// (a request that did not come through [`serve`]).
-    pub fn of(req: &HttpRequest) -> Instant {
-        req.conn_data::<RequestDeadline>()
-            .map_or_else(|| Instant::now() + REQUEST_TIMEOUT, |d| d.0)
+impl RequestClock {
+    /// When `req` must have arrived whole; from now where its connection
+    /// has no clock (a request that did not come through [`serve`]).
+    pub fn deadline_of(req: &HttpRequest) -> tokio::time::Instant {
+        req.conn_data::<RequestClock>().map_or_else(
+            || tokio::time::Instant::now() + REQUEST_TIMEOUT,
+            RequestClock::deadline,
+        )
     }
 }
 
@@ -99,12 +98,14 @@ where
                 .into_factory()
                 .map_err(|err| err.into().error_response());
             let http = HttpService::build()
-                .keep_alive(KeepAlive::Disabled)
-                .client_request_timeout(REQUEST_TIMEOUT)
+                // Both bounds are `AdminIo`'s: actix-http would time only
+                // a connection's first request.
+                .keep_alive(KeepAlive::Os)
+                .client_request_timeout(Duration::ZERO)
                 .client_disconnect_timeout(LINGER)
                 .local_addr(addr)
                 .on_connect_ext(|io: &AdminIo<Transport>, ext| {
-                    ext.insert(RequestDeadline(io.accepted() + REQUEST_TIMEOUT));
+                    ext.insert(io.clock());
                 })
                 .h1(map_config(app, |_| AppConfig::default()));
             let tls = tls.clone();

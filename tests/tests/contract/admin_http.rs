@@ -1,6 +1,8 @@
-//! Contract section 11, the admin listener hardened: a request whose
-//! headers or body do not arrive whole within 10 s gets 408 and the
-//! connection is closed (and stalled requests never hold up fresh ones),
+//! Contract section 11, the admin listener hardened: connections kept
+//! alive, nothing read or acted on after an answer carrying `Connection:
+//! close`, a request whose headers or body do not arrive whole within 10 s
+//! of its first byte gets 408 and the connection is closed (and stalled
+//! requests never hold up fresh ones),
 //! the HTTP layer's own errors in the API's JSON shape, `HEAD` on every
 //! `GET` route, `WWW-Authenticate: Bearer` on a 401, and the admin token
 //! kept out of the logs.
@@ -286,4 +288,117 @@ fn the_admin_token_never_reaches_the_logs() {
             );
         }
     }
+}
+
+/// `GET /healthz` kept alive.
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n";
+
+/// A broadcast of `data`, kept alive.
+fn broadcast(data: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "data": data }).to_string();
+    format!(
+        "POST /api/v1/broadcast HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A connection to the admin listener that reads answers one at a time.
+fn kept_alive(gw: &Gateway) -> TcpStream {
+    let stream = TcpStream::connect(gw.admin_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+#[test]
+fn connections_are_kept_alive_between_requests_pipelined_or_not() {
+    let gw = Gateway::start(&[]);
+    let mut c = gw.connect();
+    c.sync();
+    let mut stream = kept_alive(&gw);
+    for i in 0..3 {
+        stream.write_all(HEALTHZ).unwrap();
+        let r = http::read_one(&mut stream).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_ne!(r.header("connection"), Some("close"), "request {i}");
+    }
+    // Three at once: three answers, in order, and each one acted on.
+    let pipelined = [broadcast("one"), HEALTHZ.to_vec(), broadcast("two")].concat();
+    stream.write_all(&pipelined).unwrap();
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| http::read_one(&mut stream).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200]);
+    c.expect("PUSH one");
+    c.expect("PUSH two");
+    // Still open for more.
+    stream.write_all(HEALTHZ).unwrap();
+    assert_eq!(http::read_one(&mut stream).unwrap().status, 200);
+}
+
+#[test]
+fn nothing_after_connection_close_is_read_or_acted_on() {
+    let gw = Gateway::start(&[]);
+    let mut c = gw.connect();
+    c.sync();
+    for closing in [
+        // The client asks for the close.
+        b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".to_vec(),
+        // The answer closes: a body announced larger than it is sent whole
+        // is refused before it is read, 413.
+        b"POST /api/v1/broadcast HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+          Content-Length: 2000000\r\n\r\n{}"
+            .to_vec(),
+        // An HTTP/1.0 request without keep-alive.
+        b"GET /healthz HTTP/1.0\r\n\r\n".to_vec(),
+    ] {
+        let mut stream = kept_alive(&gw);
+        stream
+            .write_all(&[closing.clone(), broadcast("must not be sent")].concat())
+            .unwrap();
+        let first = http::read_one(&mut stream).unwrap();
+        if closing.starts_with(b"GET /healthz HTTP/1.0") {
+            // HTTP/1.0 closes unless told otherwise.
+            assert_eq!(first.header("connection"), None, "{first:?}");
+        } else {
+            assert_eq!(first.header("connection"), Some("close"), "{first:?}");
+        }
+        // Then EOF: the broadcast behind it was never answered…
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "answered after close: {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    // …nor carried out: the client's next frame is the answer to its PING.
+    c.sync();
+}
+
+#[test]
+fn a_later_request_that_stalls_gets_408_ten_seconds_after_its_first_byte() {
+    let gw = Gateway::start(&[]);
+    let mut c = gw.connect();
+    c.sync();
+    for stall in [&b"GET /api/v1/stats HTTP/1.1\r\nHost: g"[..], STALLED_POST] {
+        let mut stream = kept_alive(&gw);
+        stream.write_all(HEALTHZ).unwrap();
+        assert_eq!(http::read_one(&mut stream).unwrap().status, 200);
+        // Idle a while: the bound counts from the request's first byte,
+        // not from the connection's start.
+        std::thread::sleep(Duration::from_secs(2));
+        let sent = Instant::now();
+        stream.write_all(stall).unwrap();
+        let (r, answered) = answer_timed(&mut stream, STALL_ANSWER + Duration::from_secs(2));
+        let took = answered - sent;
+        assert_error(&r, 408, "request_timeout");
+        assert!(took <= STALL_ANSWER, "408 after {took:?}");
+        assert!(took >= Duration::from_secs(9), "408 after only {took:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    c.sync();
 }
