@@ -225,7 +225,7 @@ impl Connection {
             Ok(grant) => grant,
             Err(err) => {
                 tracing::debug!(parent: &self.span(), %user, reason = %err, "token refused");
-                return self.client_ends(CloseReason::Unauthorized);
+                return self.close_behind_queued(CloseReason::Unauthorized);
             }
         };
         self.auth = Auth::Granted(grant.topics);
@@ -241,17 +241,11 @@ impl Connection {
         if left > MAX_EXPIRY_TIMER {
             ctx.run_later(MAX_EXPIRY_TIMER, move |act, ctx| act.arm_expiry(ctx, at));
         } else {
-            // Through the mailbox, as any close: the driver then writes
-            // the kick in the same turn.
-            ctx.run_later(left, |act, _| {
-                mailbox::post(
-                    act.mail,
-                    Mail::Close {
-                        reason: CloseReason::Expired,
-                        message: None,
-                    },
-                );
-            });
+            // Behind the worker's relay, as any close the connection
+            // starts: whatever was addressed to it before the token ran
+            // out (an admin push already answered 202) is written before
+            // the kick.
+            ctx.run_later(left, |act, _| act.close_behind_queued(CloseReason::Expired));
         }
     }
 
@@ -315,7 +309,7 @@ impl Connection {
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
-            Command::Quit => self.client_ends(CloseReason::Quit),
+            Command::Quit => self.close_behind_queued(CloseReason::Quit),
         }
     }
 
@@ -375,9 +369,14 @@ impl Connection {
         self.start_closing(reason, message, false);
     }
 
-    /// The client ended: stop acting on its frames now, and close once
-    /// everything already in the mailbox is queued.
-    pub(crate) fn client_ends(&mut self, reason: CloseReason) {
+    /// A close the connection starts itself (the client's `QUIT` or EOF, a
+    /// frame too large, an expired token, an idle timeout): it stops acting
+    /// on the client's frames now and is marked closing in the registry
+    /// (a request behind this gets 409), and the close is queued behind
+    /// everything already on its way to the mailbox, so that what was
+    /// addressed to the connection before (a publish handled, a push
+    /// answered 202) is written first.
+    pub(crate) fn close_behind_queued(&mut self, reason: CloseReason) {
         if self.is_open() {
             self.phase = Phase::Ending { reason };
             self.worker.hub.closing(self.id);
@@ -469,7 +468,7 @@ impl Connection {
             self.start_closing(CloseReason::Client, None, false);
             self.finish(ctx);
         } else {
-            self.client_ends(CloseReason::Client);
+            self.close_behind_queued(CloseReason::Client);
         }
     }
 
@@ -492,6 +491,7 @@ impl Connection {
                     ws.queue_ping();
                 }
             }
+            Mail::TimedOut => self.close_behind_queued(CloseReason::Idle),
             Mail::Inspect(reply) => {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(self.info());

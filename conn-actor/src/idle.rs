@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use crate::mailbox::{self, Mail, MailSlot};
-use crate::messages::CloseReason;
 
 /// How often the table is swept; the coarse clock's resolution.
 const TICK: Duration = Duration::from_millis(250);
@@ -86,22 +85,27 @@ async fn sweep_forever() {
 /// frame seen during tick `t` may be up to one tick old, so a connection is
 /// kicked once a full timeout has surely passed, within two ticks after.
 fn sweep(timeout_ticks: u64, now: u64) {
-    mailbox::for_each(|slot, entry| {
+    mailbox::for_each(|_, entry| {
         let mark = &mut entry.idle;
         if !mark.tracked {
             return;
         }
         let silent = now.saturating_sub(mark.last_tick);
-        if mark.pings && !mark.pinged && silent > timeout_ticks / 2 {
-            // Halfway: a client that is there answers, and stays.
-            mark.pinged = true;
-            mailbox::push(entry, Mail::Heartbeat);
-        }
-        let mark = &mut entry.idle;
-        if silent > timeout_ticks {
-            crate::relay::close_in_order(slot, CloseReason::Idle);
+        let ping = mark.pings && !mark.pinged && silent > timeout_ticks / 2;
+        mark.pinged |= ping;
+        let timed_out = silent > timeout_ticks;
+        if timed_out {
             // Once is enough; the connection's close takes it out.
             mark.tracked = false;
+        }
+        if ping {
+            // Halfway: a client that is there answers, and stays.
+            mailbox::push(entry, Mail::Heartbeat);
+        }
+        if timed_out {
+            // The connection starts its own close, so that it is marked
+            // closing before its kick is queued behind what is on its way.
+            mailbox::push(entry, Mail::TimedOut);
         }
     });
 }

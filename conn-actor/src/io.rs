@@ -262,7 +262,7 @@ impl Connection {
                 }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { .. }) => {
-                    self.client_ends(CloseReason::FrameTooLarge);
+                    self.close_behind_queued(CloseReason::FrameTooLarge);
                     break;
                 }
             }

@@ -44,6 +44,9 @@ pub(crate) enum Mail {
     /// The client has been silent for half of `--idle-timeout`: ping it
     /// (a WebSocket client; a TCP client is never sent this).
     Heartbeat,
+    /// The client has been silent for `--idle-timeout`: close (`KICK
+    /// idle`) behind what is already on its way.
+    TimedOut,
     /// Send a snapshot of the connection (contract section 7, CONN).
     Inspect(oneshot::Sender<ConnInfo>),
     /// A frame for the connection was dropped on the way: its worker's

@@ -284,7 +284,7 @@ impl Connection {
             }
             Event::TooLarge => {
                 if self.is_open() {
-                    self.client_ends(CloseReason::FrameTooLarge);
+                    self.close_behind_queued(CloseReason::FrameTooLarge);
                 }
             }
             Event::Failed(code) => {
@@ -292,7 +292,7 @@ impl Connection {
                     ws.set_close_code(code);
                 }
                 if self.is_open() {
-                    self.client_ends(CloseReason::Error);
+                    self.close_behind_queued(CloseReason::Error);
                 }
             }
         }

@@ -5,7 +5,8 @@
 //! with the RSA public key as its secret), malformed or missing: `ERR
 //! unauthorized` and a close counted as `unauthorized`; only `PING` and
 //! `QUIT` before a valid `HELLO`; the `topics` claim (`ERR forbidden`);
-//! `KICK expired` within a second of `exp`; and the token kept out of logs,
+//! `KICK expired` within a second of `exp`, after every push accepted
+//! before it; and the token kept out of logs,
 //! metrics and the admin API. Over WebSocket (`ws` and `wss`) the same
 //! rules, each close with its Close frame: 1008 after `ERR unauthorized`
 //! and after `KICK expired`.
@@ -513,4 +514,63 @@ fn over_websocket_an_expiring_token_gets_kick_expired_then_1008() {
         &[("reason", "expired")],
         1.0,
     );
+}
+
+#[test]
+fn pushes_accepted_before_the_token_expires_all_arrive_before_kick_expired() {
+    let gw = Gateway::start(&["--client-token-secret", SECRET]);
+    let exp = now() + 2;
+    let users: Vec<String> = (0..8).map(|i| format!("expiring-{i}")).collect();
+    let clients: Vec<Client> = users
+        .iter()
+        .map(|user| {
+            let mut c = gw.connect();
+            hello(&mut c, user, &hs256(&json!({"sub": user, "exp": exp})));
+            c
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (user, mut c) in users.iter().zip(clients) {
+            let gw = &gw;
+            scope.spawn(move || {
+                // A backend pushes without pause, on one kept-alive
+                // connection, until the user is gone (404) or closing (409).
+                let pusher = scope.spawn(move || {
+                    let mut admin = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+                    admin.set_read_timeout(Some(FRAME_TIMEOUT)).unwrap();
+                    let mut accepted = 0u64;
+                    loop {
+                        let body = json!({ "data": format!("n{accepted}") }).to_string();
+                        let request = format!(
+                            "POST /api/v1/users/{user}/send HTTP/1.1\r\nHost: gw\r\n\
+                             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        std::io::Write::write_all(&mut admin, request.as_bytes()).unwrap();
+                        match http::read_one(&mut admin).unwrap().status {
+                            202 => accepted += 1,
+                            404 | 409 => return accepted,
+                            other => panic!("a push answered {other}"),
+                        }
+                    }
+                });
+                let (frames, _) = c.read_to_end(Duration::from_secs(10));
+                let accepted = pusher.join().unwrap();
+                let (last, pushes) = frames.split_last().expect("frames");
+                assert_eq!(String::from_utf8_lossy(last), "KICK expired", "{user}");
+                for (i, push) in pushes.iter().enumerate() {
+                    assert_eq!(
+                        String::from_utf8_lossy(push),
+                        format!("PUSH n{i}"),
+                        "{user}: push {i}"
+                    );
+                }
+                assert_eq!(
+                    pushes.len() as u64,
+                    accepted,
+                    "{user}: pushes answered 202 but not delivered before KICK expired"
+                );
+            });
+        }
+    });
 }
