@@ -24,6 +24,7 @@ mod ids;
 mod limits;
 mod metric_values;
 mod metrics_exposition;
+mod operator_logs;
 mod order;
 mod per_ip;
 mod pool;
