@@ -22,7 +22,7 @@ pub use report::{ParseError, parse};
 #[command(
     name = "gateway",
     version,
-    about = "A TCP connection gateway with an admin API"
+    about = "A connection gateway for long-lived TCP, TLS and WebSocket clients, with an admin API"
 )]
 pub struct Args {
     /// Client TCP listener.
