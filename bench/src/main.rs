@@ -102,6 +102,10 @@ enum Cmd {
     Kick(scenario::kick::KickArgs),
     /// Print the gateway/baseline table from result lines.
     Report {
+        /// Leave the targets and verdicts out (a quick run's 2-second cases
+        /// are too short for them to mean anything).
+        #[arg(long)]
+        no_verdicts: bool,
         /// Files of JSON result lines.
         files: Vec<PathBuf>,
     },
@@ -109,8 +113,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::Report { files } = &cli.cmd {
-        return match report::print_files(files) {
+    if let Cmd::Report { files, no_verdicts } = &cli.cmd {
+        return match report::print_files(files, !no_verdicts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("gateway-bench report: {e:#}");

@@ -215,8 +215,9 @@ const fn row(
     }
 }
 
-/// Reads result lines from `files` and prints the tables on stdout.
-pub fn print_files(files: &[PathBuf]) -> Result<()> {
+/// Reads result lines from `files` and prints the tables on stdout, with
+/// the targets and their verdicts where `verdicts`.
+pub fn print_files(files: &[PathBuf], verdicts: bool) -> Result<()> {
     let mut lines = Vec::new();
     for f in files {
         let text =
@@ -227,7 +228,7 @@ pub fn print_files(files: &[PathBuf]) -> Result<()> {
             }
         }
     }
-    emit(&render(&lines));
+    emit(&render(&lines, verdicts));
     Ok(())
 }
 
@@ -348,14 +349,16 @@ fn workers_of(config: Option<&str>) -> Option<u32> {
 
 /// One table per configuration, the scaling table when the run had several
 /// `workers-N` configurations, then the failures and errors of every run.
-pub fn render(lines: &[Value]) -> String {
+/// Without `verdicts` (a quick run, too short for the targets to mean
+/// anything) the tables leave the target and verdict columns out.
+pub fn render(lines: &[Value], verdicts: bool) -> String {
     let mut out = String::new();
     let all = configs(lines);
     for config in &all {
         if let Some(c) = config {
             let _ = writeln!(out, "#### Configuration `{c}`\n");
         }
-        table(&mut out, lines, *config);
+        table(&mut out, lines, *config, verdicts);
         out.push('\n');
     }
     let mut scaled: Vec<(u32, Option<&str>)> = all
@@ -398,12 +401,15 @@ pub fn render(lines: &[Value]) -> String {
 /// of the per-round ratios (each round runs both servers one after the
 /// other), with their lowest and highest; absolute figures are medians over
 /// rounds with half their range.
-fn table(out: &mut String, lines: &[Value], config: Option<&str>) {
-    let _ = writeln!(
-        out,
-        "| scenario | figure | gateway | baseline | gateway/baseline (range over rounds) | target | verdict |"
-    );
-    let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | --- | --- |");
+fn table(out: &mut String, lines: &[Value], config: Option<&str>, verdicts: bool) {
+    let head = "| scenario | figure | gateway | baseline | gateway/baseline (range over rounds) |";
+    if verdicts {
+        let _ = writeln!(out, "{head} target | verdict |");
+        let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | --- | --- |");
+    } else {
+        let _ = writeln!(out, "{head}");
+        let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: |");
+    }
     for r in ROWS {
         let gs = series(lines, config, "gateway", r.scenario, r.variant, r.pointer);
         if gs.is_empty() {
@@ -443,14 +449,18 @@ fn table(out: &mut String, lines: &[Value], config: Option<&str>) {
             Some(v) => format!("{} ({v})", r.scenario),
             None => r.scenario.to_owned(),
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "| {name} | {} | {} | {} | {} | {target} | {verdict} |",
+            "| {name} | {} | {} | {} | {} |",
             r.metric,
             fmt_abs(g),
             fmt_abs(b),
             fmt_ratio(ratio),
         );
+        if verdicts {
+            let _ = write!(out, " {target} | {verdict} |");
+        }
+        out.push('\n');
     }
 }
 
@@ -510,7 +520,7 @@ mod tests {
             json!({"server":"baseline","scenario":"echo","variant":null,"results":{"msgs_per_sec":100.0,"latency":{"p99_us":10}}}),
             json!({"server":"gateway","scenario":"kick","variant":null,"error":"404"}),
         ];
-        let t = super::render(&lines);
+        let t = super::render(&lines, true);
         assert!(
             t.contains("| echo | msgs/s | 112 ±16% | 100 ±0% | 1.125 (0.95–1.30) | ≥ 1.1× baseline | PASS |"),
             "{t}"
@@ -521,6 +531,22 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("gateway kick: did not run: 404"));
+    }
+
+    #[test]
+    fn without_verdicts_no_target_and_no_verdict() {
+        let lines = vec![
+            json!({"server":"baseline","scenario":"echo","variant":null,"results":{"msgs_per_sec":100.0}}),
+            json!({"server":"gateway","scenario":"echo","variant":null,"results":{"msgs_per_sec":50.0}}),
+        ];
+        let t = super::render(&lines, false);
+        assert!(
+            t.contains("| echo | msgs/s | 50.00 | 100 | 0.500 |\n"),
+            "{t}"
+        );
+        for word in ["target", "verdict", "FAIL", "PASS", "baseline |\n"] {
+            assert!(!t.contains(word), "{word} in:\n{t}");
+        }
     }
 
     #[test]
@@ -535,7 +561,7 @@ mod tests {
             lines.push(json!({"config":config,"server":"gateway","scenario":"fanout","variant":null,"results":{"server_cpu_us_per":g}}));
             lines.push(json!({"config":config,"server":"baseline","scenario":"fanout","variant":null,"results":{"server_cpu_us_per":b}}));
         }
-        let t = super::render(&lines);
+        let t = super::render(&lines, true);
         assert!(t.contains("#### Configuration `workers-1`"), "{t}");
         assert!(t.contains("#### Configuration `workers-2`"), "{t}");
         assert!(

@@ -56,12 +56,19 @@ pub enum KeyError {
 
 /// Why a token was refused. The client is only told `ERR unauthorized`;
 /// this is for logs and tests, and holds nothing of the token.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum TokenError {
-    /// Not a JWT, a bad signature, another algorithm, a claim of the wrong
-    /// type.
-    #[error("invalid token")]
-    Invalid,
+    /// `HELLO` carried no token at all (the caller's finding: the
+    /// verifier is only asked about a token).
+    #[error("no token")]
+    Missing,
+    /// Not a JWT, a claim missing or of the wrong type.
+    #[error("malformed token")]
+    Malformed,
+    /// Not signed by the configured key with its algorithm: another key,
+    /// another algorithm, or no signature.
+    #[error("bad signature")]
+    BadSignature,
     /// `exp` has passed, beyond the leeway.
     #[error("token expired")]
     Expired,
@@ -71,6 +78,20 @@ pub enum TokenError {
     /// `sub` is not the user of the `HELLO`.
     #[error("token for another user")]
     WrongSubject,
+}
+
+impl TokenError {
+    /// The reason as one word, for a log field an operator can filter on.
+    pub fn class(self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::Malformed => "malformed",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongSubject => "wrong_sub",
+        }
+    }
 }
 
 /// What an accepted token allows.
@@ -164,13 +185,18 @@ impl Verifier {
     /// Checks `token` for `user`.
     pub fn verify(&self, token: &[u8], user: &str) -> Result<Grant, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        let token = std::str::from_utf8(token).map_err(|_| TokenError::Invalid)?;
+        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|err| {
                 match err.kind() {
                     ErrorKind::ExpiredSignature => TokenError::Expired,
                     ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    _ => TokenError::Invalid,
+                    // The header names an algorithm other than the key's,
+                    // or the signature does not verify.
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidSignature => {
+                        TokenError::BadSignature
+                    }
+                    _ => TokenError::Malformed,
                 }
             })?;
         let claims = data.claims;
@@ -241,12 +267,15 @@ mod tests {
                 json!({"sub": "alice", "exp": n + 60, "nbf": n + 31}),
                 TokenError::NotYetValid,
             ),
-            (json!({"sub": "alice"}), TokenError::Invalid),
-            (json!({"exp": n + 60}), TokenError::Invalid),
-            (json!({"sub": "alice", "exp": "soon"}), TokenError::Invalid),
+            (json!({"sub": "alice"}), TokenError::Malformed),
+            (json!({"exp": n + 60}), TokenError::Malformed),
+            (
+                json!({"sub": "alice", "exp": "soon"}),
+                TokenError::Malformed,
+            ),
             (
                 json!({"sub": "alice", "exp": n + 60, "topics": "news"}),
-                TokenError::Invalid,
+                TokenError::Malformed,
             ),
         ];
         for (claims, expected) in cases {
@@ -271,29 +300,30 @@ mod tests {
             &EncodingKey::from_secret(b"another secret"),
         )
         .unwrap();
-        assert_eq!(check(&other, "alice"), Err(TokenError::Invalid));
+        assert_eq!(check(&other, "alice"), Err(TokenError::BadSignature));
         let hs384 = encode(
             &Header::new(Algorithm::HS384),
             &claims,
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(check(&hs384, "alice"), Err(TokenError::Invalid));
+        assert_eq!(check(&hs384, "alice"), Err(TokenError::BadSignature));
         // `alg: none`, unsigned.
         let b64 = |v: &Value| {
             use base64_url::encode;
             encode(v.to_string().as_bytes())
         };
         let none = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims));
-        assert_eq!(check(&none, "alice"), Err(TokenError::Invalid));
+        // `none` is no algorithm jsonwebtoken knows: the header does not parse.
+        assert_eq!(check(&none, "alice"), Err(TokenError::Malformed));
         for junk in ["", "x", "a.b.c", "..", "\u{0}"] {
-            assert_eq!(check(junk, "alice"), Err(TokenError::Invalid), "{junk:?}");
+            assert_eq!(check(junk, "alice"), Err(TokenError::Malformed), "{junk:?}");
         }
         assert_eq!(
             Verifier::hs256(SECRET)
                 .unwrap()
                 .verify(b"\xff\xfe", "alice"),
-            Err(TokenError::Invalid)
+            Err(TokenError::Malformed)
         );
     }
 

@@ -28,6 +28,7 @@ use crate::idle;
 use crate::io::IoDriver;
 use crate::mailbox::{self, Mail, MailSlot};
 use crate::messages::{CloseReason, ConnInfo, last_frame};
+use crate::refusals;
 use crate::state::ConnState;
 use crate::transport::Transport;
 
@@ -167,11 +168,14 @@ impl Connection {
 
     /// `conn`, with the id, the peer and, after `HELLO`, the user. At
     /// debug level, so that at the default `info` a connection logs
-    /// nothing; everything it logs is at debug. Made for each use rather
-    /// than kept: a disabled span costs a level check, a kept one 40 bytes
-    /// of every connection.
+    /// nothing but a refused token (`refusals.rs`); everything else it logs
+    /// is at debug. Made for each use rather than kept: a disabled span
+    /// costs a level check, a kept one 40 bytes of every connection. A root
+    /// span: one made while the driver has another entered would otherwise
+    /// be its child, and a line would name the connection twice.
     pub(crate) fn span(&self) -> tracing::Span {
         tracing::debug_span!(
+            parent: None,
             "conn",
             conn_id = %self.id,
             peer = %self.peer,
@@ -219,12 +223,12 @@ impl Connection {
         };
         let checked = match token {
             Some(token) => verifier.verify(token, user),
-            None => Err(TokenError::Invalid),
+            None => Err(TokenError::Missing),
         };
         let grant = match checked {
             Ok(grant) => grant,
             Err(err) => {
-                tracing::debug!(parent: &self.span(), %user, reason = %err, "token refused");
+                refusals::token_refused(&self.span(), self.id, self.peer, user, err);
                 return self.close_behind_queued(CloseReason::Unauthorized);
             }
         };

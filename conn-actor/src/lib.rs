@@ -20,6 +20,7 @@ mod idle;
 mod io;
 mod mailbox;
 pub mod messages;
+mod refusals;
 mod relay;
 mod state;
 pub mod transport;

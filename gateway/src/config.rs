@@ -22,7 +22,7 @@ pub use report::{ParseError, parse};
 #[command(
     name = "gateway",
     version,
-    about = "A TCP connection gateway with an admin API"
+    about = "A connection gateway for long-lived TCP, TLS and WebSocket clients, with an admin API"
 )]
 pub struct Args {
     /// Client TCP listener.
@@ -128,36 +128,16 @@ pub struct Args {
     )]
     admin_token: Option<String>,
     /// PEM certificate chain: the client listener speaks TLS 1.2 and 1.3.
-    #[arg(
-        long,
-        env = "GATEWAY_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(
-        long,
-        env = "GATEWAY_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "GATEWAY_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// PEM certificate chain: the admin listener speaks HTTPS.
-    #[arg(
-        long,
-        env = "GATEWAY_ADMIN_TLS_CERT",
-        value_name = "FILE",
-        requires = "admin_tls_key"
-    )]
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_CERT", value_name = "FILE")]
     admin_tls_cert: Option<PathBuf>,
     /// PEM private key for --admin-tls-cert.
-    #[arg(
-        long,
-        env = "GATEWAY_ADMIN_TLS_KEY",
-        value_name = "FILE",
-        requires = "admin_tls_cert"
-    )]
+    #[arg(long, env = "GATEWAY_ADMIN_TLS_KEY", value_name = "FILE")]
     admin_tls_key: Option<PathBuf>,
     /// HS256 key: with it, `HELLO` needs a client token (a JWT).
     #[arg(
@@ -377,6 +357,22 @@ impl Args {
                 None
             }
         };
+        let tls = tls_files("--tls-cert", self.tls_cert, "--tls-key", self.tls_key).unwrap_or_else(
+            |problem| {
+                problems.push(problem);
+                None
+            },
+        );
+        let admin_tls = tls_files(
+            "--admin-tls-cert",
+            self.admin_tls_cert,
+            "--admin-tls-key",
+            self.admin_tls_key,
+        )
+        .unwrap_or_else(|problem| {
+            problems.push(problem);
+            None
+        });
         let (Some(listen), Some(admin_listen), Some(policy), true) =
             (listen, admin_listen, policy, problems.is_empty())
         else {
@@ -407,8 +403,8 @@ impl Args {
             pool_max_idle: self.pool_max_idle.min(1 << 24) as usize,
             workers,
             admin_token: self.admin_token,
-            tls: tls_files(self.tls_cert, self.tls_key),
-            admin_tls: tls_files(self.admin_tls_cert, self.admin_tls_key),
+            tls,
+            admin_tls,
             client_tokens,
             log_format: self.log_format,
             ws,
@@ -432,12 +428,20 @@ pub fn random_hex() -> String {
     format!("{:08x}", hasher.finish() as u32)
 }
 
-/// A certificate and key named together (clap refuses one without the other).
-fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsFiles> {
-    Some(TlsFiles {
-        cert: cert?,
-        key: key?,
-    })
+/// A certificate and its key, named together or not at all. Checked here
+/// rather than with clap's `requires`, whose error names neither flag.
+fn tls_files(
+    cert_flag: &str,
+    cert: Option<PathBuf>,
+    key_flag: &str,
+    key: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, String> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(format!("{cert_flag} needs {key_flag}, which is not set")),
+        (None, Some(_)) => Err(format!("{key_flag} needs {cert_flag}, which is not set")),
+    }
 }
 
 /// The client-token verifier the flags ask for: an HS256 secret, or a PEM
@@ -557,8 +561,13 @@ mod tests {
         let files = config.tls.expect("client TLS");
         assert_eq!(files.cert, PathBuf::from("c.pem"));
         assert!(config.admin_tls.is_none());
-        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
-        assert!(parse(&["--admin-tls-key", "k.pem"]).is_err());
+        let err = parse(&["--tls-cert", "c.pem"]).expect_err("no key");
+        assert_eq!(err, "--tls-cert needs --tls-key, which is not set");
+        let err = parse(&["--admin-tls-key", "k.pem"]).expect_err("no certificate");
+        assert_eq!(
+            err,
+            "--admin-tls-key needs --admin-tls-cert, which is not set"
+        );
     }
 
     #[test]

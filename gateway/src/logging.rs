@@ -1,11 +1,17 @@
 //! Log lines on stderr, as text or one JSON object per line, filtered by
 //! `RUST_LOG` (default `info`). Stdout carries only the `READY` line.
+//! Some of the web server's lines are shown at debug whatever the filter
+//! (`demote.rs`: a client's bad request is not an error of ours).
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
+
+mod demote;
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat) {
@@ -13,14 +19,17 @@ pub fn init(format: LogFormat) {
     // operator needs itself.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(demote::Demote::new(lines))
+        .init();
 }
 
 /// Reports a start-up error on one stderr line, in the requested format.

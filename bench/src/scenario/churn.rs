@@ -50,7 +50,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Result<Outcome> {
     let bar = Progress::timed(
         ctx.progress,
         "churn",
-        ctx.warmup + ctx.duration,
+        &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
         done.clone(),
         "cycles",
     );

@@ -71,7 +71,7 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     let bar = Progress::timed(
         ctx.progress,
         "echo",
-        ctx.warmup + ctx.duration,
+        &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
         done.clone(),
         "msgs",
     );

@@ -137,7 +137,7 @@ pub async fn run_spread(
     let bar = Progress::timed(
         ctx.progress,
         "fanout",
-        ctx.warmup + ctx.duration,
+        &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
         done.clone(),
         "publishes",
     );

@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Outcome> {
     let bar = Progress::timed(
         ctx.progress,
         "idle",
-        Duration::from_secs(10),
+        &[("", Duration::from_secs(10))],
         done.clone(),
         "connections",
     );

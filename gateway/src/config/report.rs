@@ -115,6 +115,15 @@ fn describe(command: &Command, argv: &[String], err: clap::Error) -> ParseError 
             };
             format!("unknown argument '{arg}'{hint}; see 'gateway --help'")
         }
+        // Clap puts the missing flags on the lines after the first, which
+        // the catch-all below would drop.
+        ErrorKind::MissingRequiredArgument => {
+            let missing = match err.get(ContextKind::InvalidArg) {
+                Some(ContextValue::Strings(args)) => args.join(", "),
+                _ => "a required argument".to_owned(),
+            };
+            format!("missing {missing}; see 'gateway --help'")
+        }
         _ => {
             let text = err.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
@@ -155,7 +164,26 @@ fn source_of(command: &Command, argv: &[String], flag: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_flag;
+    use super::{ParseError, describe, replace_flag};
+    use clap::{Arg, Command};
+
+    #[test]
+    fn a_missing_argument_is_named() {
+        let command = Command::new("gateway")
+            .arg(Arg::new("a").long("a").requires("b"))
+            .arg(Arg::new("b").long("b").value_name("FILE"));
+        let argv = ["gateway", "--a", "x"].map(String::from);
+        let err = command
+            .clone()
+            .try_get_matches_from(&argv)
+            .expect_err("--b is missing");
+        match describe(&command, &argv, err) {
+            ParseError::Invalid(line) => {
+                assert_eq!(line, "missing --b <FILE>; see 'gateway --help'");
+            }
+            ParseError::Info(err) => panic!("not an error line: {err}"),
+        }
+    }
 
     #[test]
     fn flags_are_replaced_as_whole_words() {

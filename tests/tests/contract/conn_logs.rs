@@ -85,3 +85,24 @@ fn at_info_a_connection_logs_nothing() {
         "a connection logged at info:\n{stderr}"
     );
 }
+
+#[test]
+fn at_debug_a_line_names_its_connection_once() {
+    let gw = Gateway::start_with_env(&[], &[("RUST_LOG", "debug")]);
+    let mut c = gw.connect();
+    c.hello("once");
+    c.sub("news");
+    c.quit();
+    assert_eventually!(
+        gw.stderr().contains(" closed "),
+        Duration::from_secs(5),
+        "no `closed` line in:\n{}",
+        gw.stderr()
+    );
+    let stderr = gw.stderr();
+    let in_span: Vec<&str> = stderr.lines().filter(|l| l.contains("conn{")).collect();
+    assert!(!in_span.is_empty(), "no line in a `conn` span:\n{stderr}");
+    for line in in_span {
+        assert_eq!(line.matches("conn{").count(), 1, "{line}");
+    }
+}

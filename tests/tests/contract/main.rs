@@ -1,6 +1,6 @@
 //! Black-box contract tests for the `gateway` binary.
 //!
-//! One test binary; one module per topic of `shared/contract.md`. Each test
+//! One test binary; one module per topic of `docs/protocol.md`. Each test
 //! starts its own gateway on loopback port 0 (see `gateway_tests::Gateway`),
 //! so tests run in parallel without sharing state. Build the binary first:
 //! `cargo build -p gateway`.
@@ -24,6 +24,7 @@ mod ids;
 mod limits;
 mod metric_values;
 mod metrics_exposition;
+mod operator_logs;
 mod order;
 mod per_ip;
 mod pool;

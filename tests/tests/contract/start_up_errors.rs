@@ -187,3 +187,26 @@ fn an_address_in_use_is_a_one_line_start_up_error() {
         "{line}"
     );
 }
+
+#[test]
+fn half_a_tls_pair_names_both_flags() {
+    for (given, missing) in [
+        ("--tls-cert", "--tls-key"),
+        ("--tls-key", "--tls-cert"),
+        ("--admin-tls-cert", "--admin-tls-key"),
+        ("--admin-tls-key", "--admin-tls-cert"),
+    ] {
+        let line = error_line(&with_loopback(&[given, "file.pem"]), &[]);
+        assert!(line.starts_with("gateway: "), "{line}");
+        assert!(
+            line.contains(given) && line.contains(missing),
+            "{given} without {missing} must name both: {line}"
+        );
+    }
+    // From a variable, the variable is named.
+    let line = error_line(&LOOPBACK, &[("GATEWAY_TLS_CERT", "file.pem")]);
+    assert!(
+        line.contains("GATEWAY_TLS_CERT") && line.contains("--tls-key"),
+        "{line}"
+    );
+}

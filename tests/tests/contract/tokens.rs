@@ -6,7 +6,8 @@
 //! unauthorized` and a close counted as `unauthorized`; only `PING` and
 //! `QUIT` before a valid `HELLO`; the `topics` claim (`ERR forbidden`);
 //! `KICK expired` within a second of `exp`, after every push accepted
-//! before it; and the token kept out of logs,
+//! before it; a refusal logged at info with its reason's class,
+//! rate-limited; and the token kept out of logs,
 //! metrics and the admin API. Over WebSocket (`ws` and `wss`) the same
 //! rules, each close with its Close frame: 1008 after `ERR unauthorized`
 //! and after `KICK expired`.
@@ -573,4 +574,92 @@ fn pushes_accepted_before_the_token_expires_all_arrive_before_kick_expired() {
             });
         }
     });
+}
+
+/// The JSON lines of `gw`'s stderr that log a refused token at info.
+fn refusal_lines(gw: &Gateway) -> Vec<Value> {
+    gw.stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "client token refused" && line["level"] == "INFO")
+        .collect()
+}
+
+#[test]
+fn a_refused_token_is_logged_at_info_with_its_reason_never_the_token() {
+    // One worker: the line is rate-limited per worker, to one a second.
+    let mut gw = Gateway::start(&[
+        "--client-token-secret",
+        SECRET,
+        "--workers",
+        "1",
+        "--log-format",
+        "json",
+    ]);
+    let n = now();
+    let other_key = sign(
+        &valid("alice"),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another secret"),
+    );
+    let cases = [
+        ("expired", hs256(&json!({"sub": "alice", "exp": n - 60}))),
+        ("bad_signature", other_key),
+        ("wrong_sub", hs256(&valid("mallory"))),
+        ("malformed", "not.a.jwt".to_string()),
+        ("missing", String::new()),
+    ];
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    for (reason, token) in &cases {
+        let frame = format!("HELLO alice {token}");
+        // Refused again and again until its line comes: the one before it
+        // may have taken this second's line.
+        let seen = gateway_tests::poll::eventually(Duration::from_secs(5), || {
+            refused(&gw, frame.trim_end());
+            sent += 1;
+            refusal_lines(&gw)
+                .into_iter()
+                .find(|line| line["reason"] == *reason)
+        });
+        let line = seen
+            .unwrap_or_else(|| panic!("no info line for a {reason} token in:\n{}", gw.stderr()));
+        assert_eq!(line["user"], "alice", "{line}");
+        assert!(
+            line["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+        assert!(
+            line["conn_id"].is_string() || line["conn_id"].is_number(),
+            "{line}"
+        );
+    }
+    let elapsed = started.elapsed();
+    gw.sigterm();
+    gw.wait_exit(Duration::from_secs(10));
+    let lines = refusal_lines(&gw);
+    // At most one line a second, each counting the refusals held back.
+    assert!(
+        lines.len() as u64 <= elapsed.as_secs() + 1,
+        "{} lines in {elapsed:?}",
+        lines.len()
+    );
+    let logged: u64 = lines
+        .iter()
+        .map(|line| 1 + line["suppressed"].as_u64().unwrap())
+        .sum();
+    assert!(logged <= sent, "{logged} refusals logged, {sent} sent");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["suppressed"].as_u64() > Some(0)),
+        "refusals held back are counted: {lines:?}"
+    );
+    let stderr = gw.stderr();
+    for (_, token) in cases.iter().filter(|(_, token)| !token.is_empty()) {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!stderr.contains(signature), "a token in the log:\n{stderr}");
+    }
 }
