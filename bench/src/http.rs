@@ -1,14 +1,19 @@
 //! A minimal HTTP/1.1 client and server-side request reader over a
-//! `TcpStream`: enough for the admin API (`/metrics`, the connection
-//! endpoints) and for the baseline's admin port. Keep-alive, `Content-Length`
-//! and chunked bodies; nothing else.
+//! `TcpStream`, or TLS over one: enough for the admin API (`/metrics`, the
+//! connection endpoints, publishes) and for the baseline's admin port.
+//! Keep-alive (or a connection per request), `Content-Length` and chunked
+//! bodies; nothing else.
 
 use std::io;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// A connection's byte stream, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Largest header block or body read.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -31,16 +36,46 @@ impl Response {
 
 /// A keep-alive connection to one HTTP server, reconnecting when the server
 /// closed it.
-#[derive(Debug)]
 pub struct HttpClient {
     addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Box<dyn Stream>>>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// A connection per request (`Connection: close`), to compare with.
+    per_request: bool,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("per_request", &self.per_request)
+            .finish()
+    }
 }
 
 impl HttpClient {
     /// A client for `addr`; connects on first use.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+        Self {
+            addr,
+            conn: None,
+            tls: None,
+            per_request: false,
+        }
+    }
+
+    /// Speaks TLS (HTTPS), for the name [`crate::net::TLS_SERVER_NAME`].
+    pub fn with_tls(mut self, tls: tokio_rustls::TlsConnector) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Opens a connection (and with TLS makes a handshake) for every
+    /// request, asking the server to close it after its answer.
+    pub fn per_request(mut self) -> Self {
+        self.per_request = true;
+        self
     }
 
     /// `GET path`.
@@ -83,12 +118,22 @@ impl HttpClient {
         if self.conn.is_none() {
             let s = TcpStream::connect(self.addr).await?;
             s.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(s));
+            let stream: Box<dyn Stream> = match &self.tls {
+                None => Box::new(s),
+                Some(tls) => {
+                    let name = rustls_pki_types::ServerName::try_from(crate::net::TLS_SERVER_NAME)?;
+                    Box::new(tls.connect(name, s).await?)
+                }
+            };
+            self.conn = Some(BufReader::new(stream));
         }
         let Some(conn) = self.conn.as_mut() else {
             bail!("no connection");
         };
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if self.per_request {
+            req.push_str("Connection: close\r\n");
+        }
         if let Some(b) = body {
             req.push_str("Content-Type: application/json\r\n");
             req.push_str(&format!("Content-Length: {}\r\n", b.len()));
@@ -111,10 +156,11 @@ impl HttpClient {
             .with_context(|| format!("bad status line {status_line:?}"))?;
         let headers = parse_headers(lines);
         let body = read_body(conn, &headers).await?;
-        if headers
-            .connection
-            .as_deref()
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        if self.per_request
+            || headers
+                .connection
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case("close"))
         {
             self.conn = None;
         }

@@ -100,6 +100,9 @@ enum Cmd {
     Idle(scenario::idle::IdleArgs),
     /// Data pushed to non-reading clients, then kicked: bytes lost.
     Kick(scenario::kick::KickArgs),
+    /// Backends publishing through the admin API, connections kept alive or
+    /// one per request: publishes/s and CPU per publish.
+    Admin(scenario::admin::AdminArgs),
     /// Print the gateway/baseline table from result lines.
     Report {
         /// Leave the targets and verdicts out (a quick run's 2-second cases
@@ -156,6 +159,7 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         Cmd::Cluster(_) => "cluster",
         Cmd::Idle(_) => "idle",
         Cmd::Kick(_) => "kick",
+        Cmd::Admin(_) => "admin",
         Cmd::Report { .. } => "report",
     };
     let mut line = json!({
@@ -228,6 +232,7 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
         Cmd::Cluster(a) => scenario::cluster::run(&ctx, a).await,
         Cmd::Idle(a) => scenario::idle::run(&ctx, a).await,
         Cmd::Kick(a) => scenario::kick::run(&ctx, a).await,
+        Cmd::Admin(a) => scenario::admin::run(&ctx, a).await,
         Cmd::Report { .. } => bail!("report takes no server"),
     }
 }

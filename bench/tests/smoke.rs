@@ -1,7 +1,7 @@
 //! Runs every scenario briefly against the baseline server, in both
-//! framings, and the load generator's WebSocket clients against the real
-//! gateway's WebSocket listener; checks each result line reports a clean
-//! run.
+//! framings, the load generator's WebSocket clients against the real
+//! gateway's WebSocket listener, and the admin publishers against the real
+//! gateway's admin API; checks each result line reports a clean run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -170,6 +170,21 @@ fn scenarios_run_clean_against_the_gateway_over_websocket() {
     assert_eq!(fanout["results"]["missing"], 0);
     let idle = ws(&["idle", "--connections", "50", "--settle-ms", "50"]);
     assert_eq!(idle["results"]["connected"], 50);
+}
+
+#[test]
+fn the_admin_scenario_publishes_kept_alive_and_one_connection_per_request() {
+    let s = start_server(&gateway_binary(), &[], "client=");
+    for mode in [&[][..], &["--per-request"][..]] {
+        let mut args = vec!["admin", "--connections", "2"];
+        args.extend_from_slice(mode);
+        let line = bench(&s, "lines", &args);
+        assert!(
+            line["results"]["publishes"].as_u64().unwrap_or(0) > 0,
+            "{line}"
+        );
+        assert_eq!(line["params"]["per_request"], !mode.is_empty(), "{line}");
+    }
 }
 
 /// A running `nats-server` on free ports, with its monitoring endpoint.

@@ -1,6 +1,7 @@
 //! The benchmark scenarios and what they share: the run's settings, the
 //! result each returns, and small client helpers.
 
+pub mod admin;
 pub mod churn;
 pub mod cluster;
 pub mod echo;
