@@ -3,6 +3,15 @@
 //! for that node to have queued it (bounded by `--cluster-timeout`).
 //! Publish and broadcast serve local receivers first, then add what every
 //! other node answered, and say how many answered in `nodes`.
+//!
+//! A request to a node that may hold the target goes to that node's own
+//! subject with a reply subject, so NATS says at once when nobody is there
+//! ("no responders": the node is gone and holds nothing). A node that is
+//! there but does not answer within `--cluster-timeout` (frozen, or
+//! overloaded) makes the answer 504: the request may still be carried out
+//! when it wakes. 404 only when every node that could hold the target
+//! answered that it does not. Until this node knows the cluster (just
+//! started), these answers wait for it.
 
 use std::sync::Arc;
 
@@ -11,7 +20,7 @@ use conn_actor::{CloseReason, Name};
 use gateway_metrics::cluster::Route;
 use gateway_registry::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};
 
-use crate::shared::{Answer, NotSent, Shared, lock};
+use crate::shared::{Answer, Collected, NotSent, Shared, lock};
 use crate::wire::{Kind, Meta, Op, Status};
 
 pub struct ClusterRouter {
@@ -60,6 +69,22 @@ fn status_error(status: Option<Status>) -> Result<(), RouteError> {
     }
 }
 
+/// The answer of a user route from what the nodes said.
+fn user_outcome(got: &Collected, here: Result<(), RouteError>) -> Result<(), RouteError> {
+    let statuses: Vec<Option<Status>> = got.answers.iter().map(|a| a.meta.st).collect();
+    if statuses.contains(&Some(Status::Ok)) {
+        Ok(())
+    } else if statuses.contains(&Some(Status::Refused)) {
+        Err(RouteError::TooLarge)
+    } else if statuses.contains(&Some(Status::Closing)) || here == Err(RouteError::Closing) {
+        Err(RouteError::Closing)
+    } else if !got.missing.is_empty() {
+        Err(RouteError::Timeout)
+    } else {
+        Err(RouteError::NotFound)
+    }
+}
+
 fn refused(err: NotSent) -> RouteError {
     match err {
         NotSent::TooLarge => RouteError::TooLarge,
@@ -86,24 +111,27 @@ impl ClusterRouter {
     ) -> Result<Answer, RouteError> {
         let shared = &self.shared;
         if !shared.is_connected() {
+            shared.unreachable();
             return Err(RouteError::Unavailable);
         }
+        shared.wait_known().await;
         if !lock(&shared.members).contains(node) {
             return Err(RouteError::NotFound);
         }
         let mut request = shared.open_request();
         meta.q = Some(request.id);
         shared
-            .send(
-                shared.subjects.node(node),
-                meta,
-                body,
-                Route::Connection,
-                false,
-            )
+            .ask(node, meta, body, Route::Connection)
             .map_err(refused)?;
-        let mut answers = request.collect(1, |_| true).await;
-        answers.pop().ok_or(RouteError::Unavailable)
+        let mut got = request
+            .collect(vec![node.to_owned()], |_| true, false)
+            .await;
+        if !got.absent.is_empty() {
+            // Nobody subscribes to the node's subject: it is gone, and its
+            // connections with it.
+            return Err(RouteError::NotFound);
+        }
+        got.answers.pop().ok_or(RouteError::Timeout)
     }
 
     async fn act(&self, to: Address, action: Action) -> Result<(), RouteError> {
@@ -127,14 +155,20 @@ impl ClusterRouter {
                 if here.is_ok() {
                     return here;
                 }
-                let expected = shared.others();
                 if !shared.is_connected() {
                     return match here {
-                        Err(RouteError::NotFound) => Err(RouteError::Unavailable),
+                        Err(RouteError::NotFound) => {
+                            shared.unreachable();
+                            Err(RouteError::Unavailable)
+                        }
                         other => other,
                     };
                 }
-                if expected == 0 {
+                shared.wait_known().await;
+                // Every listed node, those that missed a heartbeat too: any
+                // of them may hold the user.
+                let nodes = shared.listed();
+                if nodes.is_empty() {
                     return here;
                 }
                 let mut request = shared.open_request();
@@ -144,24 +178,15 @@ impl ClusterRouter {
                     ..Meta::new(Kind::User)
                 };
                 let body = action.apply(&mut meta);
-                shared
-                    .send(shared.subjects.all(), meta, body, Route::User, false)
-                    .map_err(refused)?;
-                let answers = request
-                    .collect(expected, |a| a.meta.st == Some(Status::Ok))
-                    .await;
-                let statuses: Vec<Option<Status>> = answers.iter().map(|a| a.meta.st).collect();
-                if statuses.contains(&Some(Status::Ok)) {
-                    Ok(())
-                } else if statuses.contains(&Some(Status::Refused)) {
-                    Err(RouteError::TooLarge)
-                } else if statuses.contains(&Some(Status::Closing))
-                    || here == Err(RouteError::Closing)
-                {
-                    Err(RouteError::Closing)
-                } else {
-                    Err(RouteError::NotFound)
+                for node in &nodes {
+                    shared
+                        .ask(node, meta.clone(), body.clone(), Route::User)
+                        .map_err(refused)?;
                 }
+                let got = request
+                    .collect(nodes, |a| a.meta.st == Some(Status::Ok), false)
+                    .await;
+                user_outcome(&got, here)
             }
         }
     }
@@ -190,29 +215,37 @@ impl ClusterRouter {
         probe: impl FnOnce(u64) -> (String, Meta, Bytes, Route),
     ) -> Delivered {
         let shared = &self.shared;
-        let expected = shared.others();
-        let mut nodes = NodeCount {
-            answered: 1,
-            expected: 1 + expected,
-        };
         if !shared.is_connected() {
+            // The remote part is skipped: counted, and told in `nodes`.
+            shared.unreachable();
             return Delivered {
                 count: local,
-                nodes: Some(nodes),
+                nodes: Some(NodeCount {
+                    answered: 1,
+                    expected: 1 + shared.others(),
+                }),
             };
         }
+        shared.wait_known().await;
+        let listed = shared.listed();
+        let mut nodes = NodeCount {
+            answered: 1,
+            expected: 1 + listed.len(),
+        };
         let mut request = shared.open_request();
         if let Some((subject, mut meta, body, route)) = message {
             meta.q = Some(request.id);
             let _ = shared.send(subject, meta, body, route, false);
         }
         let mut count = local;
-        if expected > 0 {
+        if !listed.is_empty() {
             let (subject, meta, body, route) = probe(request.id);
             if shared.send(subject, meta, body, route, false).is_ok() {
-                let answers = request.collect(expected, |_| false).await;
-                nodes.answered += answers.len();
-                count += answers
+                // A node that missed a heartbeat is not waited on.
+                let got = request.collect(listed, |_| false, true).await;
+                nodes.answered += got.answers.len();
+                count += got
+                    .answers
                     .iter()
                     .map(|a| a.meta.n.unwrap_or(0) as usize)
                     .sum::<usize>();
