@@ -959,7 +959,10 @@ impl Engine {
             }
             Some((mine, _)) => {
                 if meta.q.is_none() {
-                    // An older assertion: remind its node who holds the user.
+                    // An older claim without a request: a reminder, or an
+                    // assertion from a node of an earlier version (which
+                    // asserted without requests). Remind its node who
+                    // holds the user.
                     self.assert_claim(&user, mine);
                 }
                 Status::Holds

@@ -186,7 +186,7 @@ impl Shared {
         lock(&self.members).fresh(Instant::now())
     }
 
-    /// Whether this node knows the cluster (see [`Shared::known`]).
+    /// Whether this node has heard from the cluster once (see `known`).
     pub fn knows_cluster(&self) -> bool {
         *self.known.borrow()
     }
