@@ -333,3 +333,59 @@ impl Router for ClusterRouter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(node: &str, status: Status) -> Answer {
+        Answer {
+            meta: Meta {
+                o: node.into(),
+                ..Meta::answer(1, status)
+            },
+            body: Bytes::new(),
+            absent: false,
+        }
+    }
+
+    fn check(
+        answers: &[(&str, Status)],
+        absent: &[&str],
+        missing: &[&str],
+        here: Result<(), RouteError>,
+        expected: Result<(), RouteError>,
+    ) {
+        let got = Collected {
+            answers: answers.iter().map(|(n, s)| answer(n, *s)).collect(),
+            absent: absent.iter().map(|n| n.to_string()).collect(),
+            missing: missing.iter().map(|n| n.to_string()).collect(),
+        };
+        assert_eq!(
+            user_outcome(&got, here),
+            expected,
+            "{answers:?} absent {absent:?} missing {missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_route_is_404_only_when_every_node_said_so() {
+        use RouteError::*;
+        use Status as S;
+        let nf = Err(NotFound);
+        check(&[("b", S::NotFound), ("c", S::Ok)], &[], &[], nf, Ok(()));
+        // The holder answered: a silent node does not matter.
+        check(&[("b", S::Ok)], &[], &["c"], nf, Ok(()));
+        check(&[("b", S::NotFound)], &[], &[], nf, Err(NotFound));
+        // A node NATS says is gone holds nothing.
+        check(&[("b", S::NotFound)], &["c"], &[], nf, Err(NotFound));
+        check(&[], &["b", "c"], &[], nf, Err(NotFound));
+        // A node that may hold it did not answer: unknown.
+        check(&[("b", S::NotFound)], &[], &["c"], nf, Err(Timeout));
+        check(&[], &[], &["b"], nf, Err(Timeout));
+        // Closing here or there is known, and wins over a silent node.
+        check(&[("b", S::Closing)], &[], &["c"], nf, Err(Closing));
+        check(&[], &[], &["b"], Err(Closing), Err(Closing));
+        check(&[("b", S::Refused)], &[], &[], nf, Err(TooLarge));
+    }
+}
