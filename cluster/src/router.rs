@@ -178,15 +178,28 @@ impl ClusterRouter {
                     ..Meta::new(Kind::User)
                 };
                 let body = action.apply(&mut meta);
-                for node in &nodes {
-                    shared
-                        .ask(node, meta.clone(), body.clone(), Route::User)
-                        .map_err(refused)?;
+                let mut asked = Vec::with_capacity(nodes.len());
+                let mut not_sent = None;
+                for node in nodes {
+                    match shared.ask(&node, meta.clone(), body.clone(), Route::User) {
+                        Ok(()) => asked.push(node),
+                        Err(err) => {
+                            not_sent.get_or_insert(err);
+                        }
+                    }
+                }
+                if asked.is_empty() {
+                    return Err(refused(not_sent.unwrap_or(NotSent::Unreachable)));
                 }
                 let got = request
-                    .collect(nodes, |a| a.meta.st == Some(Status::Ok), false)
+                    .collect(asked, |a| a.meta.st == Some(Status::Ok), false)
                     .await;
-                user_outcome(&got, here)
+                match (user_outcome(&got, here), not_sent) {
+                    // A node that was never asked may hold the user: not
+                    // carried, rather than not found.
+                    (Err(RouteError::NotFound), Some(err)) => Err(refused(err)),
+                    (outcome, _) => outcome,
+                }
             }
         }
     }
