@@ -452,3 +452,111 @@ impl Drop for Request {
         lock(&self.shared.requests).remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::members::STALE;
+    use crate::wire::{Kind, Status};
+    use conn_actor::{FrameCodec, Framing};
+
+    fn shared(
+        timeout_ms: u64,
+        pending_bytes: usize,
+    ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (prometheus, metrics) = gateway_metrics::new_registry().expect("metrics");
+        let registry = Registry::new(metrics, FrameCodec::new(Framing::Lines, 64), None);
+        let cluster = ClusterMetrics::register(&prometheus).expect("cluster metrics");
+        let settings = Settings {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            node_id: "me".into(),
+            prefix: "gw".into(),
+            timeout: Duration::from_millis(timeout_ms),
+            pending_bytes,
+        };
+        let (shared, _cmds, outbox) = Shared::new(settings, "r1".into(), registry, cluster);
+        let shared = Arc::new(shared);
+        shared.set_connected(true);
+        (shared, outbox)
+    }
+
+    fn answer(node: &str, q: u64, absent: bool) -> Answer {
+        Answer {
+            meta: Meta {
+                o: node.into(),
+                ..Meta::answer(q, Status::NotFound)
+            },
+            body: Bytes::new(),
+            absent,
+        }
+    }
+
+    #[test]
+    fn control_traffic_has_room_when_messages_do_not() {
+        let (shared, _outbox) = shared(100, 2048);
+        let send = |kind: Kind, route: Route, body: &'static [u8]| {
+            shared.send(
+                "gw.all".into(),
+                Meta::new(kind),
+                Bytes::from_static(body),
+                route,
+                true,
+            )
+        };
+        let big: &[u8] = &[b'x'; 1024];
+        assert_eq!(send(Kind::Publish, Route::Publish, big), Ok(()));
+        assert_eq!(
+            send(Kind::Publish, Route::Publish, big),
+            Err(NotSent::Overflow)
+        );
+        for _ in 0..100 {
+            assert_eq!(send(Kind::Heartbeat, Route::Control, b""), Ok(()));
+            assert_eq!(send(Kind::Login, Route::Login, b""), Ok(()));
+        }
+        // Control traffic took none of the budget.
+        assert_eq!(
+            send(Kind::Publish, Route::Publish, big),
+            Err(NotSent::Overflow)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_tells_answered_absent_and_silent_nodes_apart() {
+        let (shared, _outbox) = shared(200, 1 << 20);
+        let now = Instant::now();
+        for node in ["b", "c", "d"] {
+            lock(&shared.members).heard(node, "r", 0, now);
+        }
+        let mut request = shared.open_request();
+        shared.answered(answer("b", request.id, false));
+        shared.answered(answer("c", request.id, true));
+        // A second word from a node that already answered changes nothing.
+        shared.answered(answer("b", request.id, true));
+        let nodes = vec!["b".to_owned(), "c".to_owned(), "d".to_owned()];
+        let got = request.collect(nodes, |_| false, false).await;
+        let answered: Vec<&str> = got.answers.iter().map(|a| a.meta.o.as_str()).collect();
+        assert_eq!(answered, ["b"]);
+        assert_eq!(got.absent, ["c"]);
+        assert_eq!(got.missing, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn a_login_stops_waiting_for_a_node_that_missed_a_heartbeat() {
+        let (shared, _outbox) = shared(5000, 1 << 20);
+        // Heard just under the limit: it misses its heartbeat while the
+        // request waits.
+        let Some(heard) = Instant::now().checked_sub(STALE - Duration::from_millis(50)) else {
+            return;
+        };
+        lock(&shared.members).heard("b", "r", 0, heard);
+        let mut request = shared.open_request();
+        let started = Instant::now();
+        let got = request.collect(vec!["b".to_owned()], |_| false, true).await;
+        assert_eq!(got.missing, ["b"]);
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+}
