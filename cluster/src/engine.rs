@@ -778,20 +778,15 @@ impl Engine {
                 );
             }
             Kind::Broadcast => {
-                let Some(q) = meta.q else {
-                    return self.malformed(subject, "broadcast without request");
+                // A payload this node's framing cannot carry reaches no
+                // one here.
+                let n = match registry.fits_framing(&body) {
+                    true => registry.broadcast_frame(&registry.push_frame(&body)),
+                    false => 0,
                 };
-                let answer = match registry.fits_framing(&body) {
-                    true => {
-                        let n = registry.broadcast_frame(&registry.push_frame(&body));
-                        Meta {
-                            n: Some(n as u64),
-                            ..Meta::answer(q, Status::Ok)
-                        }
-                    }
-                    false => Meta::answer(q, Status::Refused),
-                };
-                self.reply(&meta.o, answer, Bytes::new());
+                if let Some(q) = meta.q {
+                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
+                }
             }
             Kind::User | Kind::Conn => self.target_request(meta, body),
             Kind::Login => self.login_claim(meta),

@@ -220,13 +220,12 @@ impl ClusterRouter {
         serde_json::from_slice(&answer.body).map_err(|_| RouteError::NotFound)
     }
 
-    /// Sends a message every node acts on and answers with a count.
-    async fn fan_out(
-        &self,
-        local: usize,
-        message: Option<(String, Meta, Bytes, Route)>,
-        probe: impl FnOnce(u64) -> (String, Meta, Bytes, Route),
-    ) -> Delivered {
+    /// Sends a message every node acts on (with request id `q`), then asks
+    /// each listed node, on its own subject, how many it delivered it to.
+    /// The question follows the message from the same connection, so a
+    /// node has acted on the message before it answers. A node that NATS
+    /// says is gone, or that misses a heartbeat meanwhile, is not waited on.
+    async fn fan_out(&self, local: usize, message: (String, Meta, Bytes, Route)) -> Delivered {
         let shared = &self.shared;
         if !shared.is_connected() {
             // The remote part is skipped: counted, and told in `nodes`.
@@ -246,23 +245,31 @@ impl ClusterRouter {
             expected: 1 + listed.len(),
         };
         let mut request = shared.open_request();
-        if let Some((subject, mut meta, body, route)) = message {
-            meta.q = Some(request.id);
-            let _ = shared.send(subject, meta, body, route, false);
-        }
+        let (subject, mut meta, body, route) = message;
+        meta.q = Some(request.id);
+        // Not sent: counted where it was refused; only local receivers.
+        let sent = shared.send(subject, meta, body, route, false).is_ok();
         let mut count = local;
-        if !listed.is_empty() {
-            let (subject, meta, body, route) = probe(request.id);
-            if shared.send(subject, meta, body, route, false).is_ok() {
-                // A node that missed a heartbeat is not waited on.
-                let got = request.collect(listed, |_| false, true).await;
-                nodes.answered += got.answers.len();
-                count += got
-                    .answers
-                    .iter()
-                    .map(|a| a.meta.n.unwrap_or(0) as usize)
-                    .sum::<usize>();
-            }
+        if sent && !listed.is_empty() {
+            let question = Meta {
+                q: Some(request.id),
+                ..Meta::new(Kind::Count)
+            };
+            let asked: Vec<String> = listed
+                .into_iter()
+                .filter(|node| {
+                    shared
+                        .ask(node, question.clone(), Bytes::new(), Route::Control)
+                        .is_ok()
+                })
+                .collect();
+            let got = request.collect(asked, |_| false, true).await;
+            nodes.answered += got.answers.len();
+            count += got
+                .answers
+                .iter()
+                .map(|a| a.meta.n.unwrap_or(0) as usize)
+                .sum::<usize>();
         }
         Delivered {
             count,
@@ -308,16 +315,7 @@ impl Router for ClusterRouter {
                 payload,
                 Route::Publish,
             );
-            let all = shared.subjects.all();
-            Ok(self
-                .fan_out(local, Some(message), |req| {
-                    let meta = Meta {
-                        q: Some(req),
-                        ..Meta::new(Kind::Count)
-                    };
-                    (all, meta, Bytes::new(), Route::Control)
-                })
-                .await)
+            Ok(self.fan_out(local, message).await)
         })
     }
 
@@ -333,16 +331,13 @@ impl Router for ClusterRouter {
             let local = shared
                 .registry
                 .broadcast_frame(&shared.registry.push_frame(&payload));
-            let all = shared.subjects.all();
-            Ok(self
-                .fan_out(local, None, |req| {
-                    let meta = Meta {
-                        q: Some(req),
-                        ..Meta::new(Kind::Broadcast)
-                    };
-                    (all, meta, payload, Route::Broadcast)
-                })
-                .await)
+            let message = (
+                shared.subjects.all(),
+                Meta::new(Kind::Broadcast),
+                payload,
+                Route::Broadcast,
+            );
+            Ok(self.fan_out(local, message).await)
         })
     }
 }

@@ -250,7 +250,8 @@ fn timed_hello(gw: &Gateway, user: &str) -> (Client, Duration) {
 /// killed (NATS says at once that nobody is there) or that has missed a
 /// heartbeat (frozen), though both are still listed. The frozen node's
 /// holder of the same user is kicked once it wakes. A killed node's
-/// connections and users are 404 at once (item 2: nobody is there).
+/// connections and users are 404 at once (item 2: nobody is there), and
+/// admin publishes and broadcasts do not wait on it either.
 #[test]
 fn a_login_does_not_wait_on_a_killed_or_silent_node() {
     if !nats_present() {
@@ -317,6 +318,15 @@ fn a_login_does_not_wait_on_a_killed_or_silent_node() {
     assert_error(&r, 404, "not_found");
     let took = started.elapsed();
     assert!(took < fast, "the 404s took {took:?}");
+    // Nor does an admin publish or broadcast wait on it.
+    for path in ["/api/v1/topics/t/publish", "/api/v1/broadcast"] {
+        let started = Instant::now();
+        let r = api(&a, "POST", path, Some(&message("all")));
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["nodes"], json!({"answered": 2, "expected": 3}));
+        assert!(took < fast, "{path} waited {took:?} on a killed node");
+    }
     assert!(
         get_ok(&a, "/api/v1/cluster")["nodes"]
             .as_array()
