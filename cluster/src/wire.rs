@@ -103,7 +103,7 @@ impl Subjects {
 pub enum Kind {
     /// A topic message; the body is the payload.
     Publish,
-    /// How many local subscribers got the publish `req` (an admin publish).
+    /// How many local receivers got the admin publish or broadcast `req`.
     Count,
     /// An admin broadcast; the body is the payload.
     Broadcast,
