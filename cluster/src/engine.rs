@@ -31,7 +31,8 @@ use crate::StartError;
 use crate::members::{Change, HEARTBEAT};
 use crate::sequence::{Tracker, Verdict};
 use crate::settings::redact;
-use crate::shared::{Answer, Cmd, Outgoing, Shared, lock};
+use crate::settle::settle;
+use crate::shared::{Answer, Cmd, KNOWN_WITHIN, Outgoing, Shared, lock};
 use crate::wire::{HEADER, Kind, Meta, Op, Status};
 
 /// How often membership is checked; heartbeats go every fourth tick.
@@ -184,12 +185,22 @@ async fn run(
             return;
         }
     };
-    if wait_connected(&client, &failures).await && node_id_taken(&shared, &client).await {
+    let reached = wait_connected(&client, &failures).await;
+    if reached && node_id_taken(&shared, &client).await {
         let _ = started.send(Err(StartError::DuplicateNodeId(shared.node().to_owned())));
         return;
     }
+    if !reached {
+        // Nothing to wait for: cross-node routes answer 503 until NATS is
+        // there, and readiness does not depend on it.
+        shared.set_known();
+    }
     let mut inbox = Inbox::default();
-    for subject in [shared.subjects.all(), shared.subjects.node(shared.node())] {
+    for subject in [
+        shared.subjects.all(),
+        shared.subjects.node(shared.node()),
+        shared.subjects.replies(shared.node(), &shared.run),
+    ] {
         match client.subscribe(subject.clone()).await {
             Ok(sub) => inbox.add(subject, sub),
             Err(err) => {
@@ -259,10 +270,19 @@ async fn send_outbox(
         out.meta.g = global;
         let mut headers = HeaderMap::new();
         headers.insert(HEADER, out.meta.encode().as_str());
-        match client
-            .publish_with_headers(out.subject, headers, out.body)
-            .await
-        {
+        let published = match out.reply {
+            Some(reply) => {
+                client
+                    .publish_with_reply_and_headers(out.subject, reply, headers, out.body)
+                    .await
+            }
+            None => {
+                client
+                    .publish_with_headers(out.subject, headers, out.body)
+                    .await
+            }
+        };
+        match published {
             Ok(()) => shared.metrics.message(Direction::Sent, out.route),
             Err(err) => {
                 tracing::warn!(error = %err, "a cross-node message was not sent");
@@ -350,6 +370,11 @@ struct Engine {
     /// Local deliveries of admin publishes, until the count is asked.
     counts: HashMap<(String, u64), (u64, Instant)>,
     ever_connected: bool,
+    /// When the engine started, and when NATS was first connected: the
+    /// node knows the cluster one heartbeat period after that, at most
+    /// [`KNOWN_WITHIN`] after the start.
+    started: Instant,
+    first_connected: Option<Instant>,
     ticks: u64,
     subscribed: mpsc::UnboundedSender<(Name, Option<Subscriber>)>,
     malformed_log: Throttle,
@@ -367,6 +392,8 @@ impl Engine {
             tracker: Tracker::default(),
             counts: HashMap::new(),
             ever_connected: false,
+            started: Instant::now(),
+            first_connected: None,
             ticks: 0,
             subscribed,
             malformed_log: Throttle::default(),
@@ -420,12 +447,13 @@ impl Engine {
                     tracing::warn!(%server, "reconnected to NATS; re-subscribing and re-asserting logins");
                 } else {
                     tracing::info!(%server, max_payload = info.max_payload, "connected to NATS");
+                    self.first_connected = Some(Instant::now());
                 }
                 self.ever_connected = true;
                 // Nodes could not be heard while away: give them a beat.
                 lock(&shared.members).touch_all(Instant::now());
                 self.heartbeat();
-                self.assert_claims();
+                self.assert_claims(None);
             }
             Event::Disconnected => {
                 shared.set_connected(false);
@@ -552,6 +580,19 @@ impl Engine {
     fn tick(&mut self) {
         self.ticks += 1;
         let shared = self.shared.clone();
+        if !shared.knows_cluster() {
+            // Every live node heartbeats once a period (and at once when
+            // it hears a new node): one period and a tick after the first
+            // connection, every live node has been heard.
+            let heard_all = self
+                .first_connected
+                .is_some_and(|at| at.elapsed() >= HEARTBEAT + TICK);
+            // Within the contract's bound after READY whatever happens.
+            let bound = self.started.elapsed() >= KNOWN_WITHIN - TICK * 2;
+            if heard_all || bound {
+                shared.set_known();
+            }
+        }
         if shared.is_connected() {
             let gone = lock(&shared.members).expire(Instant::now());
             for node in gone {
@@ -588,16 +629,10 @@ impl Engine {
         );
     }
 
-    /// Tells every node which users this node holds, and with what claim.
-    fn assert_claims(&self) {
-        let shared = &self.shared;
-        let claims: Vec<_> = lock(&shared.claims)
-            .iter()
-            .map(|(user, (claim, _))| (user.clone(), claim.clone()))
-            .collect();
-        for (user, claim) in claims {
-            self.assert_claim(&user, claim);
-        }
+    /// Settles the users this node holds with `only` (every listed node
+    /// when `None`), in a task of its own (`settle.rs`).
+    fn assert_claims(&self, only: Option<String>) {
+        tokio::spawn(settle(self.shared.clone(), only));
     }
 
     fn assert_claim(&self, user: &str, claim: crate::wire::Claim) {
@@ -621,6 +656,14 @@ impl Engine {
     fn incoming(&mut self, batch: Vec<Message>) {
         let mut messages: Vec<(Meta, Message)> = Vec::with_capacity(batch.len());
         for message in batch {
+            if let Some((q, node)) = self.shared.subjects.reply_of(
+                self.shared.node(),
+                &self.shared.run,
+                &message.subject,
+            ) {
+                self.no_responders(q, node, &message);
+                continue;
+            }
             let meta = message
                 .headers
                 .as_ref()
@@ -636,6 +679,23 @@ impl Engine {
         for (meta, message) in messages {
             self.handle(meta, message);
         }
+    }
+
+    /// NATS on a request's reply subject: nobody subscribes to the node's
+    /// subject, so that node is not there. Nothing else arrives here.
+    fn no_responders(&mut self, q: u64, node: String, message: &Message) {
+        if message.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return self.malformed(&message.subject, "a message on a reply subject");
+        }
+        let meta = Meta {
+            o: node,
+            ..Meta::answer(q, Status::NotFound)
+        };
+        self.shared.answered(Answer {
+            meta,
+            body: Bytes::new(),
+            absent: true,
+        });
     }
 
     fn malformed(&mut self, subject: &str, why: &str) {
@@ -718,20 +778,15 @@ impl Engine {
                 );
             }
             Kind::Broadcast => {
-                let Some(q) = meta.q else {
-                    return self.malformed(subject, "broadcast without request");
+                // A payload this node's framing cannot carry reaches no
+                // one here.
+                let n = match registry.fits_framing(&body) {
+                    true => registry.broadcast_frame(&registry.push_frame(&body)),
+                    false => 0,
                 };
-                let answer = match registry.fits_framing(&body) {
-                    true => {
-                        let n = registry.broadcast_frame(&registry.push_frame(&body));
-                        Meta {
-                            n: Some(n as u64),
-                            ..Meta::answer(q, Status::Ok)
-                        }
-                    }
-                    false => Meta::answer(q, Status::Refused),
-                };
-                self.reply(&meta.o, answer, Bytes::new());
+                if let Some(q) = meta.q {
+                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
+                }
             }
             Kind::User | Kind::Conn => self.target_request(meta, body),
             Kind::Login => self.login_claim(meta),
@@ -749,10 +804,20 @@ impl Engine {
                     meta.n.unwrap_or(0),
                     Instant::now(),
                 );
-                if change == Change::Joined {
-                    tracing::info!(node = %meta.o, "node joined");
-                    shared.metrics.nodes.set(1 + shared.others() as i64);
-                    self.assert_claims();
+                match change {
+                    Change::Joined => {
+                        tracing::info!(node = %meta.o, "node joined");
+                        shared.metrics.nodes.set(1 + shared.others() as i64);
+                        // A new node learns of this one at once, rather
+                        // than within a heartbeat period.
+                        self.heartbeat();
+                        self.assert_claims(Some(meta.o.clone()));
+                    }
+                    Change::Returned => {
+                        tracing::info!(node = %meta.o, "node heard again after a missed heartbeat");
+                        self.assert_claims(Some(meta.o.clone()));
+                    }
+                    Change::Same => {}
                 }
             }
             Kind::Bye => {
@@ -773,7 +838,11 @@ impl Engine {
                     );
                 }
             }
-            Kind::Answer => shared.answered(Answer { meta, body }),
+            Kind::Answer => shared.answered(Answer {
+                meta,
+                body,
+                absent: false,
+            }),
         }
     }
 
@@ -885,7 +954,10 @@ impl Engine {
             }
             Some((mine, _)) => {
                 if meta.q.is_none() {
-                    // An older assertion: remind its node who holds the user.
+                    // An older claim without a request: a reminder, or an
+                    // assertion from a node of an earlier version (which
+                    // asserted without requests). Remind its node who
+                    // holds the user.
                     self.assert_claim(&user, mine);
                 }
                 Status::Holds

@@ -3,18 +3,19 @@
 //! the number of remote subscribers; a `SUB` that gives this node a new
 //! topic holds its `OK SUB` until the node's subscription is live; a
 //! `HELLO` holds its `OK HELLO` until every other node has answered the
-//! login claim (the previous holder is then closing), or the cluster
-//! timeout ran out.
+//! login claim (the previous holder is then closing), was found gone by
+//! NATS, or missed a heartbeat, or the cluster timeout ran out; a node
+//! that is just starting first waits to know the cluster.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use conn_actor::{CloseReason, ConnHandle, ConnId, Hub, Name, Settled};
+use conn_actor::{ConnHandle, ConnId, Hub, Name, Settled};
 use gateway_metrics::cluster::Route;
-use gateway_registry::Address;
 
+use crate::settle::{kick_if_still_held, lost};
 use crate::shared::{Cmd, Shared, lock};
-use crate::wire::{Kind, Meta, Status};
+use crate::wire::{Kind, Meta};
 
 pub struct ClusterHub {
     shared: Arc<Shared>,
@@ -44,32 +45,35 @@ impl Hub for ClusterHub {
         self.hub().login(user.clone(), conn);
         let claim = shared.claim(conn);
         lock(&shared.claims).insert(user.clone(), (claim.clone(), conn));
-        let expected = shared.others();
-        if !shared.is_connected() || expected == 0 {
+        if !shared.is_connected() || (shared.knows_cluster() && shared.others() == 0) {
             // Nobody to ask now; the claim is asserted once NATS (or a
             // node) comes back.
             return None;
         }
-        let mut request = shared.open_request();
-        let meta = Meta {
-            q: Some(request.id),
-            user: Some(user.to_string()),
-            claim: Some(claim),
-            ..Meta::new(Kind::Login)
-        };
-        let subject = shared.subjects.all();
-        shared
-            .send(subject, meta, Bytes::new(), Route::Login, false)
-            .ok()?;
         let shared = shared.clone();
         Some(Box::pin(async move {
-            let answers = request.collect(expected, |_| false).await;
-            if answers.iter().any(|a| a.meta.st == Some(Status::Holds)) {
+            shared.wait_known().await;
+            // A node that has missed a heartbeat is not waited on; if it
+            // holds the user too, the round that runs when it is heard
+            // again settles it (`settle.rs`).
+            let nodes = shared.fresh();
+            if nodes.is_empty() {
+                return;
+            }
+            let mut request = shared.open_request();
+            let meta = Meta {
+                q: Some(request.id),
+                user: Some(user.to_string()),
+                claim: Some(claim.clone()),
+                ..Meta::new(Kind::Login)
+            };
+            for node in &nodes {
+                let _ = shared.ask(node, meta.clone(), Bytes::new(), Route::Login);
+            }
+            let got = request.collect(nodes, |_| false, true).await;
+            if lost(&got) {
                 // A newer claim holds the user elsewhere: this login lost.
-                let me = Address::Conn(shared.registry.conn_name(conn));
-                let _ = shared
-                    .registry
-                    .close_local(&me, CloseReason::Replaced, None);
+                kick_if_still_held(&shared, &user, &claim, conn);
             }
         }))
     }

@@ -25,6 +25,7 @@ mod members;
 mod router;
 mod sequence;
 pub mod settings;
+mod settle;
 mod shared;
 mod wire;
 
@@ -113,6 +114,12 @@ impl Cluster {
     /// Whether NATS is connected now.
     pub fn nats_connected(&self) -> bool {
         self.shared.is_connected()
+    }
+
+    /// Whether this node has heard from the cluster once since it started
+    /// (or found NATS unreachable at start): `/readyz` is 503 until then.
+    pub fn knows_cluster(&self) -> bool {
+        self.shared.knows_cluster()
     }
 
     /// This node and the live nodes it knows of.

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
 /// Silence after which a node is gone (the contract allows 5 s).
 pub const EXPIRY: Duration = Duration::from_millis(3500);
+/// Silence after which a node has missed a heartbeat: a login no longer
+/// waits on it (contract section 10), though it stays listed until
+/// [`EXPIRY`].
+pub const STALE: Duration = Duration::from_millis(1500);
 
 /// One other node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,9 @@ pub enum Change {
     Same,
     /// A node not known before (or a new run of one).
     Joined,
+    /// A known node heard again after it had missed a heartbeat: logins
+    /// may have skipped it meanwhile.
+    Returned,
 }
 
 /// The other live nodes, by id.
@@ -41,6 +48,9 @@ impl Members {
             last_seen: now,
         };
         match self.nodes.insert(node.to_owned(), member) {
+            Some(old) if old.run == run && now.duration_since(old.last_seen) > STALE => {
+                Change::Returned
+            }
             Some(old) if old.run == run => Change::Same,
             _ => Change::Joined,
         }
@@ -81,6 +91,27 @@ impl Members {
         self.nodes.contains_key(node)
     }
 
+    /// Whether `node` is listed and has not missed a heartbeat.
+    pub fn is_fresh(&self, node: &str, now: Instant) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|m| now.duration_since(m.last_seen) <= STALE)
+    }
+
+    /// The listed nodes that have not missed a heartbeat.
+    pub fn fresh(&self, now: Instant) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) <= STALE)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Every listed node.
+    pub fn ids(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
     /// How many other nodes are live.
     pub fn count(&self) -> usize {
         self.nodes.len()
@@ -111,5 +142,21 @@ mod tests {
         assert!(!m.left("b", "r1"));
         assert!(m.left("b", "r2"));
         assert_eq!(m.count(), 0);
+    }
+
+    #[test]
+    fn a_silent_node_is_stale_before_it_is_gone_and_returns() {
+        let t0 = Instant::now();
+        let mut m = Members::default();
+        m.heard("b", "r1", 0, t0);
+        m.heard("c", "r1", 0, t0 + STALE);
+        let later = t0 + STALE + Duration::from_millis(1);
+        assert!(!m.is_fresh("b", later));
+        assert!(m.is_fresh("c", later));
+        assert_eq!(m.fresh(later), vec!["c"]);
+        assert_eq!(m.ids(), vec!["b", "c"]);
+        assert!(m.expire(later).is_empty());
+        assert_eq!(m.heard("b", "r1", 0, later), Change::Returned);
+        assert_eq!(m.heard("b", "r1", 0, later), Change::Same);
     }
 }

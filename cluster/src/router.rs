@@ -3,6 +3,15 @@
 //! for that node to have queued it (bounded by `--cluster-timeout`).
 //! Publish and broadcast serve local receivers first, then add what every
 //! other node answered, and say how many answered in `nodes`.
+//!
+//! A request to a node that may hold the target goes to that node's own
+//! subject with a reply subject, so NATS says at once when nobody is there
+//! ("no responders": the node is gone and holds nothing). A node that is
+//! there but does not answer within `--cluster-timeout` (frozen, or
+//! overloaded) makes the answer 504: the request may still be carried out
+//! when it wakes. 404 only when every node that could hold the target
+//! answered that it does not. Until this node knows the cluster (just
+//! started), these answers wait for it.
 
 use std::sync::Arc;
 
@@ -11,7 +20,7 @@ use conn_actor::{CloseReason, Name};
 use gateway_metrics::cluster::Route;
 use gateway_registry::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};
 
-use crate::shared::{Answer, NotSent, Shared, lock};
+use crate::shared::{Answer, Collected, NotSent, Shared, lock};
 use crate::wire::{Kind, Meta, Op, Status};
 
 pub struct ClusterRouter {
@@ -60,6 +69,22 @@ fn status_error(status: Option<Status>) -> Result<(), RouteError> {
     }
 }
 
+/// The answer of a user route from what the nodes said.
+fn user_outcome(got: &Collected, here: Result<(), RouteError>) -> Result<(), RouteError> {
+    let statuses: Vec<Option<Status>> = got.answers.iter().map(|a| a.meta.st).collect();
+    if statuses.contains(&Some(Status::Ok)) {
+        Ok(())
+    } else if statuses.contains(&Some(Status::Refused)) {
+        Err(RouteError::TooLarge)
+    } else if statuses.contains(&Some(Status::Closing)) || here == Err(RouteError::Closing) {
+        Err(RouteError::Closing)
+    } else if !got.missing.is_empty() {
+        Err(RouteError::Timeout)
+    } else {
+        Err(RouteError::NotFound)
+    }
+}
+
 fn refused(err: NotSent) -> RouteError {
     match err {
         NotSent::TooLarge => RouteError::TooLarge,
@@ -86,24 +111,27 @@ impl ClusterRouter {
     ) -> Result<Answer, RouteError> {
         let shared = &self.shared;
         if !shared.is_connected() {
+            shared.unreachable();
             return Err(RouteError::Unavailable);
         }
+        shared.wait_known().await;
         if !lock(&shared.members).contains(node) {
             return Err(RouteError::NotFound);
         }
         let mut request = shared.open_request();
         meta.q = Some(request.id);
         shared
-            .send(
-                shared.subjects.node(node),
-                meta,
-                body,
-                Route::Connection,
-                false,
-            )
+            .ask(node, meta, body, Route::Connection)
             .map_err(refused)?;
-        let mut answers = request.collect(1, |_| true).await;
-        answers.pop().ok_or(RouteError::Unavailable)
+        let mut got = request
+            .collect(vec![node.to_owned()], |_| true, false)
+            .await;
+        if !got.absent.is_empty() {
+            // Nobody subscribes to the node's subject: it is gone, and its
+            // connections with it.
+            return Err(RouteError::NotFound);
+        }
+        got.answers.pop().ok_or(RouteError::Timeout)
     }
 
     async fn act(&self, to: Address, action: Action) -> Result<(), RouteError> {
@@ -127,14 +155,20 @@ impl ClusterRouter {
                 if here.is_ok() {
                     return here;
                 }
-                let expected = shared.others();
                 if !shared.is_connected() {
                     return match here {
-                        Err(RouteError::NotFound) => Err(RouteError::Unavailable),
+                        Err(RouteError::NotFound) => {
+                            shared.unreachable();
+                            Err(RouteError::Unavailable)
+                        }
                         other => other,
                     };
                 }
-                if expected == 0 {
+                shared.wait_known().await;
+                // Every listed node, those that missed a heartbeat too: any
+                // of them may hold the user.
+                let nodes = shared.listed();
+                if nodes.is_empty() {
                     return here;
                 }
                 let mut request = shared.open_request();
@@ -144,23 +178,27 @@ impl ClusterRouter {
                     ..Meta::new(Kind::User)
                 };
                 let body = action.apply(&mut meta);
-                shared
-                    .send(shared.subjects.all(), meta, body, Route::User, false)
-                    .map_err(refused)?;
-                let answers = request
-                    .collect(expected, |a| a.meta.st == Some(Status::Ok))
+                let mut asked = Vec::with_capacity(nodes.len());
+                let mut not_sent = None;
+                for node in nodes {
+                    match shared.ask(&node, meta.clone(), body.clone(), Route::User) {
+                        Ok(()) => asked.push(node),
+                        Err(err) => {
+                            not_sent.get_or_insert(err);
+                        }
+                    }
+                }
+                if asked.is_empty() {
+                    return Err(refused(not_sent.unwrap_or(NotSent::Unreachable)));
+                }
+                let got = request
+                    .collect(asked, |a| a.meta.st == Some(Status::Ok), false)
                     .await;
-                let statuses: Vec<Option<Status>> = answers.iter().map(|a| a.meta.st).collect();
-                if statuses.contains(&Some(Status::Ok)) {
-                    Ok(())
-                } else if statuses.contains(&Some(Status::Refused)) {
-                    Err(RouteError::TooLarge)
-                } else if statuses.contains(&Some(Status::Closing))
-                    || here == Err(RouteError::Closing)
-                {
-                    Err(RouteError::Closing)
-                } else {
-                    Err(RouteError::NotFound)
+                match (user_outcome(&got, here), not_sent) {
+                    // A node that was never asked may hold the user: not
+                    // carried, rather than not found.
+                    (Err(RouteError::NotFound), Some(err)) => Err(refused(err)),
+                    (outcome, _) => outcome,
                 }
             }
         }
@@ -182,41 +220,56 @@ impl ClusterRouter {
         serde_json::from_slice(&answer.body).map_err(|_| RouteError::NotFound)
     }
 
-    /// Sends a message every node acts on and answers with a count.
-    async fn fan_out(
-        &self,
-        local: usize,
-        message: Option<(String, Meta, Bytes, Route)>,
-        probe: impl FnOnce(u64) -> (String, Meta, Bytes, Route),
-    ) -> Delivered {
+    /// Sends a message every node acts on (with request id `q`), then asks
+    /// each listed node, on its own subject, how many it delivered it to.
+    /// The question follows the message from the same connection, so a
+    /// node has acted on the message before it answers. A node that NATS
+    /// says is gone, or that misses a heartbeat meanwhile, is not waited on.
+    async fn fan_out(&self, local: usize, message: (String, Meta, Bytes, Route)) -> Delivered {
         let shared = &self.shared;
-        let expected = shared.others();
-        let mut nodes = NodeCount {
-            answered: 1,
-            expected: 1 + expected,
-        };
         if !shared.is_connected() {
+            // The remote part is skipped: counted, and told in `nodes`.
+            shared.unreachable();
             return Delivered {
                 count: local,
-                nodes: Some(nodes),
+                nodes: Some(NodeCount {
+                    answered: 1,
+                    expected: 1 + shared.others(),
+                }),
             };
         }
+        shared.wait_known().await;
+        let listed = shared.listed();
+        let mut nodes = NodeCount {
+            answered: 1,
+            expected: 1 + listed.len(),
+        };
         let mut request = shared.open_request();
-        if let Some((subject, mut meta, body, route)) = message {
-            meta.q = Some(request.id);
-            let _ = shared.send(subject, meta, body, route, false);
-        }
+        let (subject, mut meta, body, route) = message;
+        meta.q = Some(request.id);
+        // Not sent: counted where it was refused; only local receivers.
+        let sent = shared.send(subject, meta, body, route, false).is_ok();
         let mut count = local;
-        if expected > 0 {
-            let (subject, meta, body, route) = probe(request.id);
-            if shared.send(subject, meta, body, route, false).is_ok() {
-                let answers = request.collect(expected, |_| false).await;
-                nodes.answered += answers.len();
-                count += answers
-                    .iter()
-                    .map(|a| a.meta.n.unwrap_or(0) as usize)
-                    .sum::<usize>();
-            }
+        if sent && !listed.is_empty() {
+            let question = Meta {
+                q: Some(request.id),
+                ..Meta::new(Kind::Count)
+            };
+            let asked: Vec<String> = listed
+                .into_iter()
+                .filter(|node| {
+                    shared
+                        .ask(node, question.clone(), Bytes::new(), Route::Control)
+                        .is_ok()
+                })
+                .collect();
+            let got = request.collect(asked, |_| false, true).await;
+            nodes.answered += got.answers.len();
+            count += got
+                .answers
+                .iter()
+                .map(|a| a.meta.n.unwrap_or(0) as usize)
+                .sum::<usize>();
         }
         Delivered {
             count,
@@ -262,16 +315,7 @@ impl Router for ClusterRouter {
                 payload,
                 Route::Publish,
             );
-            let all = shared.subjects.all();
-            Ok(self
-                .fan_out(local, Some(message), |req| {
-                    let meta = Meta {
-                        q: Some(req),
-                        ..Meta::new(Kind::Count)
-                    };
-                    (all, meta, Bytes::new(), Route::Control)
-                })
-                .await)
+            Ok(self.fan_out(local, message).await)
         })
     }
 
@@ -287,16 +331,69 @@ impl Router for ClusterRouter {
             let local = shared
                 .registry
                 .broadcast_frame(&shared.registry.push_frame(&payload));
-            let all = shared.subjects.all();
-            Ok(self
-                .fan_out(local, None, |req| {
-                    let meta = Meta {
-                        q: Some(req),
-                        ..Meta::new(Kind::Broadcast)
-                    };
-                    (all, meta, payload, Route::Broadcast)
-                })
-                .await)
+            let message = (
+                shared.subjects.all(),
+                Meta::new(Kind::Broadcast),
+                payload,
+                Route::Broadcast,
+            );
+            Ok(self.fan_out(local, message).await)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(node: &str, status: Status) -> Answer {
+        Answer {
+            meta: Meta {
+                o: node.into(),
+                ..Meta::answer(1, status)
+            },
+            body: Bytes::new(),
+            absent: false,
+        }
+    }
+
+    fn check(
+        answers: &[(&str, Status)],
+        absent: &[&str],
+        missing: &[&str],
+        here: Result<(), RouteError>,
+        expected: Result<(), RouteError>,
+    ) {
+        let got = Collected {
+            answers: answers.iter().map(|(n, s)| answer(n, *s)).collect(),
+            absent: absent.iter().map(|n| n.to_string()).collect(),
+            missing: missing.iter().map(|n| n.to_string()).collect(),
+        };
+        assert_eq!(
+            user_outcome(&got, here),
+            expected,
+            "{answers:?} absent {absent:?} missing {missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_route_is_404_only_when_every_node_said_so() {
+        use RouteError::*;
+        use Status as S;
+        let nf = Err(NotFound);
+        check(&[("b", S::NotFound), ("c", S::Ok)], &[], &[], nf, Ok(()));
+        // The holder answered: a silent node does not matter.
+        check(&[("b", S::Ok)], &[], &["c"], nf, Ok(()));
+        check(&[("b", S::NotFound)], &[], &[], nf, Err(NotFound));
+        // A node NATS says is gone holds nothing.
+        check(&[("b", S::NotFound)], &["c"], &[], nf, Err(NotFound));
+        check(&[], &["b", "c"], &[], nf, Err(NotFound));
+        // A node that may hold it did not answer: unknown.
+        check(&[("b", S::NotFound)], &[], &["c"], nf, Err(Timeout));
+        check(&[], &[], &["b"], nf, Err(Timeout));
+        // Closing here or there is known, and wins over a silent node.
+        check(&[("b", S::Closing)], &[], &["c"], nf, Err(Closing));
+        check(&[], &[], &["b"], Err(Closing), Err(Closing));
+        check(&[("b", S::Refused)], &[], &[], nf, Err(TooLarge));
     }
 }

@@ -1,6 +1,14 @@
 //! What the actix threads and the NATS thread share: the registry, the
 //! outbox (a bounded byte budget in front of one queue), the membership
 //! table, open requests and login claims.
+//!
+//! The budget (`--nats-pending-bytes`) is for messages and requests only:
+//! control traffic (logins, claims, heartbeats, answers, goodbyes) goes
+//! through the same queue, so it keeps its place in the sending order, but
+//! never counts against the budget and is never refused for want of room.
+//! It is small and only queued while NATS is connected (a heartbeat a
+//! second, a claim per login, an answer per request received), so it
+//! cannot grow the queue while NATS is away.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +32,10 @@ pub struct Outgoing {
     pub meta: Meta,
     pub body: Bytes,
     pub route: Route,
-    /// Its share of `--nats-pending-bytes`.
+    /// Its share of `--nats-pending-bytes` (0 for control traffic).
     pub size: usize,
+    /// Where NATS says "no responders" when nobody subscribes to `subject`.
+    pub reply: Option<String>,
 }
 
 /// What the engine is asked to do.
@@ -42,11 +52,27 @@ pub enum Cmd {
     Leave { done: std::sync::mpsc::Sender<()> },
 }
 
-/// An answer to one of this node's requests.
+/// An answer to one of this node's requests; `meta.o` is the node that
+/// answered.
 #[derive(Debug)]
 pub struct Answer {
     pub meta: Meta,
     pub body: Bytes,
+    /// NATS said that nobody subscribes to the node's subject: it is gone
+    /// (killed, or its connection lost), so it holds nothing.
+    pub absent: bool,
+}
+
+/// What a request got from the nodes it was sent to.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Answers of nodes that are there, in arrival order.
+    pub answers: Vec<Answer>,
+    /// Nodes NATS said were not there.
+    pub absent: Vec<String>,
+    /// Nodes that did not answer in time (or were skipped once they
+    /// missed a heartbeat, where the caller asked for that).
+    pub missing: Vec<String>,
 }
 
 /// Why a message was not queued.
@@ -78,7 +104,16 @@ pub struct Shared {
     clock: AtomicU64,
     /// This node's logins: the claim each local holder made.
     pub claims: Mutex<HashMap<Name, (Claim, ConnId)>>,
+    /// Whether this node has heard from the cluster once since it started
+    /// (or NATS could not be reached at start): until then it does not
+    /// know which nodes there are, so `/readyz` is 503 and cross-node
+    /// answers wait for it rather than report 404.
+    known: tokio::sync::watch::Sender<bool>,
 }
+
+/// The longest a cross-node answer waits for the node to know the cluster
+/// (the contract's bound on it after `READY`).
+pub const KNOWN_WITHIN: Duration = Duration::from_secs(3);
 
 /// Locks, carrying on after a panic elsewhere (every critical section
 /// leaves its data consistent).
@@ -118,6 +153,7 @@ impl Shared {
             next_request: AtomicU64::new(1),
             clock: AtomicU64::new(0),
             claims: Mutex::new(HashMap::new()),
+            known: tokio::sync::watch::Sender::new(false),
         };
         (shared, cmds_rx, outbox_rx)
     }
@@ -140,6 +176,38 @@ impl Shared {
         lock(&self.members).count()
     }
 
+    /// Every other listed node.
+    pub fn listed(&self) -> Vec<String> {
+        lock(&self.members).ids()
+    }
+
+    /// The other listed nodes that have not missed a heartbeat.
+    pub fn fresh(&self) -> Vec<String> {
+        lock(&self.members).fresh(Instant::now())
+    }
+
+    /// Whether this node has heard from the cluster once (see `known`).
+    pub fn knows_cluster(&self) -> bool {
+        *self.known.borrow()
+    }
+
+    /// From now on the node knows the cluster.
+    pub fn set_known(&self) {
+        self.known.send_replace(true);
+    }
+
+    /// Waits until the node knows the cluster, at most [`KNOWN_WITHIN`].
+    pub async fn wait_known(&self) {
+        let mut known = self.known.subscribe();
+        let _ = tokio::time::timeout(KNOWN_WITHIN, known.wait_for(|k| *k)).await;
+    }
+
+    /// Counts a cross-node message or request that was not carried
+    /// because NATS is not connected.
+    pub fn unreachable(&self) {
+        self.metrics.dropped(ClusterDrop::Unreachable);
+    }
+
     /// Whether a message of `body` bytes (and `meta`) fits NATS's
     /// `max_payload`.
     pub fn fits(&self, meta: &Meta, body: &[u8]) -> bool {
@@ -160,6 +228,27 @@ impl Shared {
         route: Route,
         buffer: bool,
     ) -> Result<(), NotSent> {
+        self.queue(subject, None, meta, body, route, buffer)
+    }
+
+    /// Queues request `meta.q` to one node, with a reply subject on which
+    /// NATS says so at once if that node is not there.
+    pub fn ask(&self, node: &str, meta: Meta, body: Bytes, route: Route) -> Result<(), NotSent> {
+        let reply = meta
+            .q
+            .map(|q| self.subjects.reply(self.node(), &self.run, q, node));
+        self.queue(self.subjects.node(node), reply, meta, body, route, false)
+    }
+
+    fn queue(
+        &self,
+        subject: String,
+        reply: Option<String>,
+        meta: Meta,
+        body: Bytes,
+        route: Route,
+        buffer: bool,
+    ) -> Result<(), NotSent> {
         let size = Self::size(&meta, &body);
         if size > self.max_payload.load(Ordering::Relaxed) {
             self.metrics.dropped(ClusterDrop::TooLarge);
@@ -169,13 +258,17 @@ impl Shared {
             self.metrics.dropped(ClusterDrop::Unreachable);
             return Err(NotSent::Unreachable);
         }
+        // Control traffic always has room (see the module's doc).
+        let control = matches!(route, Route::Login | Route::Control);
+        let size = if control { 0 } else { size };
         let limit = self.settings.pending_bytes;
-        let admitted = self
-            .outbox_bytes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
-                (held + size <= limit).then_some(held + size)
-            })
-            .is_ok();
+        let admitted = control
+            || self
+                .outbox_bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                    (held + size <= limit).then_some(held + size)
+                })
+                .is_ok();
         if !admitted {
             self.metrics.dropped(ClusterDrop::Overflow);
             return Err(NotSent::Overflow);
@@ -186,6 +279,7 @@ impl Shared {
             body,
             route,
             size,
+            reply,
         };
         if self.outbox.send(outgoing).is_err() {
             self.sent(size);
@@ -286,38 +380,183 @@ pub struct Request {
     started: Instant,
 }
 
+/// How often a request that does not wait on silent nodes looks again at
+/// which nodes have missed a heartbeat.
+const RECHECK: Duration = Duration::from_millis(100);
+
 impl Request {
-    /// Answers until `expected` arrived, `enough` says stop, or
-    /// `--cluster-timeout` ran out.
+    /// Answers of `nodes` until each answered or was found absent, `enough`
+    /// says stop, or `--cluster-timeout` ran out. `skip_stale`: stop
+    /// waiting for a node once it has missed a heartbeat.
     pub async fn collect(
         &mut self,
-        expected: usize,
+        nodes: Vec<String>,
         enough: impl Fn(&Answer) -> bool,
-    ) -> Vec<Answer> {
+        skip_stale: bool,
+    ) -> Collected {
         let deadline = tokio::time::Instant::from_std(self.started + self.shared.settings.timeout);
-        let mut answers = Vec::new();
-        while answers.len() < expected {
-            match tokio::time::timeout_at(deadline, self.answers.recv()).await {
+        let mut pending: HashSet<String> = nodes.into_iter().collect();
+        let mut got = Collected::default();
+        let mut stopped = false;
+        while !pending.is_empty() {
+            let wake = match skip_stale {
+                true => deadline.min(tokio::time::Instant::now() + RECHECK),
+                false => deadline,
+            };
+            match tokio::time::timeout_at(wake, self.answers.recv()).await {
                 Ok(Some(answer)) => {
+                    // One answer per node: a late "no responders" after a
+                    // real answer (or the reverse) changes nothing.
+                    if !pending.remove(&answer.meta.o) {
+                        continue;
+                    }
+                    if answer.absent {
+                        got.absent.push(answer.meta.o);
+                        continue;
+                    }
                     let stop = enough(&answer);
-                    answers.push(answer);
+                    got.answers.push(answer);
                     if stop {
+                        stopped = true;
                         break;
                     }
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => break,
+                Err(_) => {
+                    let members = lock(&self.shared.members);
+                    let now = Instant::now();
+                    pending.retain(|node| {
+                        let fresh = members.is_fresh(node, now);
+                        if !fresh {
+                            got.missing.push(node.clone());
+                        }
+                        fresh
+                    });
+                }
             }
+        }
+        if !stopped {
+            got.missing.extend(pending);
         }
         self.shared
             .metrics
             .request_duration
             .observe(self.started.elapsed().as_secs_f64());
-        answers
+        got
     }
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
         lock(&self.shared.requests).remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::members::STALE;
+    use crate::wire::{Kind, Status};
+    use conn_actor::{FrameCodec, Framing};
+
+    fn shared(
+        timeout_ms: u64,
+        pending_bytes: usize,
+    ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (prometheus, metrics) = gateway_metrics::new_registry().expect("metrics");
+        let registry = Registry::new(metrics, FrameCodec::new(Framing::Lines, 64), None);
+        let cluster = ClusterMetrics::register(&prometheus).expect("cluster metrics");
+        let settings = Settings {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            node_id: "me".into(),
+            prefix: "gw".into(),
+            timeout: Duration::from_millis(timeout_ms),
+            pending_bytes,
+        };
+        let (shared, _cmds, outbox) = Shared::new(settings, "r1".into(), registry, cluster);
+        let shared = Arc::new(shared);
+        shared.set_connected(true);
+        (shared, outbox)
+    }
+
+    fn answer(node: &str, q: u64, absent: bool) -> Answer {
+        Answer {
+            meta: Meta {
+                o: node.into(),
+                ..Meta::answer(q, Status::NotFound)
+            },
+            body: Bytes::new(),
+            absent,
+        }
+    }
+
+    #[test]
+    fn control_traffic_has_room_when_messages_do_not() {
+        let (shared, _outbox) = shared(100, 2048);
+        let send = |kind: Kind, route: Route, body: &'static [u8]| {
+            shared.send(
+                "gw.all".into(),
+                Meta::new(kind),
+                Bytes::from_static(body),
+                route,
+                true,
+            )
+        };
+        let big: &[u8] = &[b'x'; 1024];
+        assert_eq!(send(Kind::Publish, Route::Publish, big), Ok(()));
+        assert_eq!(
+            send(Kind::Publish, Route::Publish, big),
+            Err(NotSent::Overflow)
+        );
+        for _ in 0..100 {
+            assert_eq!(send(Kind::Heartbeat, Route::Control, b""), Ok(()));
+            assert_eq!(send(Kind::Login, Route::Login, b""), Ok(()));
+        }
+        // Control traffic took none of the budget.
+        assert_eq!(
+            send(Kind::Publish, Route::Publish, big),
+            Err(NotSent::Overflow)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_tells_answered_absent_and_silent_nodes_apart() {
+        let (shared, _outbox) = shared(200, 1 << 20);
+        let now = Instant::now();
+        for node in ["b", "c", "d"] {
+            lock(&shared.members).heard(node, "r", 0, now);
+        }
+        let mut request = shared.open_request();
+        shared.answered(answer("b", request.id, false));
+        shared.answered(answer("c", request.id, true));
+        // A second word from a node that already answered changes nothing.
+        shared.answered(answer("b", request.id, true));
+        let nodes = vec!["b".to_owned(), "c".to_owned(), "d".to_owned()];
+        let got = request.collect(nodes, |_| false, false).await;
+        let answered: Vec<&str> = got.answers.iter().map(|a| a.meta.o.as_str()).collect();
+        assert_eq!(answered, ["b"]);
+        assert_eq!(got.absent, ["c"]);
+        assert_eq!(got.missing, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn a_login_stops_waiting_for_a_node_that_missed_a_heartbeat() {
+        let (shared, _outbox) = shared(5000, 1 << 20);
+        // Heard just under the limit: it misses its heartbeat while the
+        // request waits.
+        let Some(heard) = Instant::now().checked_sub(STALE - Duration::from_millis(50)) else {
+            return;
+        };
+        lock(&shared.members).heard("b", "r", 0, heard);
+        let mut request = shared.open_request();
+        let started = Instant::now();
+        let got = request.collect(vec!["b".to_owned()], |_| false, true).await;
+        assert_eq!(got.missing, ["b"]);
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "waited {:?}",
+            started.elapsed()
+        );
     }
 }

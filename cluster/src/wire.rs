@@ -6,7 +6,12 @@
 //!   `%2E` (topics never hold `%`).
 //! - `P.all`: what every node hears: heartbeats, broadcasts, user routes,
 //!   login claims, publish counts.
-//! - `P.n.<node-id>`: what one node hears: connection routes and answers.
+//! - `P.n.<node-id>`: what one node hears: requests to it (connection and
+//!   user routes, login claims) and answers.
+//! - `P.r.<node-id>.<run>.<req>.<to>`: the reply subject of a request sent
+//!   to node `to`; nobody answers on it, but when `to` has no subscriber
+//!   NATS says so there ("no responders"), telling a node that is gone
+//!   from one that is silent.
 //!
 //! Every message carries a `Gw` header, one JSON object ([`Meta`]): the
 //! version, origin node and run, a sequence number per subject and one per
@@ -61,6 +66,30 @@ impl Subjects {
         format!("{}.n.{node}", self.prefix)
     }
 
+    /// The reply subject of request `req` of this node's run `run` to node
+    /// `to`.
+    pub fn reply(&self, node: &str, run: &str, req: u64, to: &str) -> String {
+        format!("{}.r.{node}.{run}.{req}.{to}", self.prefix)
+    }
+
+    /// Every reply subject of this node's run `run`.
+    pub fn replies(&self, node: &str, run: &str) -> String {
+        format!("{}.r.{node}.{run}.>", self.prefix)
+    }
+
+    /// The request and the node a reply subject of this node's run names.
+    pub fn reply_of(&self, node: &str, run: &str, subject: &str) -> Option<(u64, String)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".r.")?
+            .strip_prefix(node)?
+            .strip_prefix('.')?
+            .strip_prefix(run)?
+            .strip_prefix('.')?;
+        let (req, to) = rest.split_once('.')?;
+        Some((req.parse().ok()?, to.to_owned()))
+    }
+
     /// A subject nobody subscribes to: a request to it is a round trip
     /// through the server, proving what this client sent before arrived.
     pub fn barrier(&self, node: &str, run: &str) -> String {
@@ -74,7 +103,7 @@ impl Subjects {
 pub enum Kind {
     /// A topic message; the body is the payload.
     Publish,
-    /// How many local subscribers got the publish `req` (an admin publish).
+    /// How many local receivers got the admin publish or broadcast `req`.
     Count,
     /// An admin broadcast; the body is the payload.
     Broadcast,
@@ -229,6 +258,17 @@ mod tests {
         assert_eq!(s.topic_of("gw.a.t.x.y"), None);
         assert_eq!(s.topic_of("gw.b.t.x"), None);
         assert_eq!(s.topic_of("gw.a.all"), None);
+    }
+
+    #[test]
+    fn reply_subjects_name_their_request_and_node() {
+        let s = Subjects::new("gw");
+        let subject = s.reply("a", "r1", 42, "b-2");
+        assert_eq!(subject, "gw.r.a.r1.42.b-2");
+        assert_eq!(s.reply_of("a", "r1", &subject), Some((42, "b-2".into())));
+        assert_eq!(s.reply_of("a", "r2", &subject), None);
+        assert_eq!(s.reply_of("ab", "r1", "gw.r.a.r1.42.b"), None);
+        assert_eq!(s.reply_of("a", "r1", "gw.r.a.r1.x.b"), None);
     }
 
     #[test]

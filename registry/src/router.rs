@@ -33,6 +33,9 @@ pub enum RouteError {
     Unavailable,
     /// The request is too large to cross to the other nodes.
     TooLarge,
+    /// A node that may hold the target did not answer in time: the outcome
+    /// is unknown (it may still be carried out when that node wakes).
+    Timeout,
 }
 
 /// Nodes that answered a cluster-wide request, of those expected.

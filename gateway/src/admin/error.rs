@@ -35,6 +35,10 @@ pub enum ApiError {
     Draining,
     #[error("the connection is on another node and the cluster cannot be reached")]
     ClusterUnavailable,
+    #[error(
+        "the node that may hold the target did not answer in time; the request may still be carried out"
+    )]
+    ClusterTimeout,
     #[error("the message is larger than the cluster's bus accepts")]
     TooLargeForCluster,
     #[error("the request did not arrive whole within 10 s")]
@@ -66,6 +70,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Draining => "draining",
             Self::ClusterUnavailable => "cluster_unavailable",
+            Self::ClusterTimeout => "cluster_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
         }
@@ -88,6 +93,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Draining | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ClusterTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

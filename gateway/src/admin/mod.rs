@@ -5,7 +5,8 @@
 //!
 //! Endpoints:
 //! - `GET /healthz`: 200 `{"status":"ok"}`
-//! - `GET /readyz`: 200 while accepting, 503 while draining
+//! - `GET /readyz`: 200 while accepting, 503 while draining (and, in a
+//!   cluster, until the node has heard from the cluster once)
 //! - `GET /metrics`: Prometheus text exposition
 //! - `GET /api/v1/stats`: connection, pool, topic and subscription counts
 //! - `GET /api/v1/connections?user=&topic=&limit=&cursor=`: a page of
@@ -126,6 +127,13 @@ pub(crate) async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
 pub(crate) async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     if state.drain.is_draining() {
         HttpResponse::ServiceUnavailable().json(state.probe("draining"))
+    } else if state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.knows_cluster())
+    {
+        // Until then its cross-node answers would be guesses.
+        HttpResponse::ServiceUnavailable().json(state.probe("starting"))
     } else {
         HttpResponse::Ok().json(state.probe("ready"))
     }

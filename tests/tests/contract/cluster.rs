@@ -127,6 +127,8 @@ fn membership_health_and_metrics_of_a_pair() {
         assert_eq!(body["nats"]["connected"], true, "{body}");
         assert!(body["nats"]["server"].as_str().is_some(), "{body}");
         assert_eq!(get_ok(gw, "/healthz")["nats"], "connected");
+        // Ready once it has heard from the cluster (at most 3 s after READY).
+        assert_eventually!(gw.http_get("/readyz").status == 200, Duration::from_secs(3));
         assert_eq!(get_ok(gw, "/readyz")["nats"], "connected");
         gw.wait_metric_eq("gateway_cluster_nodes", &[], 2.0);
         let m = gw.metrics();

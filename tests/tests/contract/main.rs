@@ -16,6 +16,7 @@ mod browser;
 mod close;
 mod cluster;
 mod cluster_faults;
+mod cluster_outage;
 mod commands;
 mod conn_logs;
 mod drain;

@@ -78,6 +78,7 @@ impl From<RouteError> for ApiError {
             RouteError::Closing => ApiError::Closing,
             RouteError::Unavailable => ApiError::ClusterUnavailable,
             RouteError::TooLarge => ApiError::TooLargeForCluster,
+            RouteError::Timeout => ApiError::ClusterTimeout,
         }
     }
 }
