@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use client_token::TokenError;
 
-use crate::hub::ConnId;
+use crate::names::ConnId;
 
 /// One info line per this long, per worker thread.
 const EVERY: Duration = Duration::from_secs(1);

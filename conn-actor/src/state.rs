@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pool_manager::Recyclable;
 
 use crate::codec::{FrameCodec, Wrap};
-use crate::hub::TopicList;
+use crate::names::TopicList;
 
 /// Bytes of carried-over input kept across a reset; a larger buffer is freed.
 const KEEP_INPUT: usize = 4096;

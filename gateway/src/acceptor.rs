@@ -20,7 +20,7 @@
 //!   handshake, over TLS or as a WebSocket message and Close 1001) and a
 //!   short lingering close.
 //!
-//! At most [`MAX_REFUSING`] refusals (draining handshakes included) are
+//! At most `MAX_REFUSING` refusals (draining handshakes included) are
 //! under way at once; past that a refused client is closed at once. With
 //! TLS or WebSocket, each client's handshake runs in a task of its own on
 //! the same thread, bounded by `--close-timeout`, so that a slow client
@@ -132,7 +132,7 @@ impl Acceptor {
         let transport = match &self.tls {
             None => Transport::Tcp(stream),
             Some(acceptor) => match tls::handshake(acceptor, stream, self.close_timeout).await {
-                Ok(transport) => transport,
+                Ok(tls) => Transport::from(tls),
                 Err(err) => {
                     // Anyone can connect and send garbage: only worth a
                     // debug line, and the count.

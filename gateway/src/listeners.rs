@@ -3,8 +3,7 @@
 //!
 //! Why: with one socket shared by every worker, each new connection woke
 //! every worker waiting on it, and all but one found nothing to accept
-//! (churn at 8 workers on 2 cores: 1.8 `accept4` and 2.8 `epoll_wait` per
-//! connection, 64 µs of server CPU per cycle against 23 µs at one worker).
+//! (the figures are in docs/benchmarks.md, "What changed the figures").
 //! With a socket each, the kernel hands every connection to one worker's
 //! socket and wakes that worker alone.
 //!

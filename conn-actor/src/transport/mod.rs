@@ -14,6 +14,7 @@
 //! [`tls`] is TLS over TCP; [`ws`] is WebSocket over another transport
 //! (TCP, or TLS for `wss`).
 
+pub mod carrier;
 pub mod tls;
 pub mod ws;
 
@@ -26,7 +27,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::messages::CloseReason;
-use ws::WsStream;
+use carrier::Carrier;
+
+/// The WebSocket stream as the gateway has it: over TCP or TLS.
+pub type WsStream = ws::WsStream<Transport>;
 
 /// A client connection's byte stream.
 pub enum Transport {
@@ -208,6 +212,39 @@ impl AsyncWrite for Transport {
 impl From<TcpStream> for Transport {
     fn from(stream: TcpStream) -> Self {
         Transport::Tcp(stream)
+    }
+}
+
+impl From<tls::TlsStream> for Transport {
+    fn from(stream: tls::TlsStream) -> Self {
+        Transport::Tls(Box::new(stream))
+    }
+}
+
+/// A WebSocket rides on a transport through its inherent methods.
+impl Carrier for Transport {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Transport::poll_read(self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Transport::poll_write_vectored(self, cx, bufs)
+    }
+
+    fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Transport::try_write_vectored(self, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Transport::poll_flush(self, cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Transport::poll_shutdown(self, cx)
     }
 }
 

@@ -1,6 +1,6 @@
 //! TLS over a client's TCP stream (rustls, through tokio-rustls): the
-//! handshake, bounded in time, that turns an accepted socket into a
-//! [`Transport::Tls`].
+//! handshake, bounded in time, that turns an accepted socket into a TLS
+//! stream (a `Transport` through `Transport::from`).
 //!
 //! Which certificate is served, and reloading it, is the caller's business
 //! (the `ServerConfig`'s certificate resolver); this module only runs the
@@ -13,8 +13,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 pub use tokio_rustls::TlsAcceptor;
 pub use tokio_rustls::rustls::ServerConfig;
-
-use super::Transport;
 
 /// A TLS stream over TCP, its handshake done.
 pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -40,9 +38,9 @@ pub async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     within: Duration,
-) -> Result<Transport, HandshakeError> {
+) -> Result<TlsStream, HandshakeError> {
     match tokio::time::timeout(within, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Ok(Transport::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(err)) => Err(HandshakeError::Failed(err)),
         Err(_) => Err(HandshakeError::TimedOut(within)),
     }

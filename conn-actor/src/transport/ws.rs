@@ -4,8 +4,9 @@
 //! One WebSocket message is one frame. Going out, the connection's codec
 //! ([`FrameCodec::websocket`](crate::codec::FrameCodec::websocket)) puts an
 //! unmasked message header before each body; coming in, the connection
-//! hands what it reads to `Connection::on_ws_input`, which runs the
-//! `ws-protocol` decoder and acts on whole messages and control frames.
+//! runs this stream's `ws-protocol` decoder over what it reads and acts on
+//! whole messages and control frames (`connection/input.rs`). This stream
+//! reads, writes and shuts down, and knows nothing of the connection.
 //! What only this transport writes (pongs, the server's pings, the Close
 //! frame) waits in a small control queue and goes out between two whole
 //! messages, never inside one.
@@ -21,13 +22,11 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
-use actix::Context as ActorContext;
 use bytes::Bytes;
-use ws_protocol::{CloseCode, Decoder, Event, encode};
+use ws_protocol::{CloseCode, Decoder, encode};
 
-use crate::connection::Connection;
+use super::carrier::Carrier;
 use crate::messages::CloseReason;
-use crate::transport::Transport;
 
 /// The status code of the Close frame that ends a close for `reason`: 1000
 /// for `BYE`, 1001 for `shutdown`, 1008 for `unauthorized` and `expired`,
@@ -49,10 +48,12 @@ pub fn close_code(reason: CloseReason) -> CloseCode {
 const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
 
-/// A WebSocket connection's stream, boxed inside [`Transport::Ws`].
-pub struct WsStream {
+/// A WebSocket connection's stream over `S`, what carries it (in the
+/// gateway a `Transport`: TCP, or TLS for `wss`), boxed inside
+/// `Transport::Ws`.
+pub struct WsStream<S> {
     /// What carries the WebSocket (TCP, or TLS for `wss`).
-    inner: Transport,
+    inner: S,
     /// Client frames in; taken out while it runs so that the connection can
     /// act on each message.
     pub(crate) decoder: Decoder,
@@ -71,10 +72,10 @@ pub struct WsStream {
     pub(crate) peer_closed: bool,
 }
 
-impl WsStream {
+impl<S: Carrier> WsStream<S> {
     /// The stream of a client upgraded on `inner`; `early` holds the bytes
     /// read after its request, `max_message` is `--max-frame-bytes`.
-    pub fn new(inner: Transport, early: Vec<u8>, max_message: usize) -> Self {
+    pub fn new(inner: S, early: Vec<u8>, max_message: usize) -> Self {
         Self {
             inner,
             decoder: Decoder::new(max_message),
@@ -90,7 +91,7 @@ impl WsStream {
     /// The transport underneath and the bytes that came with the upgrade
     /// request, not yet read: for a client refused right after its
     /// upgrade.
-    pub fn into_parts(self) -> (Transport, Vec<u8>) {
+    pub fn into_parts(self) -> (S, Vec<u8>) {
         (self.inner, self.early)
     }
 
@@ -203,7 +204,7 @@ impl WsStream {
     /// replaced rather than joined (RFC 6455 section 5.5.3: the latest
     /// answers for all), so a client that sends pings and never reads holds
     /// at most one pong here, whatever it sends.
-    fn queue_pong(&mut self, payload: &[u8]) {
+    pub(crate) fn queue_pong(&mut self, payload: &[u8]) {
         if self.close_queued {
             return;
         }
@@ -226,79 +227,6 @@ impl WsStream {
     }
 }
 
-impl Connection {
-    /// Handles bytes read from a WebSocket client: whole messages run as
-    /// frames while the connection is open; pings are answered; pings and
-    /// pongs count as activity; the client's Close ends the connection as
-    /// its EOF would, and after a close of ours completes the closing
-    /// handshake.
-    pub(crate) fn on_ws_input(&mut self, ctx: &mut ActorContext<Self>, data: &mut [u8]) {
-        let Transport::Ws(ws) = &mut self.transport else {
-            return;
-        };
-        let mut decoder = std::mem::replace(&mut ws.decoder, Decoder::new(0));
-        decoder.decode(data, |event| self.on_ws_event(ctx, event));
-        if !self.is_open() {
-            // Nothing more is acted on: keep no message in memory.
-            decoder.discard_data();
-        }
-        if let Transport::Ws(ws) = &mut self.transport {
-            ws.decoder = decoder;
-        }
-    }
-
-    fn on_ws_event(&mut self, ctx: &mut ActorContext<Self>, event: Event<'_>) {
-        match event {
-            Event::Message { data, .. } => {
-                if self.is_open() && self.held {
-                    // Behind an answer the hub holds back (at most the rest
-                    // of one read).
-                    self.deferred
-                        .get_or_insert_default()
-                        .push_back(data.to_vec());
-                } else if self.is_open() {
-                    self.state.counters.frames_in += 1;
-                    self.on_frame(ctx, data);
-                }
-            }
-            Event::Ping(payload) => {
-                if let Transport::Ws(ws) = &mut self.transport {
-                    ws.queue_pong(payload);
-                }
-                self.touch();
-            }
-            Event::Pong(_) => self.touch(),
-            Event::Close(code) => {
-                if let Transport::Ws(ws) = &mut self.transport {
-                    ws.peer_closed = true;
-                    ws.set_close_code(code.unwrap_or(CloseCode::Normal));
-                }
-                if self.is_open() {
-                    // As an EOF: what was queued goes first, then our Close.
-                    self.peer_gone(ctx, false);
-                } else {
-                    // The answer to our Close, or a close crossing ours:
-                    // once ours is written, the socket may close.
-                    self.peer_eof = true;
-                }
-            }
-            Event::TooLarge => {
-                if self.is_open() {
-                    self.close_behind_queued(CloseReason::FrameTooLarge);
-                }
-            }
-            Event::Failed(code) => {
-                if let Transport::Ws(ws) = &mut self.transport {
-                    ws.set_close_code(code);
-                }
-                if self.is_open() {
-                    self.close_behind_queued(CloseReason::Error);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +243,7 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         client.set_nonblocking(true).expect("nonblocking");
         let tcp = tokio::net::TcpStream::from_std(client).expect("tokio");
-        let mut ws = WsStream::new(Transport::Tcp(tcp), Vec::new(), 1024);
+        let mut ws = WsStream::new(crate::Transport::Tcp(tcp), Vec::new(), 1024);
         for i in 0..10_000u32 {
             ws.queue_pong(&i.to_be_bytes());
             ws.queue_ping();

@@ -119,6 +119,7 @@ where
                         None => Transport::from(stream),
                         Some(acceptor) => tls::handshake(&acceptor, stream, REQUEST_TIMEOUT)
                             .await
+                            .map(Transport::from)
                             .map_err(|err| {
                                 tracing::debug!(?peer, error = %err, "admin TLS handshake failed");
                                 actix_http::error::DispatchError::Io(io::Error::other(err))

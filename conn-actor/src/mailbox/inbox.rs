@@ -1,20 +1,12 @@
-//! One relay per worker thread: the single way into that thread's
-//! connections from the registry. Other threads hand it whole jobs (a
-//! frame for one connection, a close, or a frame for every subscriber of a
-//! topic that this worker runs), and it posts them, on its own thread, to
-//! the connections' mailboxes (`mailbox.rs`).
+//! Each worker thread's inbox: the one way into that thread's connections
+//! from anywhere else, and the [`ConnHandle`] that addresses it. Other
+//! threads hand the inbox whole jobs (a frame for one connection, a close,
+//! a snapshot to take, or a frame for every subscriber of a topic that this
+//! worker runs), and its task posts them, on its own thread and in the
+//! order they came, to the connections' rows of the table (`table.rs`).
 //!
-//! Why: a publish to 1000 subscribers spread over two workers is one job
-//! per worker, and each subscriber's share of it is a queue push on the
-//! thread that runs the subscriber: no allocation, no atomic and no
-//! cross-thread wake per delivery.
-//!
-//! Order: each relay is one FIFO queue, and every job for a connection goes
-//! through its worker's relay, so what one producer sends to one connection
-//! (deliveries, publishes, the close) keeps its order (contract section 4).
-//!
-//! Bound: the frames a relay holds come to at most [`MAX_QUEUED_BYTES`].
-//! A relay that far behind means its worker cannot keep up with what is
+//! Bound: the frames an inbox holds come to at most [`MAX_QUEUED_BYTES`].
+//! An inbox that far behind means its worker cannot keep up with what is
 //! sent to its connections, so they are treated as slow consumers: past the
 //! bound, a delivery or a fan-out is queued without its frame, as an
 //! overflow, and each connection it was for drops the frame (counted as
@@ -30,11 +22,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
-use crate::hub::{ConnHandle, ConnId};
-use crate::mailbox::{self, Mail, MailSlot};
+use super::table::{self, Address, Mail};
 use crate::messages::{CloseReason, ConnInfo};
+use crate::names::ConnId;
 
-/// The frame bytes one relay may hold; see the module doc.
+/// The frame bytes one inbox may hold; see the module doc.
 pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Members of a publish at or above which a worker copies the frame for
@@ -44,9 +36,9 @@ const COPY_FRAME_FROM: usize = 8;
 
 /// Work for one worker's connections.
 pub(crate) enum Job {
-    Deliver(MailSlot, Bytes),
-    Close(MailSlot, CloseReason, Option<Bytes>),
-    Inspect(MailSlot, oneshot::Sender<ConnInfo>),
+    Deliver(Address, Bytes),
+    Close(Address, CloseReason, Option<Bytes>),
+    Inspect(Address, oneshot::Sender<ConnInfo>),
     /// `frame` for `members[range]` (all run by this worker) but `skip`.
     Fanout {
         members: Arc<[ConnHandle]>,
@@ -61,7 +53,7 @@ pub(crate) enum Job {
 
 /// The connections a job was for.
 pub(crate) enum Targets {
-    One(MailSlot),
+    One(Address),
     Members {
         members: Arc<[ConnHandle]>,
         range: Range<usize>,
@@ -98,48 +90,48 @@ impl Job {
     }
 }
 
-/// The sending side of a worker's relay.
+/// The sending side of a worker's inbox.
 #[derive(Clone)]
-pub(crate) struct Relay {
+pub(crate) struct Inbox {
     tx: UnboundedSender<Job>,
     /// The frame bytes in the queue.
     queued: Arc<AtomicUsize>,
-    /// Tells relays apart (a pointer could be reused after a runtime ends).
+    /// Tells inboxs apart (a pointer could be reused after a runtime ends).
     worker: usize,
 }
 
 thread_local! {
-    static LOCAL: RefCell<Option<Relay>> = const { RefCell::new(None) };
+    static LOCAL: RefCell<Option<Inbox>> = const { RefCell::new(None) };
 }
 
 static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
 
-impl Relay {
-    /// This thread's relay, started on first use. Must run inside the
-    /// worker's actix runtime. A relay whose runtime has ended (tests run
+impl Inbox {
+    /// This thread's inbox, started on first use. Must run inside the
+    /// worker's actix runtime. An inbox whose runtime has ended (tests run
     /// one runtime after another on a thread) is replaced.
-    pub(crate) fn current() -> Relay {
+    pub(crate) fn current() -> Inbox {
         LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
             match &*slot {
-                Some(relay) if !relay.tx.is_closed() => relay.clone(),
+                Some(inbox) if !inbox.tx.is_closed() => inbox.clone(),
                 _ => {
                     let (tx, rx) = unbounded_channel();
                     let queued = Arc::new(AtomicUsize::new(0));
                     actix::spawn(run(rx, queued.clone()));
-                    let relay = Relay {
+                    let inbox = Inbox {
                         tx,
                         queued,
                         worker: NEXT_WORKER.fetch_add(1, Ordering::Relaxed),
                     };
-                    *slot = Some(relay.clone());
-                    relay
+                    *slot = Some(inbox.clone());
+                    inbox
                 }
             }
         })
     }
 
-    /// Which worker this relay serves.
+    /// Which worker this inbox serves.
     pub(crate) fn worker(&self) -> usize {
         self.worker
     }
@@ -170,19 +162,19 @@ impl Relay {
     }
 }
 
-/// The relay's loop: jobs in the order they were queued.
+/// The inbox's loop: jobs in the order they were queued.
 async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
     while let Some(job) = rx.recv().await {
         queued.fetch_sub(job.bytes(), Ordering::Relaxed);
         match job {
             Job::Deliver(slot, frame) => {
-                mailbox::post(slot, Mail::Deliver(frame));
+                table::post(slot, Mail::Deliver(frame));
             }
             Job::Close(slot, reason, message) => {
-                mailbox::post(slot, Mail::Close { reason, message });
+                table::post(slot, Mail::Close { reason, message });
             }
             Job::Inspect(slot, reply) => {
-                mailbox::post(slot, Mail::Inspect(reply));
+                table::post(slot, Mail::Inspect(reply));
             }
             Job::Fanout {
                 members,
@@ -197,10 +189,10 @@ async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
                     frame
                 };
                 let slots = members.iter().filter(|m| Some(m.id()) != skip);
-                mailbox::deliver_all(slots.map(ConnHandle::slot), &frame);
+                table::deliver_all(slots.map(ConnHandle::address), &frame);
             }
             Job::Overflow(Targets::One(slot)) => {
-                mailbox::post(slot, Mail::Overflow);
+                table::post(slot, Mail::Overflow);
             }
             Job::Overflow(Targets::Members {
                 members,
@@ -208,18 +200,89 @@ async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
                 skip,
             }) => {
                 for member in members[range].iter().filter(|m| Some(m.id()) != skip) {
-                    mailbox::post(member.slot(), Mail::Overflow);
+                    table::post(member.address(), Mail::Overflow);
                 }
             }
         }
     }
 }
 
+/// The one way to reach a connection from another actor or thread: the
+/// address of its mailbox. Deliveries, closes and inspections go into the
+/// inbox of the worker thread that runs the connection, in the order they
+/// were made, and from there into its row of the table. A handle is a few
+/// words with nothing of its own on the heap: the registry keeps several
+/// per connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    id: ConnId,
+    address: Address,
+    inbox: Inbox,
+}
+
+impl ConnHandle {
+    /// A handle for a connection started on the current worker thread.
+    pub(crate) fn new(id: ConnId, address: Address) -> Self {
+        Self {
+            id,
+            address,
+            inbox: Inbox::current(),
+        }
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The worker thread that runs the connection: [`crate::fan_out`] wants
+    /// each worker's connections listed together.
+    pub fn worker(&self) -> usize {
+        self.inbox.worker()
+    }
+
+    pub(crate) fn address(&self) -> Address {
+        self.address
+    }
+
+    fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// Queues a frame body (unframed: the connection frames it for its own
+    /// transport) behind everything queued before. Returns `false` when
+    /// the connection's worker is gone; a connection that closes before
+    /// the frame reaches it drops it, as it drops anything sent after a
+    /// close.
+    pub fn deliver(&self, frame: Bytes) -> bool {
+        self.inbox.send(Job::Deliver(self.address, frame))
+    }
+
+    /// Queues a graceful close behind everything queued before.
+    pub fn close(&self, reason: CloseReason, message: Option<Bytes>) {
+        self.inbox.send(Job::Close(self.address, reason, message));
+    }
+
+    /// A snapshot of the connection, taken behind everything queued
+    /// before; `None` once it is gone.
+    pub async fn inspect(&self) -> Option<ConnInfo> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox.send(Job::Inspect(self.address, reply));
+        answer.await.ok()
+    }
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle").field("id", &self.id).finish()
+    }
+}
+
 /// Queues a close for a connection of this thread behind every job this
-/// thread's relay holds: whatever was addressed to the connection before
+/// thread's inbox holds: whatever was addressed to the connection before
 /// (a publish already handled, say) is queued before the close.
-pub(crate) fn close_in_order(slot: MailSlot, reason: CloseReason) {
-    Relay::current().send(Job::Close(slot, reason, None));
+pub(crate) fn close_in_order(slot: Address, reason: CloseReason) {
+    Inbox::current().send(Job::Close(slot, reason, None));
 }
 
 /// Queues `frame` for every connection in `members` but `skip`: one job per
@@ -234,7 +297,7 @@ pub fn fan_out(members: &Arc<[ConnHandle]>, frame: &Bytes, skip: Option<ConnId>)
             .iter()
             .position(|m| m.worker() != worker)
             .map_or(members.len(), |n| start + n);
-        members[start].relay().send(Job::Fanout {
+        members[start].inbox().send(Job::Fanout {
             members: members.clone(),
             range: start..end,
             frame: frame.clone(),
@@ -249,34 +312,34 @@ pub fn fan_out(members: &Arc<[ConnHandle]>, frame: &Bytes, skip: Option<ConnId>)
 mod tests {
     use super::*;
 
-    /// A relay whose loop is not running, and its queue, to look into.
-    fn stalled() -> (Relay, UnboundedReceiver<Job>) {
+    /// An inbox whose loop is not running, and its queue, to look into.
+    fn stalled() -> (Inbox, UnboundedReceiver<Job>) {
         let (tx, rx) = unbounded_channel();
-        let relay = Relay {
+        let inbox = Inbox {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             worker: usize::MAX,
         };
-        (relay, rx)
+        (inbox, rx)
     }
 
     #[test]
-    fn past_its_bound_a_relay_queues_deliveries_without_their_frames() {
-        let (relay, mut rx) = stalled();
-        let slot = mailbox::open();
+    fn past_its_bound_an_inbox_queues_deliveries_without_their_frames() {
+        let (inbox, mut rx) = stalled();
+        let slot = table::open();
         let frame = Bytes::from(vec![b'x'; 1024 * 1024]);
         let fits = MAX_QUEUED_BYTES / frame.len();
         for _ in 0..fits + 10 {
-            assert!(relay.send(Job::Deliver(slot, frame.clone())));
+            assert!(inbox.send(Job::Deliver(slot, frame.clone())));
         }
         // A close keeps its place and its message whatever the bound.
-        assert!(relay.send(Job::Close(
+        assert!(inbox.send(Job::Close(
             slot,
             CloseReason::Admin,
             Some(frame.slice(..10))
         )));
         assert_eq!(
-            relay.queued.load(Ordering::Relaxed),
+            inbox.queued.load(Ordering::Relaxed),
             fits * frame.len() + 10
         );
         let mut kinds = Vec::new();
@@ -293,6 +356,6 @@ mod tests {
             .chain(["close"])
             .collect();
         assert_eq!(kinds, expected);
-        mailbox::close(slot);
+        table::close(slot);
     }
 }

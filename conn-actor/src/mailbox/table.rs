@@ -1,27 +1,24 @@
-//! Each worker thread's table of its connections' mailboxes.
+//! Each worker thread's table of its connections' mailboxes: one row per
+//! connection, holding its queue of [`Mail`] and its idle-timeout
+//! bookkeeping.
 //!
-//! Whatever reaches a connection from outside its own turn (a delivery, a
-//! close, a ping to send, a snapshot asked for) is posted here, on the
-//! connection's own thread, by the worker's relay (or the idle sweep), and
-//! taken by the connection at the start of its next turn, in the order it
-//! was posted. Posting is a queue push and, into an empty queue, one wake of
-//! the connection's task: no allocation and no atomic per message, where an
-//! actix message costs two allocations, a lock-free queue push and a
-//! cross-thread wake each. Other threads never touch this table: they go
-//! through the relay, whose queue is the one cross-thread hop.
-//!
-//! A slot is named by its index and a generation, so mail posted to a
-//! connection that has closed (and whose slot another connection took) is
-//! dropped, as mail to a stopped actor is.
+//! Only the thread's own inbox task, its idle sweep and its connections
+//! touch the table: posting is a queue push and, into an empty queue, one
+//! wake of the connection's task, with no allocation and no atomic. An
+//! [`Address`] names a row by its index and a generation, so mail posted to
+//! a connection that has closed (and whose row another connection took) is
+//! dropped, as mail to a stopped actor is; and it carries the table it
+//! belongs to, so an address that strayed to another worker's thread can
+//! never reach another client's row there: it is refused.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Waker;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::idle::IdleMark;
 use crate::messages::{CloseReason, ConnInfo};
 
 /// Slots reserved when mail arrives in an empty queue, so that a burst
@@ -50,15 +47,30 @@ pub(crate) enum Mail {
     /// Send a snapshot of the connection (contract section 7, CONN).
     Inspect(oneshot::Sender<ConnInfo>),
     /// A frame for the connection was dropped on the way: its worker's
-    /// relay was past its bound. The connection is a slow consumer.
+    /// inbox was past its bound. The connection is a slow consumer.
     Overflow,
 }
 
 /// A connection's place in its thread's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MailSlot {
+pub(crate) struct Address {
+    /// Which thread's table: never used on another thread's.
+    table: u32,
     index: u32,
     generation: u32,
+}
+
+/// A connection's idle bookkeeping, kept in its row of the worker's
+/// mailbox table.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdleMark {
+    /// Under the idle timeout (until its close starts).
+    pub(crate) tracked: bool,
+    /// Pinged halfway through a silence (a WebSocket client).
+    pub(crate) pings: bool,
+    /// Pinged during the current silence.
+    pub(crate) pinged: bool,
+    pub(crate) last_tick: u64,
 }
 
 /// One connection's row: its mailbox and its idle-timeout bookkeeping.
@@ -67,15 +79,16 @@ pub(crate) struct Entry {
     /// Bumped when the slot is freed, so stale slots miss.
     generation: u32,
     open: bool,
-    /// Where the idle sweep keeps this connection (`idle.rs`).
+    /// Where the idle sweep keeps this connection (`sweep.rs`).
     pub(crate) idle: IdleMark,
     queue: VecDeque<Mail>,
     /// The connection's task, woken when mail arrives in an empty queue.
     waker: Option<Waker>,
 }
 
-#[derive(Default)]
 struct Table {
+    /// Tells this thread's table apart from every other thread's.
+    id: u32,
     chunks: Vec<Box<[Entry]>>,
     /// Slots below this have been handed out at least once.
     used: u32,
@@ -88,20 +101,28 @@ impl Table {
         &mut self.chunks[index / CHUNK][index % CHUNK]
     }
 
-    fn entry(&mut self, slot: MailSlot) -> Option<&mut Entry> {
-        if slot.index >= self.used {
+    fn entry(&mut self, slot: Address) -> Option<&mut Entry> {
+        if slot.table != self.id || slot.index >= self.used {
+            // An address of another thread's table names nothing here.
             return None;
         }
         Some(self.slot(slot.index)).filter(|e| e.open && e.generation == slot.generation)
     }
 }
 
+static NEXT_TABLE: AtomicU32 = AtomicU32::new(0);
+
 thread_local! {
-    static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    static TABLE: RefCell<Table> = RefCell::new(Table {
+        id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
+        chunks: Vec::new(),
+        used: 0,
+        free: Vec::new(),
+    });
 }
 
 /// A mailbox for a connection starting on this thread.
-pub(crate) fn open() -> MailSlot {
+pub(crate) fn open() -> Address {
     TABLE.with_borrow_mut(|table| {
         let index = table.free.pop().unwrap_or_else(|| {
             if table.used as usize == table.chunks.len() * CHUNK {
@@ -114,9 +135,11 @@ pub(crate) fn open() -> MailSlot {
         });
         let entry = table.slot(index);
         entry.open = true;
-        MailSlot {
+        let generation = entry.generation;
+        Address {
+            table: table.id,
             index,
-            generation: entry.generation,
+            generation,
         }
     })
 }
@@ -137,7 +160,7 @@ pub(crate) fn push(entry: &mut Entry, mail: Mail) {
 
 /// Posts `mail` behind what the connection has not taken yet; returns
 /// `false` (and drops it) when the connection is gone.
-pub(crate) fn post(slot: MailSlot, mail: Mail) -> bool {
+pub(crate) fn post(slot: Address, mail: Mail) -> bool {
     TABLE.with_borrow_mut(|table| match table.entry(slot) {
         Some(entry) => {
             push(entry, mail);
@@ -149,7 +172,7 @@ pub(crate) fn post(slot: MailSlot, mail: Mail) -> bool {
 
 /// Posts a delivery of `frame` to every slot in `slots`, in one visit to
 /// the table: a fan-out's share of one worker.
-pub(crate) fn deliver_all(slots: impl Iterator<Item = MailSlot>, frame: &Bytes) {
+pub(crate) fn deliver_all(slots: impl Iterator<Item = Address>, frame: &Bytes) {
     TABLE.with_borrow_mut(|table| {
         for slot in slots {
             if let Some(entry) = table.entry(slot) {
@@ -162,7 +185,7 @@ pub(crate) fn deliver_all(slots: impl Iterator<Item = MailSlot>, frame: &Bytes) 
 /// Everything posted to the connection since it last looked, oldest
 /// first; the queue's storage goes with it, so a connection between bursts
 /// holds none. `waker` is the connection's task, woken by the next post.
-pub(crate) fn take_all(slot: MailSlot, waker: &Waker) -> VecDeque<Mail> {
+pub(crate) fn take_all(slot: Address, waker: &Waker) -> VecDeque<Mail> {
     TABLE.with_borrow_mut(|table| {
         let Some(entry) = table.entry(slot) else {
             return VecDeque::new();
@@ -175,14 +198,15 @@ pub(crate) fn take_all(slot: MailSlot, waker: &Waker) -> VecDeque<Mail> {
 }
 
 /// Runs `f` on the connection's row, if it is still open.
-pub(crate) fn with_entry<R>(slot: MailSlot, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+pub(crate) fn with_entry<R>(slot: Address, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
     TABLE.with_borrow_mut(|table| table.entry(slot).map(f))
 }
 
 /// Runs `f` on every open row of this thread, with its slot.
-pub(crate) fn for_each(mut f: impl FnMut(MailSlot, &mut Entry)) {
+pub(crate) fn for_each(mut f: impl FnMut(Address, &mut Entry)) {
     TABLE.with_borrow_mut(|table| {
         let used = table.used as usize;
+        let id = table.id;
         for (index, entry) in table
             .chunks
             .iter_mut()
@@ -191,7 +215,8 @@ pub(crate) fn for_each(mut f: impl FnMut(MailSlot, &mut Entry)) {
             .enumerate()
         {
             if entry.open {
-                let slot = MailSlot {
+                let slot = Address {
+                    table: id,
                     index: index as u32,
                     generation: entry.generation,
                 };
@@ -202,7 +227,7 @@ pub(crate) fn for_each(mut f: impl FnMut(MailSlot, &mut Entry)) {
 }
 
 /// Frees the slot: mail still queued, or posted later, is dropped.
-pub(crate) fn close(slot: MailSlot) {
+pub(crate) fn close(slot: Address) {
     let dropped = TABLE.with_borrow_mut(|table| {
         let entry = table.entry(slot)?;
         entry.open = false;
@@ -263,6 +288,30 @@ mod tests {
     }
 
     #[test]
+    fn an_address_taken_to_another_thread_reaches_no_row_there() {
+        let waker = Waker::noop();
+        let here = open();
+        let stray = std::thread::spawn(open).join().expect("another thread");
+        // Row for row the same place, in another thread's table.
+        assert_eq!(
+            (stray.index, stray.generation),
+            (here.index, here.generation)
+        );
+        assert!(!post(
+            stray,
+            Mail::Deliver(Bytes::from_static(b"not yours"))
+        ));
+        deliver_all([stray].into_iter(), &Bytes::from_static(b"nor this"));
+        assert!(with_entry(stray, |_| ()).is_none());
+        close(stray);
+        assert!(
+            take_all(here, waker).is_empty(),
+            "another client's row was reached"
+        );
+        close(here);
+    }
+
+    #[test]
     fn a_closed_slot_drops_mail_even_once_reused() {
         let waker = Waker::noop();
         let old = open();
@@ -278,7 +327,7 @@ mod tests {
 
     #[test]
     fn the_table_grows_by_chunks_and_walks_only_open_rows() {
-        let slots: Vec<MailSlot> = (0..CHUNK + 3).map(|_| open()).collect();
+        let slots: Vec<Address> = (0..CHUNK + 3).map(|_| open()).collect();
         close(slots[1]);
         let mut seen = Vec::new();
         for_each(|slot, _| seen.push(slot));

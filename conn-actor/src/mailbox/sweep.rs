@@ -1,32 +1,21 @@
 //! Idle timeouts without a timer per connection.
 //!
 //! Each worker thread keeps the coarse time of each connection's last
-//! frame in the connection's row of its mailbox table (`mailbox.rs`), and
-//! one task that sweeps the table four times a second, sending a close for `idle` (through the thread's relay, behind
-//! what it already holds for them) to those silent for longer than the
-//! timeout, and a heartbeat (a WebSocket ping) to those that asked for one
-//! once they are silent for half of it. A connection costs a few bytes of its row, and a frame costs a store.
+//! frame in the connection's row of its mailbox table (`table.rs`), and one
+//! task that sweeps the table four times a second. A connection silent for
+//! longer than the timeout is posted [`Mail::TimedOut`], and starts its own
+//! close behind what its inbox already holds for it; one that asked for
+//! heartbeats (a WebSocket client) is posted [`Mail::Heartbeat`] (a ping)
+//! once it is silent for half of it. A connection costs a few bytes of its
+//! row, and a frame costs a store.
 
 use std::cell::Cell;
 use std::time::Duration;
 
-use crate::mailbox::{self, Mail, MailSlot};
+use super::table::{self, Address, IdleMark, Mail};
 
 /// How often the table is swept; the coarse clock's resolution.
 const TICK: Duration = Duration::from_millis(250);
-
-/// A connection's idle bookkeeping, kept in its row of the worker's
-/// mailbox table.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdleMark {
-    /// Under the idle timeout (until its close starts).
-    tracked: bool,
-    /// Pinged halfway through a silence (a WebSocket client).
-    pings: bool,
-    /// Pinged during the current silence.
-    pinged: bool,
-    last_tick: u64,
-}
 
 thread_local! {
     /// The timeout in ticks, once this thread's sweep is running.
@@ -40,12 +29,12 @@ fn ticks(timeout: Duration) -> u64 {
 
 /// Puts a connection under the idle timeout, starting this thread's sweep
 /// on first use.
-pub(crate) fn register(conn: MailSlot, timeout: Duration, pings: bool) {
+pub(crate) fn register(conn: Address, timeout: Duration, pings: bool) {
     if TIMEOUT_TICKS.get().is_none() {
         TIMEOUT_TICKS.set(Some(ticks(timeout)));
         actix_rt::spawn(sweep_forever());
     }
-    mailbox::with_entry(conn, |entry| {
+    table::with_entry(conn, |entry| {
         entry.idle = IdleMark {
             tracked: true,
             pings,
@@ -56,17 +45,17 @@ pub(crate) fn register(conn: MailSlot, timeout: Duration, pings: bool) {
 }
 
 /// Notes that a frame arrived.
-pub(crate) fn touch(conn: MailSlot) {
+pub(crate) fn touch(conn: Address) {
     let now = NOW.get();
-    mailbox::with_entry(conn, |entry| {
+    table::with_entry(conn, |entry| {
         entry.idle.last_tick = now;
         entry.idle.pinged = false;
     });
 }
 
 /// Takes a connection out from under the idle timeout (its close started).
-pub(crate) fn remove(conn: MailSlot) {
-    mailbox::with_entry(conn, |entry| entry.idle.tracked = false);
+pub(crate) fn remove(conn: Address) {
+    table::with_entry(conn, |entry| entry.idle.tracked = false);
 }
 
 async fn sweep_forever() {
@@ -85,7 +74,7 @@ async fn sweep_forever() {
 /// frame seen during tick `t` may be up to one tick old, so a connection is
 /// kicked once a full timeout has surely passed, within two ticks after.
 fn sweep(timeout_ticks: u64, now: u64) {
-    mailbox::for_each(|_, entry| {
+    table::for_each(|_, entry| {
         let mark = &mut entry.idle;
         if !mark.tracked {
             return;
@@ -100,12 +89,12 @@ fn sweep(timeout_ticks: u64, now: u64) {
         }
         if ping {
             // Halfway: a client that is there answers, and stays.
-            mailbox::push(entry, Mail::Heartbeat);
+            table::push(entry, Mail::Heartbeat);
         }
         if timed_out {
             // The connection starts its own close, so that it is marked
             // closing before its kick is queued behind what is on its way.
-            mailbox::push(entry, Mail::TimedOut);
+            table::push(entry, Mail::TimedOut);
         }
     });
 }

@@ -1,31 +1,29 @@
 //! The connection's socket work, driven as one future inside the actor.
 //!
-//! [`IoDriver`] is polled in every actor turn after the mailbox, so frames
-//! queued by messages are written in the same turn, batched into one
-//! `writev`. It reads into a buffer shared by every connection of the thread
-//! and copies out only a trailing partial frame: an idle connection holds no
-//! read buffer. Closing follows contract section 5: flush, shut the write
-//! side, read and discard until EOF or the close timeout; a slow consumer
-//! gets what the socket takes at once and is closed in the same turn. All
-//! of it goes through the connection's
-//! [`Transport`](crate::transport::Transport), so none of it depends on
-//! which transport that is.
+//! [`IoDriver`] is polled in every turn of the actor: it takes the
+//! connection's mail first (`mailbox`), then reads (into a buffer shared
+//! by every connection of the thread, handing the bytes to `input.rs`),
+//! then writes what is queued. Small frames go out copied into one slice in
+//! one `send`; a turn woken only by deliveries leaves its write to the
+//! connection's next turn, so that one write carries more frames. Closing
+//! follows docs/protocol.md section 5: flush, shut the write side, read and
+//! discard until EOF or the close timeout; a slow consumer gets what the
+//! socket takes at once and is closed in the same turn. All of it goes
+//! through the connection's [`Transport`](crate::transport::Transport), so
+//! none of it depends on which transport that is.
 
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::pin::Pin;
 use std::task::{self, Poll};
 
-use actix::{ActorFuture, Context};
-use bytes::Buf;
+use actix::{ActorFuture, AsyncContext, Context};
 use gateway_metrics::DropReason;
 
-use crate::codec::FrameError;
-use crate::connection::{Connection, Phase};
+use super::{Connection, Phase};
 use crate::mailbox;
 use crate::messages::CloseReason;
 use crate::state::Written;
-use crate::transport::Transport;
 
 /// Size of each thread's shared read buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -34,15 +32,13 @@ const READS_PER_TURN: usize = 8;
 /// Queued bytes below which a turn woken only by deliveries writes in the
 /// next turn instead.
 const DEFER_WRITES_BELOW: usize = 16 * 1024;
-/// Slack past the frame limit for a length prefix or a `\r\n`.
-const FRAME_SLACK: usize = 6;
 
 thread_local! {
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
 /// The future that moves a connection's bytes; lives as long as the actor.
-pub(crate) struct IoDriver;
+struct IoDriver;
 
 impl ActorFuture<Connection> for IoDriver {
     type Output = ();
@@ -71,6 +67,11 @@ enum Read {
 }
 
 impl Connection {
+    /// Starts the driver, for the life of the actor.
+    pub(super) fn start_driver(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(IoDriver);
+    }
+
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
         // What was posted since the last turn comes first, as an actor's
         // mailbox does.
@@ -101,7 +102,7 @@ impl Connection {
         // FIN in one write.
         let close_is_next = matches!(self.phase, Phase::Ending { .. });
         // Deliveries alone woke this turn: let the thread's other tasks (the
-        // relay with the next publishes among them) run once first, so that
+        // inbox with the next publishes among them) run once first, so that
         // one write carries more frames.
         let defer = mail_only
             && !self.write_deferred
@@ -167,107 +168,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// Handles bytes read from the socket: complete frames run, a trailing
-    /// partial frame is kept. After a close asks for it, input is discarded.
-    fn on_input(&mut self, ctx: &mut Context<Self>, data: &mut [u8]) {
-        let counters = &mut self.state.counters;
-        counters.bytes_in += data.len() as u64;
-        self.worker.metrics.bytes_received.inc_by(data.len() as u64);
-        let frames_before = counters.frames_in;
-
-        if matches!(self.transport, Transport::Ws(_)) {
-            self.on_ws_input(ctx, data);
-        } else {
-            self.on_framed_input(ctx, data);
-        }
-
-        let frames = self.state.counters.frames_in - frames_before;
-        if frames > 0 {
-            self.worker.metrics.frames_received.inc_by(frames);
-            self.touch();
-        }
-    }
-
-    /// Input in `--framing` frames.
-    fn on_framed_input(&mut self, ctx: &mut Context<Self>, mut data: &[u8]) {
-        while !data.is_empty() && self.is_open() {
-            if self.held {
-                // Frames wait behind an answer the hub holds back; this is
-                // at most the rest of one read.
-                self.state.partial.extend_from_slice(data);
-                break;
-            }
-            if self.state.partial.is_empty() {
-                let used = self.run_frames(ctx, data);
-                data = &data[used..];
-                if self.is_open() && !data.is_empty() {
-                    // What is left is one incomplete frame within the limit.
-                    self.state.partial.extend_from_slice(data);
-                }
-                break;
-            }
-            // Complete the carried-over frame, never buffering past the limit.
-            let room = (self.worker.limits.max_frame_bytes + FRAME_SLACK)
-                .saturating_sub(self.state.partial.len());
-            let take = data.len().min(room.max(1));
-            self.state.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let mut carried = std::mem::take(&mut self.state.partial);
-            let used = self.run_frames(ctx, &carried);
-            carried.advance(used);
-            if !carried.is_empty() && self.is_open() {
-                self.state.partial = carried;
-            }
-        }
-    }
-
-    /// Runs the complete frames kept while an answer was held back.
-    pub(crate) fn resume_frames(&mut self, ctx: &mut Context<Self>) {
-        let frames_before = self.state.counters.frames_in;
-        while self.is_open() && !self.held {
-            let Some(message) = self.deferred.as_mut().and_then(|d| d.pop_front()) else {
-                break;
-            };
-            self.state.counters.frames_in += 1;
-            self.on_frame(ctx, &message);
-        }
-        // Its storage goes once it is empty, or no longer wanted.
-        if !self.is_open() || self.deferred.as_ref().is_some_and(|d| d.is_empty()) {
-            self.deferred = None;
-        }
-        let mut carried = std::mem::take(&mut self.state.partial);
-        let used = self.run_frames(ctx, &carried);
-        carried.advance(used);
-        if !carried.is_empty() && self.is_open() {
-            self.state.partial = carried;
-        }
-        let frames = self.state.counters.frames_in - frames_before;
-        if frames > 0 {
-            self.worker.metrics.frames_received.inc_by(frames);
-        }
-    }
-
-    /// Runs every complete frame at the start of `buf`; returns the bytes used.
-    fn run_frames(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> usize {
-        let codec = self.codec();
-        let mut used = 0;
-        while self.is_open() && !self.held {
-            match codec.decode_slice(&buf[used..]) {
-                Ok(Some(decoded)) => {
-                    used += decoded.consumed;
-                    self.state.counters.frames_in += 1;
-                    self.on_frame(ctx, decoded.frame);
-                }
-                Ok(None) => break,
-                Err(FrameError::TooLarge { .. }) => {
-                    self.close_behind_queued(CloseReason::FrameTooLarge);
-                    break;
-                }
-            }
-        }
-        used
     }
 
     /// Writes queued frames until the queue is empty or the transport is
