@@ -17,38 +17,22 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-ROUNDS=3
-DURATION=5
-WARMUP=1
+. bench/lib.sh
 CONNECTIONS=8
 TLS=1
-BUILD=1
-OUT=""
 while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) ROUNDS=$2; shift ;;
-        --duration) DURATION=$2; shift ;;
-        --warmup) WARMUP=$2; shift ;;
-        --connections) CONNECTIONS=$2; shift ;;
-        --plain) TLS=0 ;;
-        --no-build) BUILD=0 ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "admin.sh: unknown option $1" >&2; exit 2 ;;
-    esac
-    shift
+    common_option "$1" "${2:-}"
+    if [ "$TAKEN" = 0 ]; then
+        case "$1" in
+            --connections) CONNECTIONS=$2; TAKEN=2 ;;
+            --plain) TLS=0; TAKEN=1 ;;
+            -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+            *) echo "admin.sh: unknown option $1" >&2; exit 2 ;;
+        esac
+    fi
+    shift "$TAKEN"
 done
-
-if [ "$BUILD" = 1 ]; then
-    cargo build --release -p gateway -p gateway-bench
-fi
-GATEWAY_BIN=target/release/gateway
-BENCH_BIN=target/release/gateway-bench
-OUT=${OUT:-target/bench/admin-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
-git rev-parse --short HEAD > "$OUT/commit" 2>/dev/null || true
+prepare_run admin
 
 SERVER_TLS=()
 BENCH_TLS=()
@@ -62,40 +46,15 @@ if [ "$TLS" = 1 ]; then
     BENCH_TLS=(--tls-ca "$OUT/tls-cert.pem")
 fi
 
-SERVER_PID=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
 trap stop_server EXIT
 
 # run_case MODE LOGNAME, MODE being kept-alive or per-request
 run_case() {
     local mode=$1 log=$2
-    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "${SERVER_TLS[@]}" \
-        > "$OUT/$log.out" 2> "$OUT/$log.err" &
-    SERVER_PID=$!
-    local line=""
-    for _ in $(seq 1 150); do
-        line=$(grep -m1 '^READY ' "$OUT/$log.out" 2>/dev/null || true)
-        [ -n "$line" ] && break
-        sleep 0.1
-    done
-    if [ -z "$line" ]; then
-        echo "admin.sh: the gateway printed no READY line" >&2
-        stop_server
-        return 1
-    fi
+    start_gateway "$log" "${SERVER_TLS[@]}" || return 1
     local admin target flag=()
-    admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
-    target=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
+    admin=$(ready_field admin)
+    target=$(ready_field client)
     [ "$mode" = per-request ] && flag=(--per-request)
     "$BENCH_BIN" --target "$target" --admin "$admin" --pid "$SERVER_PID" "${BENCH_TLS[@]}" \
         --label "$mode" --duration "$DURATION" --warmup "$WARMUP" --quiet \

@@ -62,6 +62,9 @@ IDLE_ARGS_ENV=${IDLE_ARGS:-}; KICK_ARGS_ENV=${KICK_ARGS:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# stop_server, shared with ws.sh and admin.sh (this script sets its own
+# defaults below).
+. bench/lib.sh
 
 QUICK=0
 ROUNDS=""
@@ -251,17 +254,6 @@ start_server() {
     ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
 }
 
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
 trap stop_server EXIT
 
 # run_case KIND SCENARIO VARIANT "SERVER_ARGS" "BENCH_ARGS"

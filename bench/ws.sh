@@ -17,74 +17,33 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-ROUNDS=3
-DURATION=5
-WARMUP=1
+. bench/lib.sh
 ONLY="echo fanout churn idle"
-BUILD=1
-OUT=""
 while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) ROUNDS=$2; shift ;;
-        --duration) DURATION=$2; shift ;;
-        --warmup) WARMUP=$2; shift ;;
-        --only) ONLY=$2; shift ;;
-        --no-build) BUILD=0 ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "ws.sh: unknown option $1" >&2; exit 2 ;;
-    esac
-    shift
+    common_option "$1" "${2:-}"
+    if [ "$TAKEN" = 0 ]; then
+        case "$1" in
+            --only) ONLY=$2; TAKEN=2 ;;
+            -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+            *) echo "ws.sh: unknown option $1" >&2; exit 2 ;;
+        esac
+    fi
+    shift "$TAKEN"
 done
+prepare_run ws
 
-if [ "$BUILD" = 1 ]; then
-    cargo build --release -p gateway -p gateway-bench
-fi
-GATEWAY_BIN=target/release/gateway
-BENCH_BIN=target/release/gateway-bench
-OUT=${OUT:-target/bench/ws-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
-git rev-parse --short HEAD > "$OUT/commit" 2>/dev/null || true
-
-SERVER_PID=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
 trap stop_server EXIT
 
 # run_case TRANSPORT SCENARIO LOGNAME
 run_case() {
     local transport=$1 scenario=$2 log=$3
-    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --ws-listen 127.0.0.1:0 > "$OUT/$log.out" 2> "$OUT/$log.err" &
-    SERVER_PID=$!
-    local line=""
-    for _ in $(seq 1 150); do
-        line=$(grep -m1 '^READY ' "$OUT/$log.out" 2>/dev/null || true)
-        [ -n "$line" ] && break
-        sleep 0.1
-    done
-    if [ -z "$line" ]; then
-        echo "ws.sh: the gateway printed no READY line" >&2
-        stop_server
-        return 1
-    fi
+    start_gateway "$log" --ws-listen 127.0.0.1:0 || return 1
     local admin target
-    admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
+    admin=$(ready_field admin)
     if [ "$transport" = ws ]; then
-        target=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<< "$line")
+        target=$(ready_field ws)
     else
-        target=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
+        target=$(ready_field client)
     fi
     "$BENCH_BIN" --target "$target" --admin "$admin" --pid "$SERVER_PID" \
         --transport "$transport" --label "$transport" --duration "$DURATION" \

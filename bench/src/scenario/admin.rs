@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, server_cpu_us_per};
+use super::{CpuProbe, Ctx, Outcome, Window, collect_ok, timed_results};
 use crate::http::HttpClient;
 use crate::progress::Progress;
-use crate::stats::{LatencySink, Recorder, round2};
+use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `admin`.
 #[derive(Clone, Debug, clap::Args)]
@@ -73,7 +73,6 @@ pub async fn run(ctx: &Ctx, args: &AdminArgs) -> Result<Outcome> {
     let measured: u64 = collect_ok("publishers", results, &mut failures)
         .into_iter()
         .sum();
-    let secs = window.secs();
     let cpu = cpu.finish().await;
     Ok(Outcome {
         params: json!({
@@ -82,15 +81,13 @@ pub async fn run(ctx: &Ctx, args: &AdminArgs) -> Result<Outcome> {
             "payload": args.payload,
             "https": ctx.tls.is_some(),
         }),
-        results: json!({
-            "publishes_per_sec": round2(measured as f64 / secs),
-            "publishes": measured,
-            "seconds": round2(secs),
-            "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
-            "server_cpu_us_per": server_cpu_us_per(measured, &cpu, &window),
-            "cpu": cpu,
-            "latency": sink.summary(),
-        }),
+        results: timed_results(
+            ("publishes_per_sec", "publishes"),
+            measured,
+            &window,
+            cpu,
+            sink.summary(),
+        ),
         failures,
     })
 }

@@ -16,13 +16,10 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{
-    Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
-    server_cpu_us_per,
-};
+use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed, timed_results};
 use crate::frame::too_large;
 use crate::progress::Progress;
-use crate::stats::{LatencySink, Recorder, round2};
+use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `echo`.
 #[derive(Clone, Debug, clap::Args)]
@@ -94,7 +91,6 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             failures.push(format!("{mismatched} replies did not match their ping"));
         }
     }
-    let secs = window.secs();
     let cpu = cpu.finish().await;
     Ok(Outcome {
         params: json!({
@@ -102,15 +98,13 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             "depth": args.depth,
             "payload": args.payload,
         }),
-        results: json!({
-            "msgs_per_sec": round2(measured as f64 / secs),
-            "messages": measured,
-            "seconds": round2(secs),
-            "per_server_cpu_sec": per_server_cpu_sec(measured, &cpu, &window),
-            "server_cpu_us_per": server_cpu_us_per(measured, &cpu, &window),
-            "cpu": cpu,
-            "latency": sink.summary(),
-        }),
+        results: timed_results(
+            ("msgs_per_sec", "messages"),
+            measured,
+            &window,
+            cpu,
+            sink.summary(),
+        ),
         failures,
     })
 }

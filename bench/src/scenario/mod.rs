@@ -337,6 +337,37 @@ impl CpuProbe {
     }
 }
 
+/// The figures of a timed scenario that did `count` units of work in
+/// `window` (reported as `per_sec` per second and as `total`), with the
+/// server's CPU per unit and the latency of each unit.
+pub fn timed_results(
+    (per_sec, total): (&str, &str),
+    count: u64,
+    window: &Window,
+    cpu: Value,
+    latency: Value,
+) -> Value {
+    let secs = window.secs();
+    let mut results = serde_json::Map::new();
+    results.insert(
+        per_sec.into(),
+        crate::stats::round2(count as f64 / secs).into(),
+    );
+    results.insert(total.into(), count.into());
+    results.insert("seconds".into(), crate::stats::round2(secs).into());
+    results.insert(
+        "per_server_cpu_sec".into(),
+        per_server_cpu_sec(count, &cpu, window).into(),
+    );
+    results.insert(
+        "server_cpu_us_per".into(),
+        server_cpu_us_per(count, &cpu, window).into(),
+    );
+    results.insert("cpu".into(), cpu);
+    results.insert("latency".into(), latency);
+    Value::Object(results)
+}
+
 /// `count` per second of server CPU time over the window: how much work the
 /// server does per unit of CPU, which other load on the machine disturbs
 /// less than the raw rate. `None` without a CPU reading.

@@ -2,7 +2,7 @@
 //!
 //! **One request at a time.** Connections are kept alive (HTTP/1.1), and a
 //! client may pipeline. [`AdminIo`] hands the HTTP layer the bytes of one
-//! request (where it ends is [`RequestFramer`]'s business) and holds what
+//! request (where it ends is `RequestFramer`'s business, in `framer.rs`) and holds what
 //! follows until that request's answer head is written. If that answer
 //! carries `Connection: close`, what follows is never handed over: the HTTP
 //! layer reads EOF, so nothing after a close is read or acted on (RFC 9112
@@ -609,11 +609,7 @@ mod tests {
     /// What the peer reads after `writes` went through an `AdminIo` whose
     /// peer first sent `request`.
     fn through(request: &[u8], writes: &[&[u8]]) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let (near, mut far) = duplex(1 << 20);
             let mut io = AdminIo::new(near);
             far.write_all(request).await.expect("request");
@@ -715,11 +711,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_are_handed_over_one_answer_at_a_time() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let (near, mut far) = duplex(1 << 16);
             let mut io = AdminIo::new(near);
             far.write_all(&[GET, GET, GET].concat())
@@ -747,11 +739,7 @@ mod tests {
 
     #[test]
     fn two_answers_in_one_write_are_each_looked_at() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let (near, mut far) = duplex(1 << 16);
             let mut io = AdminIo::new(near);
             far.write_all(&[GET, GET, GET].concat())
@@ -778,11 +766,7 @@ mod tests {
 
     #[test]
     fn a_bare_error_lingers_until_the_client_is_done() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let (near, mut far) = duplex(1 << 16);
             let mut io = AdminIo::new(near);
             far.write_all(b"GARBAGE").await.expect("request");
@@ -805,6 +789,14 @@ mod tests {
             let mut rest = Vec::new();
             far.read_to_end(&mut rest).await.expect("EOF");
         });
+    }
+
+    /// A runtime for one test.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
     }
 
     /// Runs `test` on a runtime whose clock only moves when told to.
