@@ -12,9 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{CpuProbe, Ctx, Outcome, Window, collect_ok, timed_results};
+use super::{Ctx, Outcome, Timed, Window, collect_ok, timed_results};
 use crate::http::HttpClient;
-use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `admin`.
@@ -42,16 +41,12 @@ pub async fn run(ctx: &Ctx, args: &AdminArgs) -> Result<Outcome> {
         .collect();
     let body = Arc::new(json!({ "data": data }).to_string().into_bytes());
     let sink = LatencySink::new();
-    let done = Arc::new(AtomicU64::new(0));
-    let window = Window::from_now(ctx);
-    let cpu = CpuProbe::start(ctx.pid, window);
-    let bar = Progress::timed(
-        ctx.progress,
-        "admin",
-        &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
-        done.clone(),
-        "publishes",
-    );
+    let Timed {
+        window,
+        cpu,
+        bar,
+        done,
+    } = Timed::start(ctx, "admin", "publishes");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
         let mut client = HttpClient::new(admin);

@@ -16,9 +16,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, CpuProbe, Ctx, Outcome, Window, collect_ok, run_indexed, timed_results};
+use super::{Client, Ctx, Outcome, Timed, Window, collect_ok, run_indexed, timed_results};
 use crate::frame::too_large;
-use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `echo`.
@@ -62,16 +61,12 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     }
     let (ping, pong) = (Arc::new(ping), Arc::new(pong));
     let sink = LatencySink::new();
-    let done = Arc::new(AtomicU64::new(0));
-    let window = Window::from_now(ctx);
-    let cpu = CpuProbe::start(ctx.pid, window);
-    let bar = Progress::timed(
-        ctx.progress,
-        "echo",
-        &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
-        done.clone(),
-        "msgs",
-    );
+    let Timed {
+        window,
+        cpu,
+        bar,
+        done,
+    } = Timed::start(ctx, "echo", "msgs");
 
     let mut tasks = tokio::task::JoinSet::new();
     for c in conns {

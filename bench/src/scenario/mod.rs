@@ -289,6 +289,42 @@ impl Window {
     }
 }
 
+/// What a timed run counts with: its measured window, the server's CPU over
+/// it, and a progress bar of `done` units.
+pub struct Timed {
+    /// The measured window, after the warm-up.
+    pub window: Window,
+    /// The server's CPU over the window.
+    pub cpu: CpuProbe,
+    /// The progress bar, ticking with `done`.
+    pub bar: crate::progress::Progress,
+    /// Units of work done, warm-up included.
+    pub done: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Timed {
+    /// Starts the warm-up now; `label` and `unit` name the progress bar's
+    /// run and what it counts.
+    pub fn start(ctx: &Ctx, label: &str, unit: &'static str) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let window = Window::from_now(ctx);
+        let cpu = CpuProbe::start(ctx.pid, window);
+        let bar = crate::progress::Progress::timed(
+            ctx.progress,
+            label,
+            &[("warm-up", ctx.warmup), ("measured", ctx.duration)],
+            done.clone(),
+            unit,
+        );
+        Self {
+            window,
+            cpu,
+            bar,
+            done,
+        }
+    }
+}
+
 /// CPU use of the server and of the load generator over a window, to tell
 /// which side limited a figure.
 #[derive(Debug)]
