@@ -21,6 +21,7 @@
 
 mod engine;
 mod hub;
+mod info;
 mod members;
 mod router;
 mod sequence;
@@ -36,35 +37,11 @@ use conn_actor::Hub;
 use gateway_metrics::MetricsRegistry;
 use gateway_metrics::cluster::ClusterMetrics;
 use gateway_registry::{Registry, Router};
-use serde::Serialize;
 
+pub use info::{ClusterInfo, NatsInfo, NodeInfo};
 pub use settings::Settings;
 
 use crate::shared::Shared;
-
-/// A node's view of the cluster (`GET /api/v1/cluster`).
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterInfo {
-    pub node: String,
-    pub nats: Option<NatsInfo>,
-    pub nodes: Vec<NodeInfo>,
-}
-
-/// The NATS connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct NatsInfo {
-    pub connected: bool,
-    /// The server connected to, `nats://host:port`.
-    pub server: Option<String>,
-}
-
-/// One live node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeInfo {
-    pub id: String,
-    pub connections: u64,
-    pub last_seen_seconds: f64,
-}
 
 /// This node's part of the cluster.
 #[derive(Clone)]

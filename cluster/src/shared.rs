@@ -21,10 +21,10 @@ use gateway_metrics::cluster::{ClusterDrop, ClusterMetrics, Route};
 use gateway_registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::info::{ClusterInfo, NatsInfo, NodeInfo};
 use crate::members::Members;
 use crate::settings::Settings;
 use crate::wire::{Claim, HEADER_ALLOWANCE, Meta, Subjects};
-use crate::{ClusterInfo, NatsInfo, NodeInfo};
 
 /// A message waiting to be sent.
 pub struct Outgoing {
