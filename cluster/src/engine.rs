@@ -1,24 +1,20 @@
-//! The NATS thread: a current-thread tokio runtime of its own, so the
-//! client's tasks are always polled, whatever the actix arbiters do.
+//! The engine: the NATS thread's task that takes every incoming message,
+//! subscriptions, membership and NATS's connection events. Incoming
+//! messages of all the node's subscriptions are read in one pass and put
+//! back in each origin's sending order, so one producer's messages keep
+//! their order across subjects (the runtime has one thread: the client's
+//! reader never runs during the pass).
 //!
-//! Two tasks: the outbox sends every queued message in queue order (it
-//! holds them while NATS is away), stamping origin, run and sequence
-//! numbers; the engine takes every incoming message, subscriptions,
-//! membership and NATS's connection events. Incoming messages of all the
-//! node's subscriptions are read in one pass and put back in each origin's
-//! sending order, so one producer's messages keep their order across
-//! subjects (the runtime has one thread: the client's reader never runs
-//! during the pass).
+//! Not here: starting the thread (`start.rs`), sending (`outbox.rs`).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message, ServerAddr, Subscriber};
+use async_nats::{Client, Event, Message, Subscriber};
 use bytes::Bytes;
 use conn_actor::{CloseReason, Name, command};
 use futures_util::Stream;
@@ -27,53 +23,14 @@ use gateway_registry::query::Target;
 use gateway_registry::{Address, RouteError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::StartError;
 use crate::members::{Change, HEARTBEAT};
 use crate::sequence::{Tracker, Verdict};
-use crate::settings::redact;
 use crate::settle::settle;
-use crate::shared::{Answer, Cmd, KNOWN_WITHIN, Outgoing, Shared, lock};
+use crate::shared::{Answer, Cmd, KNOWN_WITHIN, Shared, lock};
 use crate::wire::{HEADER, Kind, Meta, Op, Status};
 
 /// How often membership is checked; heartbeats go every fourth tick.
 const TICK: Duration = Duration::from_millis(250);
-/// Messages a subscription may hold before the client drops them.
-const SUBSCRIPTION_CAPACITY: usize = 65_536;
-/// The longest wait between two tries to reach NATS.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// At start, how long to wait for a first connection that is under way
-/// (not refused), and for the node-id probe's answer.
-const START_CHECK: Duration = Duration::from_secs(5);
-
-/// Starts the NATS thread and waits for it to be under way.
-pub fn spawn(
-    shared: Arc<Shared>,
-    cmds: mpsc::UnboundedReceiver<Cmd>,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
-) -> Result<(), StartError> {
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let bound = START_CHECK * 2 + shared.settings.timeout + Duration::from_secs(5);
-    std::thread::Builder::new()
-        .name("nats".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = started_tx.send(Err(StartError::Internal(err.to_string())));
-                    return;
-                }
-            };
-            runtime.block_on(run(shared, cmds, outbox, started_tx));
-        })
-        .map_err(|err| StartError::Internal(err.to_string()))?;
-    match started_rx.recv_timeout(bound) {
-        Ok(result) => result,
-        Err(_) => Err(StartError::Internal("the NATS thread did not start".into())),
-    }
-}
 
 /// A close reason another node may ask for: one a `KICK` names.
 fn kick_reason(word: &str) -> Option<CloseReason> {
@@ -83,226 +40,14 @@ fn kick_reason(word: &str) -> Option<CloseReason> {
         .find(|reason| reason.as_str() == word)
 }
 
-fn backoff(attempts: usize) -> Duration {
-    let exp = attempts.min(6) as u32;
-    (Duration::from_millis(50) * 2u32.pow(exp)).min(MAX_BACKOFF)
-}
-
-fn options(
-    shared: &Shared,
-    events: mpsc::UnboundedSender<Event>,
-    failures: Arc<AtomicUsize>,
-) -> ConnectOptions {
-    let mut options = ConnectOptions::new();
-    // Credentials come from the first URL that has them.
-    for url in &shared.settings.urls {
-        let Some((auth, _)) = url.strip_prefix("nats://").and_then(|r| r.rsplit_once('@')) else {
-            continue;
-        };
-        options = match auth.split_once(':') {
-            Some((user, pass)) => {
-                ConnectOptions::with_user_and_password(user.to_owned(), pass.to_owned())
-            }
-            None => ConnectOptions::with_token(auth.to_owned()),
-        };
-        break;
-    }
-    let urls: Vec<String> = shared.settings.urls.iter().map(|u| redact(u)).collect();
-    let urls = urls.join(",");
-    let failures = failures.clone();
-    options
-        .no_echo()
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .name(format!("gateway {}", shared.node()))
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .ping_interval(Duration::from_secs(5))
-        .connection_timeout(shared.settings.timeout.max(Duration::from_millis(500)))
-        .reconnect_delay_callback(move |attempts| {
-            // Called before each try; `attempts` counts this one.
-            let failed = attempts.saturating_sub(1);
-            failures.store(failed, std::sync::atomic::Ordering::SeqCst);
-            if failed == 0 {
-                return Duration::ZERO;
-            }
-            let delay = backoff(failed);
-            {
-                tracing::warn!(
-                    nats = %urls,
-                    failed_attempts = failed,
-                    next_try_ms = delay.as_millis() as u64,
-                    "NATS not reachable"
-                );
-            }
-            delay
-        })
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                let _ = events.send(event);
-            }
-        })
-}
-
-/// The server addresses, without credentials (given to the client apart).
-fn addresses(shared: &Shared) -> Result<Vec<ServerAddr>, StartError> {
-    shared
-        .settings
-        .urls
-        .iter()
-        .map(|url| {
-            let rest = url.strip_prefix("nats://").unwrap_or(url);
-            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("nats://{host}")
-                .parse::<ServerAddr>()
-                .map_err(|err| StartError::Internal(format!("{}: {err}", redact(url))))
-        })
-        .collect()
-}
-
-async fn run(
-    shared: Arc<Shared>,
-    cmds: mpsc::UnboundedReceiver<Cmd>,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
-    started: std::sync::mpsc::Sender<Result<(), StartError>>,
-) {
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let addrs = match addresses(&shared) {
-        Ok(addrs) => addrs,
-        Err(err) => {
-            let _ = started.send(Err(err));
-            return;
-        }
-    };
-    let failures = Arc::new(AtomicUsize::new(0));
-    let client = match options(&shared, events_tx, failures.clone())
-        .connect(addrs)
-        .await
-    {
-        Ok(client) => client,
-        Err(err) => {
-            let _ = started.send(Err(StartError::Internal(err.to_string())));
-            return;
-        }
-    };
-    let reached = wait_connected(&client, &failures).await;
-    if reached && node_id_taken(&shared, &client).await {
-        let _ = started.send(Err(StartError::DuplicateNodeId(shared.node().to_owned())));
-        return;
-    }
-    if !reached {
-        // Nothing to wait for: cross-node routes answer 503 until NATS is
-        // there, and readiness does not depend on it.
-        shared.set_known();
-    }
-    let mut inbox = Inbox::default();
-    for subject in [
-        shared.subjects.all(),
-        shared.subjects.node(shared.node()),
-        shared.subjects.replies(shared.node(), &shared.run),
-    ] {
-        match client.subscribe(subject.clone()).await {
-            Ok(sub) => inbox.add(subject, sub),
-            Err(err) => {
-                let _ = started.send(Err(StartError::Internal(err.to_string())));
-                return;
-            }
-        }
-    }
-    let _ = started.send(Ok(()));
-    tokio::spawn(send_outbox(shared.clone(), client.clone(), outbox));
-    Engine::new(shared, client)
-        .run(inbox, cmds, events_rx)
-        .await;
-}
-
-/// Waits for the first connection while it is under way; gives up at the
-/// first failed try (NATS is not there: start without it).
-async fn wait_connected(client: &Client, failures: &AtomicUsize) -> bool {
-    let deadline = Instant::now() + START_CHECK;
-    while Instant::now() < deadline {
-        if client.connection_state() == async_nats::connection::State::Connected {
-            return true;
-        }
-        if failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-/// Asks whether a live node answers on this node's own subject.
-async fn node_id_taken(shared: &Shared, client: &Client) -> bool {
-    let mut meta = Meta::new(Kind::Probe);
-    meta.o = shared.node().to_owned();
-    meta.r = shared.run.clone();
-    meta.s = 1;
-    meta.g = 1;
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER, meta.encode().as_str());
-    let request =
-        client.request_with_headers(shared.subjects.node(shared.node()), headers, Bytes::new());
-    matches!(
-        tokio::time::timeout(shared.settings.timeout.max(START_CHECK), request).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Sends queued messages in queue order, waiting while NATS is away.
-async fn send_outbox(
-    shared: Arc<Shared>,
-    client: Client,
-    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let mut per_subject: HashMap<String, u64> = HashMap::new();
-    let mut global = 0u64;
-    while let Some(mut out) = outbox.recv().await {
-        while client.connection_state() != async_nats::connection::State::Connected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        global += 1;
-        let seq = per_subject.entry(out.subject.clone()).or_insert(0);
-        *seq += 1;
-        out.meta.o = shared.node().to_owned();
-        out.meta.r = shared.run.clone();
-        out.meta.s = *seq;
-        out.meta.g = global;
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER, out.meta.encode().as_str());
-        let published = match out.reply {
-            Some(reply) => {
-                client
-                    .publish_with_reply_and_headers(out.subject, reply, headers, out.body)
-                    .await
-            }
-            None => {
-                client
-                    .publish_with_headers(out.subject, headers, out.body)
-                    .await
-            }
-        };
-        match published {
-            Ok(()) => shared.metrics.message(Direction::Sent, out.route),
-            Err(err) => {
-                tracing::warn!(error = %err, "a cross-node message was not sent");
-                shared
-                    .metrics
-                    .dropped(gateway_metrics::cluster::ClusterDrop::Unreachable);
-            }
-        }
-        shared.sent(out.size);
-    }
-}
-
 /// Every subscription of the node, read together.
 #[derive(Default)]
-struct Inbox {
+pub struct Inbox {
     subs: Vec<(String, Subscriber)>,
 }
 
 impl Inbox {
-    fn add(&mut self, subject: String, sub: Subscriber) {
+    pub fn add(&mut self, subject: String, sub: Subscriber) {
         self.subs.push((subject, sub));
     }
 
@@ -362,7 +107,7 @@ impl Throttle {
     }
 }
 
-struct Engine {
+pub struct Engine {
     shared: Arc<Shared>,
     client: Client,
     topics: HashMap<Name, TopicSub>,
@@ -383,7 +128,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(shared: Arc<Shared>, client: Client) -> Self {
+    pub fn new(shared: Arc<Shared>, client: Client) -> Self {
         let (subscribed, _) = mpsc::unbounded_channel();
         Self {
             shared,
@@ -402,7 +147,7 @@ impl Engine {
         }
     }
 
-    async fn run(
+    pub async fn run(
         mut self,
         mut inbox: Inbox,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,

@@ -23,11 +23,13 @@ mod engine;
 mod hub;
 mod info;
 mod members;
+mod outbox;
 mod router;
 mod sequence;
 pub mod settings;
 mod settle;
 mod shared;
+mod start;
 mod wire;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use gateway_registry::{Registry, Router};
 
 pub use info::{ClusterInfo, NatsInfo, NodeInfo};
 pub use settings::Settings;
+pub use start::StartError;
 
 use crate::shared::Shared;
 
@@ -47,17 +50,6 @@ use crate::shared::Shared;
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
-}
-
-/// A start that cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Another live node holds this node's id.
-    #[error("node id `{0}` is already held by a live node of this cluster")]
-    DuplicateNodeId(String),
-    /// The NATS thread could not start.
-    #[error("cannot start the cluster: {0}")]
-    Internal(String),
 }
 
 impl Cluster {
@@ -74,7 +66,7 @@ impl Cluster {
             .map_err(|err| StartError::Internal(err.to_string()))?;
         let (shared, cmds, outbox) = Shared::new(settings, run, registry, metrics);
         let shared = Arc::new(shared);
-        engine::spawn(shared.clone(), cmds, outbox)?;
+        start::spawn(shared.clone(), cmds, outbox)?;
         Ok(Self { shared })
     }
 
