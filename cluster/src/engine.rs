@@ -1,36 +1,42 @@
 //! The engine: the NATS thread's task that takes every incoming message,
-//! subscriptions, membership and NATS's connection events. Incoming
-//! messages of all the node's subscriptions are read in one pass and put
-//! back in each origin's sending order, so one producer's messages keep
-//! their order across subjects (the runtime has one thread: the client's
-//! reader never runs during the pass).
+//! the connections' subscription commands, NATS's connection events and
+//! the membership tick, one at a time (the runtime has one thread), and
+//! hands each to the module that knows what to do with it.
 //!
-//! Not here: starting the thread (`start.rs`), sending (`outbox.rs`).
+//! Incoming messages of all the node's subscriptions are read in one pass
+//! and put back in each origin's sending order (`inbox.rs`); each is then
+//! checked (not this node's own, not a duplicate, of a kind its subject
+//! carries, gaps counted) and dispatched by kind: topic messages,
+//! broadcasts, counts, target requests and login claims here, heartbeats
+//! and goodbyes to `heartbeat.rs`, answers to the request that waits for
+//! them (`Shared::answered`).
+//!
+//! Not here: sending (`outbox.rs`), starting the thread (`start.rs`), and
+//! any decision a unit test can drive on its own: those live in the
+//! modules named above.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, Event, Message, Subscriber};
 use bytes::Bytes;
 use conn_actor::{CloseReason, Name, command};
-use futures_util::Stream;
 use gateway_metrics::cluster::{Direction, Route};
 use gateway_registry::query::Target;
 use gateway_registry::{Address, RouteError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::members::{Change, HEARTBEAT};
+use crate::heartbeat::{self, Beats, TICK};
+use crate::inbox::{self, Arrival, Inbox};
 use crate::sequence::{Tracker, Verdict};
 use crate::settle::settle;
-use crate::shared::{Answer, Cmd, KNOWN_WITHIN, Shared, lock};
-use crate::wire::{HEADER, Kind, Meta, Op, Status};
-
-/// How often membership is checked; heartbeats go every fourth tick.
-const TICK: Duration = Duration::from_millis(250);
+use crate::shared::{Answer, Cmd, Shared, lock};
+use crate::throttle::Throttle;
+use crate::topics::{self, Topics};
+use crate::wire::{Kind, Meta, Op, Status};
 
 /// A close reason another node may ask for: one a `KICK` names.
 fn kick_reason(word: &str) -> Option<CloseReason> {
@@ -40,110 +46,33 @@ fn kick_reason(word: &str) -> Option<CloseReason> {
         .find(|reason| reason.as_str() == word)
 }
 
-/// Every subscription of the node, read together.
-#[derive(Default)]
-pub struct Inbox {
-    subs: Vec<(String, Subscriber)>,
-}
-
-impl Inbox {
-    pub fn add(&mut self, subject: String, sub: Subscriber) {
-        self.subs.push((subject, sub));
-    }
-
-    fn remove(&mut self, subject: &str) {
-        self.subs.retain(|(s, _)| s != subject);
-    }
-
-    /// Everything the client has handed over, in one pass.
-    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Message>> {
-        let mut batch = Vec::new();
-        self.subs.retain_mut(|(_, sub)| {
-            loop {
-                match Pin::new(&mut *sub).poll_next(cx) {
-                    Poll::Ready(Some(message)) => batch.push(message),
-                    Poll::Ready(None) => return false,
-                    Poll::Pending => return true,
-                }
-            }
-        });
-        match batch.is_empty() {
-            true => Poll::Pending,
-            false => Poll::Ready(batch),
-        }
-    }
-}
-
-enum TopicSub {
-    /// Subscribing; these `SUB`s wait for it.
-    Pending {
-        waiters: Vec<oneshot::Sender<()>>,
-        /// The last local subscriber left meanwhile.
-        cancel: bool,
-    },
-    Live,
-}
-
-/// Logs a kind of trouble at most once a second, with a count.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 pub struct Engine {
     shared: Arc<Shared>,
     client: Client,
-    topics: HashMap<Name, TopicSub>,
+    topics: Topics,
     tracker: Tracker,
     /// Local deliveries of admin publishes, until the count is asked.
     counts: HashMap<(String, u64), (u64, Instant)>,
-    ever_connected: bool,
-    /// When the engine started, and when NATS was first connected: the
-    /// node knows the cluster one heartbeat period after that, at most
-    /// [`KNOWN_WITHIN`] after the start.
-    started: Instant,
-    first_connected: Option<Instant>,
-    ticks: u64,
-    subscribed: mpsc::UnboundedSender<(Name, Option<Subscriber>)>,
+    beats: Beats,
+    /// Where the subscription tasks hand what they made.
+    made: topics::Made<Subscriber>,
     malformed_log: Throttle,
     missed_log: Throttle,
-    twin_warned: bool,
 }
 
 impl Engine {
     pub fn new(shared: Arc<Shared>, client: Client) -> Self {
-        let (subscribed, _) = mpsc::unbounded_channel();
+        let (made, _) = mpsc::unbounded_channel();
         Self {
             shared,
             client,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             tracker: Tracker::default(),
             counts: HashMap::new(),
-            ever_connected: false,
-            started: Instant::now(),
-            first_connected: None,
-            ticks: 0,
-            subscribed,
+            beats: Beats::new(Instant::now()),
+            made,
             malformed_log: Throttle::default(),
             missed_log: Throttle::default(),
-            twin_warned: false,
         }
     }
 
@@ -153,8 +82,8 @@ impl Engine {
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
-        let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
-        self.subscribed = subscribed_tx;
+        let (made_tx, mut made_rx) = mpsc::unbounded_channel();
+        self.made = made_tx;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -166,13 +95,11 @@ impl Engine {
                 }
                 Some(cmd) = cmds.recv() => self.command(cmd, &mut inbox),
                 Some(event) = events.recv() => self.event(event),
-                Some((topic, sub)) = subscribed_rx.recv() => self.subscribed(topic, sub, &mut inbox),
+                Some((topic, sub)) = made_rx.recv() => self.subscribed(topic, sub, &mut inbox),
                 _ = tick.tick() => self.tick(),
             }
         }
     }
-
-    // ---- connection events -------------------------------------------
 
     fn event(&mut self, event: Event) {
         let shared = &self.shared;
@@ -182,23 +109,21 @@ impl Engine {
                 if info.max_payload > 0 {
                     shared
                         .max_payload
-                        .store(info.max_payload, std::sync::atomic::Ordering::Relaxed);
+                        .store(info.max_payload, Ordering::Relaxed);
                 }
                 let server = format!("nats://{}:{}", info.host, info.port);
                 *lock(&shared.server) = Some(server.clone());
                 shared.set_connected(true);
-                if self.ever_connected {
+                if self.beats.connected(Instant::now()) {
+                    tracing::info!(%server, max_payload = info.max_payload, "connected to NATS");
+                } else {
                     shared.metrics.nats_reconnects.inc();
                     tracing::warn!(%server, "reconnected to NATS; re-subscribing and re-asserting logins");
-                } else {
-                    tracing::info!(%server, max_payload = info.max_payload, "connected to NATS");
-                    self.first_connected = Some(Instant::now());
                 }
-                self.ever_connected = true;
                 // Nodes could not be heard while away: give them a beat.
                 lock(&shared.members).touch_all(Instant::now());
-                self.heartbeat();
-                self.assert_claims(None);
+                heartbeat::send(shared);
+                tokio::spawn(settle(shared.clone(), None));
             }
             Event::Disconnected => {
                 shared.set_connected(false);
@@ -212,241 +137,92 @@ impl Engine {
         }
     }
 
-    // ---- subscriptions -----------------------------------------------
-
     fn command(&mut self, cmd: Cmd, inbox: &mut Inbox) {
         match cmd {
-            Cmd::Interest { topic, done } => match self.topics.get_mut(&topic) {
-                Some(TopicSub::Live) => {
-                    let _ = done.send(());
+            Cmd::Interest { topic, done } => {
+                if self.topics.interest(&topic, done) {
+                    let (shared, client) = (self.shared.clone(), self.client.clone());
+                    topics::subscribe(shared, client, topic, self.made.clone());
                 }
-                Some(TopicSub::Pending { waiters, cancel }) => {
-                    waiters.push(done);
-                    *cancel = false;
-                }
-                None => {
-                    self.topics.insert(
-                        topic.clone(),
-                        TopicSub::Pending {
-                            waiters: vec![done],
-                            cancel: false,
-                        },
-                    );
-                    self.start_subscription(topic);
-                }
-            },
+            }
             Cmd::MaybeUnsub { topic } => {
                 let shared = self.shared.clone();
+                // Held while deciding, so a `SUB` never trusts a
+                // subscription that is going away.
                 let mut live = lock(&shared.live_topics);
-                if shared.registry.has_subscribers(&topic) {
+                if shared.registry.has_subscribers(&topic) || !self.topics.unwanted(&topic) {
                     return;
                 }
-                match self.topics.get_mut(&topic) {
-                    Some(TopicSub::Live) => {
-                        live.remove(&topic);
-                        self.topics.remove(&topic);
-                        let subject = shared.subjects.topic(&topic);
-                        inbox.remove(&subject);
-                        self.tracker.forget_subject(&subject);
-                    }
-                    Some(TopicSub::Pending { cancel, .. }) => *cancel = true,
-                    None => {}
-                }
+                live.remove(&topic);
+                let subject = shared.subjects.topic(&topic);
+                inbox.remove(&subject);
+                self.tracker.forget_subject(&subject);
             }
-            Cmd::Leave { done } => {
-                if !self.shared.is_connected() {
-                    let _ = done.send(());
-                    return;
-                }
-                let meta = Meta::new(Kind::Bye);
-                let _ = self.shared.send(
-                    self.shared.subjects.all(),
-                    meta,
-                    Bytes::new(),
-                    Route::Control,
-                    false,
-                );
-                let client = self.client.clone();
-                tokio::spawn(async move {
-                    // Let the outbox hand the goodbye over, then flush.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = tokio::time::timeout(Duration::from_millis(300), client.flush()).await;
-                    let _ = done.send(());
-                });
-            }
+            Cmd::Leave { done } => heartbeat::leave(&self.shared, &self.client, done),
         }
     }
 
-    /// Subscribes to a topic's subject; once the server has it (a round
-    /// trip behind the `SUB`), the waiting `SUB`s are answered.
-    fn start_subscription(&self, topic: Name) {
-        let shared = self.shared.clone();
-        let client = self.client.clone();
-        let done = self.subscribed.clone();
-        tokio::spawn(async move {
-            let subject = shared.subjects.topic(&topic);
-            let bound = shared.settings.timeout;
-            let sub = match tokio::time::timeout(bound, client.subscribe(subject.clone())).await {
-                Ok(Ok(sub)) => Some(sub),
-                Ok(Err(err)) => {
-                    tracing::warn!(%subject, error = %err, "cannot subscribe");
-                    None
-                }
-                Err(_) => None,
-            };
-            if sub.is_some() && shared.is_connected() {
-                let barrier = shared.subjects.barrier(shared.node(), &shared.run);
-                let _ = tokio::time::timeout(bound, client.request(barrier, Bytes::new())).await;
-            }
-            let _ = done.send((topic, sub));
-        });
-    }
-
+    /// A subscription try ended: the subscription is read from now on
+    /// (unless nobody wants it any more), then the waiting `SUB`s are
+    /// answered.
     fn subscribed(&mut self, topic: Name, sub: Option<Subscriber>, inbox: &mut Inbox) {
-        let Some(TopicSub::Pending { waiters, cancel }) = self.topics.remove(&topic) else {
-            return;
-        };
-        if let Some(sub) = sub {
-            let shared = self.shared.clone();
+        let shared = self.shared.clone();
+        let waiters = {
             let mut live = lock(&shared.live_topics);
-            if !cancel || shared.registry.has_subscribers(&topic) {
+            let wanted = || shared.registry.has_subscribers(&topic);
+            let (kept, waiters) = self.topics.made(&topic, sub, wanted);
+            if let Some(sub) = kept {
                 inbox.add(shared.subjects.topic(&topic), sub);
-                live.insert(topic.clone());
-                self.topics.insert(topic, TopicSub::Live);
+                live.insert(topic);
             }
-        }
+            waiters
+        };
         for waiter in waiters {
             let _ = waiter.send(());
         }
     }
 
-    // ---- membership --------------------------------------------------
-
     fn tick(&mut self) {
-        self.ticks += 1;
         let shared = self.shared.clone();
-        if !shared.knows_cluster() {
-            // Every live node heartbeats once a period (and at once when
-            // it hears a new node): one period and a tick after the first
-            // connection, every live node has been heard.
-            let heard_all = self
-                .first_connected
-                .is_some_and(|at| at.elapsed() >= HEARTBEAT + TICK);
-            // Within the contract's bound after READY whatever happens.
-            let bound = self.started.elapsed() >= KNOWN_WITHIN - TICK * 2;
-            if heard_all || bound {
-                shared.set_known();
-            }
+        let now = Instant::now();
+        let tick = self.beats.tick(now);
+        if tick.known && !shared.knows_cluster() {
+            shared.set_known();
         }
         if shared.is_connected() {
-            let gone = lock(&shared.members).expire(Instant::now());
-            for node in gone {
-                tracing::warn!(%node, "node gone (no heartbeat)");
+            for node in heartbeat::expire(&shared, now) {
                 self.tracker.forget_node(&node);
             }
-            if self
-                .ticks
-                .is_multiple_of((HEARTBEAT.as_millis() / TICK.as_millis()) as u64)
-            {
-                self.heartbeat();
+            if tick.heartbeat {
+                heartbeat::send(&shared);
             }
         }
-        shared.metrics.nodes.set(1 + shared.others() as i64);
+        heartbeat::count_nodes(&shared);
         let keep = shared.settings.timeout * 2 + Duration::from_secs(1);
-        self.counts.retain(|_, (_, at)| at.elapsed() < keep);
+        self.counts
+            .retain(|_, (_, at)| now.duration_since(*at) < keep);
     }
-
-    fn heartbeat(&self) {
-        let shared = &self.shared;
-        if !shared.is_connected() {
-            return;
-        }
-        let meta = Meta {
-            n: Some(shared.registry.open_count() as u64),
-            ..Meta::new(Kind::Heartbeat)
-        };
-        let _ = shared.send(
-            shared.subjects.all(),
-            meta,
-            Bytes::new(),
-            Route::Control,
-            false,
-        );
-    }
-
-    /// Settles the users this node holds with `only` (every listed node
-    /// when `None`), in a task of its own (`settle.rs`).
-    fn assert_claims(&self, only: Option<String>) {
-        tokio::spawn(settle(self.shared.clone(), only));
-    }
-
-    fn assert_claim(&self, user: &str, claim: crate::wire::Claim) {
-        let shared = &self.shared;
-        let meta = Meta {
-            user: Some(user.to_owned()),
-            claim: Some(claim),
-            ..Meta::new(Kind::Login)
-        };
-        let _ = shared.send(
-            shared.subjects.all(),
-            meta,
-            Bytes::new(),
-            Route::Login,
-            false,
-        );
-    }
-
-    // ---- incoming ----------------------------------------------------
 
     fn incoming(&mut self, batch: Vec<Message>) {
+        let shared = self.shared.clone();
         let mut messages: Vec<(Meta, Message)> = Vec::with_capacity(batch.len());
         for message in batch {
-            if let Some((q, node)) = self.shared.subjects.reply_of(
-                self.shared.node(),
-                &self.shared.run,
-                &message.subject,
-            ) {
-                self.no_responders(q, node, &message);
-                continue;
-            }
-            let meta = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(HEADER))
-                .and_then(|v| Meta::decode(v.as_str()));
-            match meta {
-                Some(meta) => messages.push((meta, message)),
-                None => self.malformed(&message.subject, "no readable Gw header of version 1"),
+            match inbox::arrival_of(&shared.subjects, shared.node(), &shared.run, &message) {
+                Arrival::Message(meta) => messages.push((*meta, message)),
+                Arrival::Absent { q, node } => shared.answered(Answer {
+                    meta: Meta {
+                        o: node,
+                        ..Meta::answer(q, Status::NotFound)
+                    },
+                    body: Bytes::new(),
+                    absent: true,
+                }),
+                Arrival::Malformed(why) => self.malformed(&message.subject, why),
             }
         }
-        // One origin's messages in its sending order, across subjects.
-        messages.sort_by(|(a, _), (b, _)| (&a.o, &a.r, a.g).cmp(&(&b.o, &b.r, b.g)));
+        inbox::in_sending_order(&mut messages);
         for (meta, message) in messages {
             self.handle(meta, message);
-        }
-    }
-
-    /// NATS on a request's reply subject: nobody subscribes to the node's
-    /// subject, so that node is not there. Nothing else arrives here.
-    fn no_responders(&mut self, q: u64, node: String, message: &Message) {
-        if message.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return self.malformed(&message.subject, "a message on a reply subject");
-        }
-        let meta = Meta {
-            o: node,
-            ..Meta::answer(q, Status::NotFound)
-        };
-        self.shared.answered(Answer {
-            meta,
-            body: Bytes::new(),
-            absent: true,
-        });
-    }
-
-    fn malformed(&mut self, subject: &str, why: &str) {
-        self.shared.metrics.malformed.inc();
-        if let Some(suppressed) = self.malformed_log.allow() {
-            tracing::warn!(%subject, why, suppressed, "dropped a malformed cluster message");
         }
     }
 
@@ -463,32 +239,59 @@ impl Engine {
         }
     }
 
-    fn handle(&mut self, meta: Meta, message: Message) {
-        let shared = self.shared.clone();
-        let subject = message.subject.as_str();
+    fn assert_claim(&self, user: &str, claim: crate::wire::Claim) {
+        let meta = Meta {
+            user: Some(user.to_owned()),
+            claim: Some(claim),
+            ..Meta::new(Kind::Login)
+        };
+        let _ = self.shared.tell_all(meta, Route::Login);
+    }
+
+    fn malformed(&mut self, subject: &str, why: &str) {
+        self.shared.metrics.malformed.inc();
+        if let Some(suppressed) = self.malformed_log.allow(Instant::now()) {
+            tracing::warn!(%subject, why, suppressed, "dropped a malformed cluster message");
+        }
+    }
+
+    /// Whether a message is to be acted on: not this run's own, not seen
+    /// before (a gap before it is counted), of a kind its subject carries.
+    fn admit(&mut self, meta: &Meta, subject: &str, on_topic: bool) -> bool {
+        let shared = &self.shared;
         if meta.o == shared.node() && meta.r == shared.run {
-            return;
+            return false;
         }
         match self.tracker.check(&meta.o, &meta.r, subject, meta.s) {
             Verdict::Duplicate => {
                 tracing::debug!(%subject, origin = %meta.o, seq = meta.s, "duplicate dropped");
-                return;
+                return false;
             }
             Verdict::Accept { missed } if missed > 0 => {
                 shared.metrics.missed.inc_by(missed);
-                if let Some(suppressed) = self.missed_log.allow() {
+                if let Some(suppressed) = self.missed_log.allow(Instant::now()) {
                     tracing::warn!(origin = %meta.o, %subject, missed, suppressed, "missed cross-node messages");
                 }
             }
             Verdict::Accept { .. } => {}
         }
-        let topic = shared.subjects.topic_of(subject);
-        if (meta.k == Kind::Publish) != topic.is_some() {
-            return self.malformed(subject, "kind does not match subject");
+        if (meta.k == Kind::Publish) != on_topic {
+            self.malformed(subject, "kind does not match subject");
+            return false;
         }
         shared
             .metrics
             .message(Direction::Received, Self::route_of(meta.k));
+        true
+    }
+
+    fn handle(&mut self, meta: Meta, message: Message) {
+        let shared = self.shared.clone();
+        let subject = message.subject.as_str();
+        let topic = shared.subjects.topic_of(subject);
+        if !self.admit(&meta, subject, topic.is_some()) {
+            return;
+        }
         let body = message.payload;
         let registry = &shared.registry;
         match meta.k {
@@ -535,41 +338,18 @@ impl Engine {
             }
             Kind::User | Kind::Conn => self.target_request(meta, body),
             Kind::Login => self.login_claim(meta),
-            Kind::Heartbeat => {
-                if meta.o == shared.node() {
-                    if !self.twin_warned {
-                        self.twin_warned = true;
-                        tracing::error!(node = %meta.o, run = %meta.r, "another live node uses this node's id");
-                    }
-                    return;
-                }
-                let change = lock(&shared.members).heard(
-                    &meta.o,
-                    &meta.r,
-                    meta.n.unwrap_or(0),
-                    Instant::now(),
-                );
-                match change {
-                    Change::Joined => {
-                        tracing::info!(node = %meta.o, "node joined");
-                        shared.metrics.nodes.set(1 + shared.others() as i64);
-                        // A new node learns of this one at once, rather
-                        // than within a heartbeat period.
-                        self.heartbeat();
-                        self.assert_claims(Some(meta.o.clone()));
-                    }
-                    Change::Returned => {
-                        tracing::info!(node = %meta.o, "node heard again after a missed heartbeat");
-                        self.assert_claims(Some(meta.o.clone()));
-                    }
-                    Change::Same => {}
+            Kind::Heartbeat if meta.o == shared.node() => {
+                if self.beats.twin() {
+                    tracing::error!(node = %meta.o, run = %meta.r, "another live node uses this node's id");
                 }
             }
+            Kind::Heartbeat => {
+                let connections = meta.n.unwrap_or(0);
+                heartbeat::heard(&shared, &meta.o, &meta.r, connections, Instant::now());
+            }
             Kind::Bye => {
-                if lock(&shared.members).left(&meta.o, &meta.r) {
-                    tracing::info!(node = %meta.o, "node left");
+                if heartbeat::bye(&shared, &meta.o, &meta.r) {
                     self.tracker.forget_node(&meta.o);
-                    shared.metrics.nodes.set(1 + shared.others() as i64);
                 }
             }
             Kind::Probe => {

@@ -20,7 +20,9 @@
 //! login protocol.
 
 mod engine;
+mod heartbeat;
 mod hub;
+mod inbox;
 mod info;
 mod members;
 mod outbox;
@@ -30,6 +32,8 @@ pub mod settings;
 mod settle;
 mod shared;
 mod start;
+mod throttle;
+mod topics;
 mod wire;
 
 use std::sync::Arc;

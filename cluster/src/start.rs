@@ -17,7 +17,8 @@ use async_nats::{Client, ConnectOptions, Event, HeaderMap, ServerAddr};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, Inbox};
+use crate::engine::Engine;
+use crate::inbox::Inbox;
 use crate::outbox;
 use crate::settings::redact;
 use crate::shared::{Cmd, Outgoing, Shared};
