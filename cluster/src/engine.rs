@@ -7,15 +7,14 @@
 //! and put back in each origin's sending order (`inbox.rs`); each is then
 //! checked (not this node's own, not a duplicate, of a kind its subject
 //! carries, gaps counted) and dispatched by kind: topic messages,
-//! broadcasts, counts, target requests and login claims here, heartbeats
-//! and goodbyes to `heartbeat.rs`, answers to the request that waits for
-//! them (`Shared::answered`).
+//! broadcasts, counts and target requests to `routing.rs`, login claims to
+//! `login.rs`, heartbeats and goodbyes to `heartbeat.rs`, answers to the
+//! request that waits for them (`Shared::answered`).
 //!
 //! Not here: sending (`outbox.rs`), starting the thread (`start.rs`), and
 //! any decision a unit test can drive on its own: those live in the
 //! modules named above.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,36 +22,27 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, Event, Message, Subscriber};
 use bytes::Bytes;
-use conn_actor::{CloseReason, Name, command};
-use gateway_metrics::cluster::{Direction, Route};
-use gateway_registry::query::Target;
-use gateway_registry::{Address, RouteError};
+use conn_actor::Name;
+use gateway_metrics::cluster::Direction;
 use tokio::sync::mpsc;
 
 use crate::heartbeat::{self, Beats, TICK};
 use crate::inbox::{self, Arrival, Inbox};
+use crate::login;
+use crate::routing::{self, Counts};
 use crate::sequence::{Tracker, Verdict};
 use crate::settle::settle;
 use crate::shared::{Answer, Cmd, Shared, lock};
 use crate::throttle::Throttle;
 use crate::topics::{self, Topics};
-use crate::wire::{Kind, Meta, Op, Status};
-
-/// A close reason another node may ask for: one a `KICK` names.
-fn kick_reason(word: &str) -> Option<CloseReason> {
-    use CloseReason::*;
-    [Replaced, Admin, Idle, Slow, Shutdown]
-        .into_iter()
-        .find(|reason| reason.as_str() == word)
-}
+use crate::wire::{Kind, Meta, Status};
 
 pub struct Engine {
     shared: Arc<Shared>,
     client: Client,
     topics: Topics,
     tracker: Tracker,
-    /// Local deliveries of admin publishes, until the count is asked.
-    counts: HashMap<(String, u64), (u64, Instant)>,
+    counts: Counts,
     beats: Beats,
     /// Where the subscription tasks hand what they made.
     made: topics::Made<Subscriber>,
@@ -68,7 +58,7 @@ impl Engine {
             client,
             topics: Topics::default(),
             tracker: Tracker::default(),
-            counts: HashMap::new(),
+            counts: Counts::default(),
             beats: Beats::new(Instant::now()),
             made,
             malformed_log: Throttle::default(),
@@ -199,8 +189,7 @@ impl Engine {
         }
         heartbeat::count_nodes(&shared);
         let keep = shared.settings.timeout * 2 + Duration::from_secs(1);
-        self.counts
-            .retain(|_, (_, at)| now.duration_since(*at) < keep);
+        self.counts.expire(now, keep);
     }
 
     fn incoming(&mut self, batch: Vec<Message>) {
@@ -224,28 +213,6 @@ impl Engine {
         for (meta, message) in messages {
             self.handle(meta, message);
         }
-    }
-
-    fn route_of(kind: Kind) -> Route {
-        match kind {
-            Kind::Publish => Route::Publish,
-            Kind::Broadcast => Route::Broadcast,
-            Kind::User => Route::User,
-            Kind::Conn => Route::Connection,
-            Kind::Login => Route::Login,
-            Kind::Count | Kind::Heartbeat | Kind::Bye | Kind::Probe | Kind::Answer => {
-                Route::Control
-            }
-        }
-    }
-
-    fn assert_claim(&self, user: &str, claim: crate::wire::Claim) {
-        let meta = Meta {
-            user: Some(user.to_owned()),
-            claim: Some(claim),
-            ..Meta::new(Kind::Login)
-        };
-        let _ = self.shared.tell_all(meta, Route::Login);
     }
 
     fn malformed(&mut self, subject: &str, why: &str) {
@@ -275,13 +242,13 @@ impl Engine {
             }
             Verdict::Accept { .. } => {}
         }
-        if (meta.k == Kind::Publish) != on_topic {
+        if !routing::fits_subject(meta.k, on_topic) {
             self.malformed(subject, "kind does not match subject");
             return false;
         }
         shared
             .metrics
-            .message(Direction::Received, Self::route_of(meta.k));
+            .message(Direction::Received, routing::route_of(meta.k));
         true
     }
 
@@ -293,203 +260,47 @@ impl Engine {
             return;
         }
         let body = message.payload;
-        let registry = &shared.registry;
-        match meta.k {
-            Kind::Publish => {
-                let Some(topic) = topic.filter(|t| command::topic(t.as_bytes()).is_ok()) else {
-                    return self.malformed(subject, "bad topic");
-                };
-                if !registry.fits_framing(&body) {
-                    return self.malformed(subject, "payload this node's framing cannot carry");
-                }
-                let frame = registry.msg_frame(&topic, &body);
-                let n = registry.publish_frame(&topic, &frame, None);
-                if let Some(q) = meta.q {
-                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
-                }
-            }
-            Kind::Count => {
-                let Some(q) = meta.q else {
-                    return self.malformed(subject, "count without request");
-                };
-                let n = self
-                    .counts
-                    .remove(&(meta.o.clone(), q))
-                    .map_or(0, |(n, _)| n);
-                self.reply(
-                    &meta.o,
-                    Meta {
-                        n: Some(n),
-                        ..Meta::answer(q, Status::Ok)
-                    },
-                    Bytes::new(),
-                );
-            }
+        let handled = match meta.k {
+            Kind::Publish => routing::publish(&shared, &mut self.counts, meta, topic, &body),
             Kind::Broadcast => {
-                // A payload this node's framing cannot carry reaches no
-                // one here.
-                let n = match registry.fits_framing(&body) {
-                    true => registry.broadcast_frame(&registry.push_frame(&body)),
-                    false => 0,
-                };
-                if let Some(q) = meta.q {
-                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
-                }
+                routing::broadcast(&shared, &mut self.counts, meta, &body);
+                Ok(())
             }
-            Kind::User | Kind::Conn => self.target_request(meta, body),
-            Kind::Login => self.login_claim(meta),
+            Kind::Count => routing::count(&shared, &mut self.counts, &meta),
+            Kind::User | Kind::Conn => routing::target(&shared, &meta, body),
+            Kind::Login => login::received(&shared, &meta),
             Kind::Heartbeat if meta.o == shared.node() => {
                 if self.beats.twin() {
                     tracing::error!(node = %meta.o, run = %meta.r, "another live node uses this node's id");
                 }
+                Ok(())
             }
             Kind::Heartbeat => {
                 let connections = meta.n.unwrap_or(0);
                 heartbeat::heard(&shared, &meta.o, &meta.r, connections, Instant::now());
+                Ok(())
             }
             Kind::Bye => {
                 if heartbeat::bye(&shared, &meta.o, &meta.r) {
                     self.tracker.forget_node(&meta.o);
                 }
+                Ok(())
             }
             Kind::Probe => {
-                if let Some(reply) = message.reply {
-                    let _ = shared.send(
-                        reply.to_string(),
-                        Meta::new(Kind::Answer),
-                        Bytes::new(),
-                        Route::Control,
-                        false,
-                    );
-                }
+                routing::probe(&shared, message.reply);
+                Ok(())
             }
-            Kind::Answer => shared.answered(Answer {
-                meta,
-                body,
-                absent: false,
-            }),
-        }
-    }
-
-    fn reply(&self, node: &str, meta: Meta, body: Bytes) {
-        let shared = &self.shared;
-        let _ = shared.send(
-            shared.subjects.node(node),
-            meta,
-            body,
-            Route::Control,
-            false,
-        );
-    }
-
-    /// A send, close or look-up from another node's admin API.
-    fn target_request(&mut self, meta: Meta, body: Bytes) {
-        let shared = self.shared.clone();
-        let registry = &shared.registry;
-        let (Some(q), Some(op)) = (meta.q, meta.op) else {
-            return self.malformed("", "target request without request id or op");
-        };
-        let to = match (meta.k, &meta.user, &meta.conn) {
-            (Kind::User, Some(user), _) if command::user(user.as_bytes()).is_ok() => {
-                Address::User(Name::from(user.as_str()))
-            }
-            (Kind::Conn, _, Some(id)) => Address::Conn(id.clone()),
-            _ => return self.malformed("", "target request without a valid target"),
-        };
-        let result = match op {
-            Op::Send if !registry.fits_framing(&body) => Err(RouteError::TooLarge),
-            Op::Send => registry.send_local(&to, &body),
-            Op::Close => {
-                let reason = meta.reason.as_deref().and_then(kick_reason);
-                let message = meta.msg.then_some(body);
-                match reason {
-                    None => return self.malformed("", "close without a known reason"),
-                    Some(_) if message.as_ref().is_some_and(|m| !registry.fits_framing(m)) => {
-                        Err(RouteError::TooLarge)
-                    }
-                    Some(reason) => registry.close_local(&to, reason, message),
-                }
-            }
-            Op::Get => {
-                return self.answer_get(&meta.o, q, to);
+            Kind::Answer => {
+                shared.answered(Answer {
+                    meta,
+                    body,
+                    absent: false,
+                });
+                Ok(())
             }
         };
-        let status = match result {
-            Ok(()) => Status::Ok,
-            Err(RouteError::Closing) => Status::Closing,
-            Err(RouteError::TooLarge) => Status::Refused,
-            Err(_) => Status::NotFound,
-        };
-        self.reply(&meta.o, Meta::answer(q, status), Bytes::new());
-    }
-
-    /// Looks a connection up; its snapshot comes from its own mailbox, so
-    /// the answer is sent from a task.
-    fn answer_get(&self, origin: &str, q: u64, to: Address) {
-        let shared = self.shared.clone();
-        let origin = origin.to_owned();
-        let Address::Conn(id) = to else {
-            return self.reply(&origin, Meta::answer(q, Status::NotFound), Bytes::new());
-        };
-        tokio::spawn(async move {
-            let (meta, body) = match shared.registry.get_view(&id).await {
-                Ok(view) => (
-                    Meta::answer(q, Status::Ok),
-                    Bytes::from(serde_json::to_vec(&view).unwrap_or_default()),
-                ),
-                Err(_) => (Meta::answer(q, Status::NotFound), Bytes::new()),
-            };
-            let _ = shared.send(
-                shared.subjects.node(&origin),
-                meta,
-                body,
-                Route::Control,
-                false,
-            );
-        });
-    }
-
-    /// Another node's login claim: the newer claim keeps the user.
-    fn login_claim(&mut self, meta: Meta) {
-        let shared = self.shared.clone();
-        let (Some(user), Some(claim)) = (meta.user.as_deref(), meta.claim.clone()) else {
-            return self.malformed("", "login without user or claim");
-        };
-        if command::user(user.as_bytes()).is_err() {
-            return self.malformed("", "login with a bad user");
-        }
-        shared.observe(&claim);
-        let user: Name = Name::from(user);
-        let held = lock(&shared.claims).get(&user).cloned();
-        let holder = held.filter(|(_, conn)| {
-            shared
-                .registry
-                .find(&Target::User(user.clone()))
-                .is_ok_and(|h| h.id() == *conn)
-        });
-        let status = match holder {
-            None => Status::Ok,
-            Some((mine, conn)) if mine < claim => {
-                let me = Address::Conn(shared.registry.conn_name(conn));
-                let _ = shared
-                    .registry
-                    .close_local(&me, CloseReason::Replaced, None);
-                lock(&shared.claims).retain(|_, (_, holder)| *holder != conn);
-                Status::Ok
-            }
-            Some((mine, _)) => {
-                if meta.q.is_none() {
-                    // An older claim without a request: a reminder, or an
-                    // assertion from a node of an earlier version (which
-                    // asserted without requests). Remind its node who
-                    // holds the user.
-                    self.assert_claim(&user, mine);
-                }
-                Status::Holds
-            }
-        };
-        if let Some(q) = meta.q {
-            self.reply(&meta.o, Meta::answer(q, status), Bytes::new());
+        if let Err(why) = handled {
+            self.malformed(subject, why);
         }
     }
 }

@@ -289,6 +289,13 @@ impl Shared {
         Ok(())
     }
 
+    /// Queues an answer (or a count) to a request of `node`, on its own
+    /// subject. Not queued: counted where it was refused, and the asking
+    /// node stops waiting at its timeout.
+    pub fn reply(&self, node: &str, meta: Meta, body: Bytes) {
+        let _ = self.send(self.subjects.node(node), meta, body, Route::Control, false);
+    }
+
     /// Queues a message without a body that every node hears (heartbeats,
     /// goodbyes, login reminders): control traffic, refused at once while
     /// NATS is away.
