@@ -27,10 +27,10 @@ use gateway_metrics::cluster::Direction;
 use tokio::sync::mpsc;
 
 use crate::heartbeat::{self, Beats, TICK};
-use crate::inbox::{self, Arrival, Inbox};
+use crate::inbox::{self, Admission, Arrival, Inbox};
 use crate::login;
 use crate::routing::{self, Counts};
-use crate::sequence::{Tracker, Verdict};
+use crate::sequence::Tracker;
 use crate::settle::settle;
 use crate::shared::{Answer, Cmd, Shared, lock};
 use crate::throttle::Throttle;
@@ -222,27 +222,27 @@ impl Engine {
         }
     }
 
-    /// Whether a message is to be acted on: not this run's own, not seen
-    /// before (a gap before it is counted), of a kind its subject carries.
+    /// Whether a message is to be acted on (`inbox::admit`), with what
+    /// that says counted and logged.
     fn admit(&mut self, meta: &Meta, subject: &str, on_topic: bool) -> bool {
         let shared = &self.shared;
-        if meta.o == shared.node() && meta.r == shared.run {
-            return false;
-        }
-        match self.tracker.check(&meta.o, &meta.r, subject, meta.s) {
-            Verdict::Duplicate => {
+        let (node, run) = (shared.node(), shared.run.as_str());
+        let admission = inbox::admit(node, run, meta, subject, on_topic, &mut self.tracker);
+        let missed = match admission {
+            Admission::Own => return false,
+            Admission::Duplicate => {
                 tracing::debug!(%subject, origin = %meta.o, seq = meta.s, "duplicate dropped");
                 return false;
             }
-            Verdict::Accept { missed } if missed > 0 => {
-                shared.metrics.missed.inc_by(missed);
-                if let Some(suppressed) = self.missed_log.allow(Instant::now()) {
-                    tracing::warn!(origin = %meta.o, %subject, missed, suppressed, "missed cross-node messages");
-                }
+            Admission::WrongSubject { missed } | Admission::Accept { missed } => missed,
+        };
+        if missed > 0 {
+            shared.metrics.missed.inc_by(missed);
+            if let Some(suppressed) = self.missed_log.allow(Instant::now()) {
+                tracing::warn!(origin = %meta.o, %subject, missed, suppressed, "missed cross-node messages");
             }
-            Verdict::Accept { .. } => {}
         }
-        if !routing::fits_subject(meta.k, on_topic) {
+        if let Admission::WrongSubject { .. } = admission {
             self.malformed(subject, "kind does not match subject");
             return false;
         }

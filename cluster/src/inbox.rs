@@ -1,9 +1,11 @@
-//! Every subscription of the node, read together, and what each message
-//! read is. A pass takes all that the client has handed over, on every
-//! subscription; the engine then puts it back in each origin's sending
-//! order ([`in_sending_order`]), so one producer's messages keep their
-//! order across subjects (the runtime has one thread: the client's reader
-//! never runs during the pass).
+//! Every subscription of the node, read together, what each message read
+//! is, and whether it is acted on. A pass takes all that the client has
+//! handed over, on every subscription; the engine then puts it back in
+//! each origin's sending order ([`in_sending_order`]), so one producer's
+//! messages keep their order across subjects (the runtime has one thread:
+//! the client's reader never runs during the pass). A message is acted on
+//! once ([`admit`]): not this run's own, not seen before, of a kind its
+//! subject carries.
 //!
 //! Not here: what is done with a message (`engine.rs`, `routing.rs`,
 //! `login.rs`, `heartbeat.rs`), and which topics are subscribed
@@ -15,7 +17,8 @@ use std::task::{Context, Poll};
 use async_nats::{Message, Subscriber};
 use futures_util::Stream;
 
-use crate::wire::{HEADER, Meta, Subjects};
+use crate::sequence::{Tracker, Verdict};
+use crate::wire::{HEADER, Kind, Meta, Subjects};
 
 /// Every subscription of the node, read together.
 #[derive(Default)]
@@ -106,10 +109,47 @@ pub fn in_sending_order<T>(messages: &mut [(Meta, T)]) {
     messages.sort_by(|(a, _), (b, _)| (&a.o, &a.r, a.g).cmp(&(&b.o, &b.r, b.g)));
 }
 
+/// Whether a cluster message is acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// This run's own message.
+    Own,
+    /// Seen before.
+    Duplicate,
+    /// New, but of a kind its subject does not carry: malformed. `missed`
+    /// as for [`Admission::Accept`].
+    WrongSubject { missed: u64 },
+    /// To act on; `missed` messages of its stream before it never came.
+    Accept { missed: u64 },
+}
+
+/// Judges a message `meta` on `subject` (`on_topic`: a topic's subject) for
+/// node `node`'s run `run`, keeping each stream's last number in `tracker`.
+pub fn admit(
+    node: &str,
+    run: &str,
+    meta: &Meta,
+    subject: &str,
+    on_topic: bool,
+    tracker: &mut Tracker,
+) -> Admission {
+    if meta.o == node && meta.r == run {
+        return Admission::Own;
+    }
+    let missed = match tracker.check(&meta.o, &meta.r, subject, meta.s) {
+        Verdict::Duplicate => return Admission::Duplicate,
+        Verdict::Accept { missed } => missed,
+    };
+    // Topic messages on topic subjects, everything else elsewhere.
+    match (meta.k == Kind::Publish) == on_topic {
+        true => Admission::Accept { missed },
+        false => Admission::WrongSubject { missed },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Kind;
 
     fn meta(origin: &str, run: &str, g: u64) -> Meta {
         Meta {
@@ -155,6 +195,36 @@ mod tests {
         check("gw.all", false, Some("{}"), unread.clone());
         // Another run's reply subject is not this run's: judged as any.
         check(&s.reply("me", "r0", 7, "b"), true, None, unread);
+    }
+
+    #[test]
+    fn a_message_is_acted_on_once_and_only_on_its_kind_of_subject() {
+        use Admission::*;
+        use Kind::{Broadcast, Heartbeat, Publish};
+        // (origin, run, sequence number, kind, subject, expected), in turn.
+        let cases = [
+            ("me", "r1", 1, Publish, "gw.t.x", Own),
+            // Another run of this node's id is another node (a twin).
+            ("me", "r0", 1, Heartbeat, "gw.all", Accept { missed: 0 }),
+            ("b", "r", 1, Publish, "gw.t.x", Accept { missed: 0 }),
+            ("b", "r", 1, Publish, "gw.t.x", Duplicate),
+            ("b", "r", 4, Publish, "gw.t.x", Accept { missed: 2 }),
+            // Wrong subject: malformed, but its number still counts.
+            ("b", "r", 6, Broadcast, "gw.t.x", WrongSubject { missed: 1 }),
+            ("b", "r", 6, Publish, "gw.t.x", Duplicate),
+            ("b", "r", 1, Publish, "gw.all", WrongSubject { missed: 0 }),
+        ];
+        let mut tracker = Tracker::default();
+        for (origin, run, s, k, subject, expected) in cases {
+            let meta = Meta {
+                s,
+                k,
+                ..meta(origin, run, s)
+            };
+            let on_topic = subject.starts_with("gw.t.");
+            let got = admit("me", "r1", &meta, subject, on_topic, &mut tracker);
+            assert_eq!(got, expected, "{meta:?} on {subject}");
+        }
     }
 
     #[test]

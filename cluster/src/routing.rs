@@ -6,13 +6,12 @@
 //! queued in the connection's mailbox.
 //!
 //! The decisions are plain functions and data, unit-tested: which route a
-//! kind counts under, whether a kind may come on a subject, what a target
-//! request asks ([`wanted`]), how its result is answered ([`status_of`]),
+//! kind counts under, what a target request asks ([`wanted`]), how its result is answered ([`status_of`]),
 //! and the delivery counts ([`Counts`]). The handlers around them return
 //! why a message is malformed; the engine counts and logs it.
 //!
-//! Not here: envelopes, order and duplicates (`inbox.rs`, `sequence.rs`,
-//! `engine.rs`), login claims (`login.rs`), heartbeats and goodbyes
+//! Not here: envelopes, order, duplicates and subjects (`inbox.rs`,
+//! `sequence.rs`), login claims (`login.rs`), heartbeats and goodbyes
 //! (`heartbeat.rs`), answers to this node's own requests (`Shared::answered`).
 
 use std::collections::HashMap;
@@ -41,12 +40,6 @@ pub fn route_of(kind: Kind) -> Route {
         Kind::Login => Route::Login,
         Kind::Count | Kind::Heartbeat | Kind::Bye | Kind::Probe | Kind::Answer => Route::Control,
     }
-}
-
-/// Whether a message of `kind` may come on a subject: topic messages on
-/// topic subjects, everything else elsewhere.
-pub fn fits_subject(kind: Kind, on_topic: bool) -> bool {
-    (kind == Kind::Publish) == on_topic
 }
 
 /// A close reason another node may ask for: one a `KICK` names.
@@ -261,11 +254,9 @@ mod tests {
     }
 
     #[test]
-    fn only_topic_messages_come_on_topic_subjects() {
-        assert!(fits_subject(Kind::Publish, true));
-        assert!(!fits_subject(Kind::Publish, false));
-        assert!(fits_subject(Kind::Broadcast, false));
-        assert!(!fits_subject(Kind::Heartbeat, true));
+    fn control_traffic_counts_as_control() {
+        assert_eq!(route_of(Kind::Publish), Route::Publish);
+        assert_eq!(route_of(Kind::Login), Route::Login);
         assert_eq!(route_of(Kind::Conn), Route::Connection);
         assert_eq!(route_of(Kind::Count), Route::Control);
         assert_eq!(route_of(Kind::Answer), Route::Control);
