@@ -1,415 +1,79 @@
-//! The NATS thread: a current-thread tokio runtime of its own, so the
-//! client's tasks are always polled, whatever the actix arbiters do.
+//! The engine: the NATS thread's task that takes every incoming message,
+//! the connections' subscription commands, NATS's connection events and
+//! the membership tick, one at a time (the runtime has one thread), and
+//! hands each to the module that knows what to do with it.
 //!
-//! Two tasks: the outbox sends every queued message in queue order (it
-//! holds them while NATS is away), stamping origin, run and sequence
-//! numbers; the engine takes every incoming message, subscriptions,
-//! membership and NATS's connection events. Incoming messages of all the
-//! node's subscriptions are read in one pass and put back in each origin's
-//! sending order, so one producer's messages keep their order across
-//! subjects (the runtime has one thread: the client's reader never runs
-//! during the pass).
+//! Incoming messages of all the node's subscriptions are read in one pass
+//! and put back in each origin's sending order (`inbox.rs`); each is then
+//! checked (not this node's own, not a duplicate, of a kind its subject
+//! carries, gaps counted) and dispatched by kind: topic messages,
+//! broadcasts, counts and target requests to `routing.rs`, login claims to
+//! `login.rs`, heartbeats and goodbyes to `heartbeat.rs`, answers to the
+//! request that waits for them (`Shared::answered`).
+//!
+//! Not here: sending (`outbox.rs`), starting the thread (`start.rs`), and
+//! any decision a unit test can drive on its own: those live in the
+//! modules named above.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message, ServerAddr, Subscriber};
+use async_nats::{Client, Event, Message, Subscriber};
 use bytes::Bytes;
-use conn_actor::{CloseReason, Name, command};
-use futures_util::Stream;
-use gateway_metrics::cluster::{Direction, Route};
-use gateway_registry::query::Target;
-use gateway_registry::{Address, RouteError};
-use tokio::sync::{mpsc, oneshot};
+use conn_actor::Name;
+use gateway_metrics::cluster::Direction;
+use tokio::sync::mpsc;
 
-use crate::StartError;
-use crate::members::{Change, HEARTBEAT};
-use crate::sequence::{Tracker, Verdict};
-use crate::settings::redact;
+use crate::heartbeat::{self, Beats, TICK};
+use crate::inbox::{self, Admission, Arrival, Inbox};
+use crate::login;
+use crate::routing::{self, Counts};
+use crate::sequence::Tracker;
 use crate::settle::settle;
-use crate::shared::{Answer, Cmd, KNOWN_WITHIN, Outgoing, Shared, lock};
-use crate::wire::{HEADER, Kind, Meta, Op, Status};
+use crate::shared::{Answer, Cmd, Shared, lock};
+use crate::throttle::Throttle;
+use crate::topics::{self, Topics};
+use crate::wire::{Kind, Meta, Status};
 
-/// How often membership is checked; heartbeats go every fourth tick.
-const TICK: Duration = Duration::from_millis(250);
-/// Messages a subscription may hold before the client drops them.
-const SUBSCRIPTION_CAPACITY: usize = 65_536;
-/// The longest wait between two tries to reach NATS.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// At start, how long to wait for a first connection that is under way
-/// (not refused), and for the node-id probe's answer.
-const START_CHECK: Duration = Duration::from_secs(5);
-
-/// Starts the NATS thread and waits for it to be under way.
-pub fn spawn(
-    shared: Arc<Shared>,
-    cmds: mpsc::UnboundedReceiver<Cmd>,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
-) -> Result<(), StartError> {
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let bound = START_CHECK * 2 + shared.settings.timeout + Duration::from_secs(5);
-    std::thread::Builder::new()
-        .name("nats".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = started_tx.send(Err(StartError::Internal(err.to_string())));
-                    return;
-                }
-            };
-            runtime.block_on(run(shared, cmds, outbox, started_tx));
-        })
-        .map_err(|err| StartError::Internal(err.to_string()))?;
-    match started_rx.recv_timeout(bound) {
-        Ok(result) => result,
-        Err(_) => Err(StartError::Internal("the NATS thread did not start".into())),
-    }
-}
-
-/// A close reason another node may ask for: one a `KICK` names.
-fn kick_reason(word: &str) -> Option<CloseReason> {
-    use CloseReason::*;
-    [Replaced, Admin, Idle, Slow, Shutdown]
-        .into_iter()
-        .find(|reason| reason.as_str() == word)
-}
-
-fn backoff(attempts: usize) -> Duration {
-    let exp = attempts.min(6) as u32;
-    (Duration::from_millis(50) * 2u32.pow(exp)).min(MAX_BACKOFF)
-}
-
-fn options(
-    shared: &Shared,
-    events: mpsc::UnboundedSender<Event>,
-    failures: Arc<AtomicUsize>,
-) -> ConnectOptions {
-    let mut options = ConnectOptions::new();
-    // Credentials come from the first URL that has them.
-    for url in &shared.settings.urls {
-        let Some((auth, _)) = url.strip_prefix("nats://").and_then(|r| r.rsplit_once('@')) else {
-            continue;
-        };
-        options = match auth.split_once(':') {
-            Some((user, pass)) => {
-                ConnectOptions::with_user_and_password(user.to_owned(), pass.to_owned())
-            }
-            None => ConnectOptions::with_token(auth.to_owned()),
-        };
-        break;
-    }
-    let urls: Vec<String> = shared.settings.urls.iter().map(|u| redact(u)).collect();
-    let urls = urls.join(",");
-    let failures = failures.clone();
-    options
-        .no_echo()
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .name(format!("gateway {}", shared.node()))
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .ping_interval(Duration::from_secs(5))
-        .connection_timeout(shared.settings.timeout.max(Duration::from_millis(500)))
-        .reconnect_delay_callback(move |attempts| {
-            // Called before each try; `attempts` counts this one.
-            let failed = attempts.saturating_sub(1);
-            failures.store(failed, std::sync::atomic::Ordering::SeqCst);
-            if failed == 0 {
-                return Duration::ZERO;
-            }
-            let delay = backoff(failed);
-            {
-                tracing::warn!(
-                    nats = %urls,
-                    failed_attempts = failed,
-                    next_try_ms = delay.as_millis() as u64,
-                    "NATS not reachable"
-                );
-            }
-            delay
-        })
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                let _ = events.send(event);
-            }
-        })
-}
-
-/// The server addresses, without credentials (given to the client apart).
-fn addresses(shared: &Shared) -> Result<Vec<ServerAddr>, StartError> {
-    shared
-        .settings
-        .urls
-        .iter()
-        .map(|url| {
-            let rest = url.strip_prefix("nats://").unwrap_or(url);
-            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("nats://{host}")
-                .parse::<ServerAddr>()
-                .map_err(|err| StartError::Internal(format!("{}: {err}", redact(url))))
-        })
-        .collect()
-}
-
-async fn run(
-    shared: Arc<Shared>,
-    cmds: mpsc::UnboundedReceiver<Cmd>,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
-    started: std::sync::mpsc::Sender<Result<(), StartError>>,
-) {
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let addrs = match addresses(&shared) {
-        Ok(addrs) => addrs,
-        Err(err) => {
-            let _ = started.send(Err(err));
-            return;
-        }
-    };
-    let failures = Arc::new(AtomicUsize::new(0));
-    let client = match options(&shared, events_tx, failures.clone())
-        .connect(addrs)
-        .await
-    {
-        Ok(client) => client,
-        Err(err) => {
-            let _ = started.send(Err(StartError::Internal(err.to_string())));
-            return;
-        }
-    };
-    let reached = wait_connected(&client, &failures).await;
-    if reached && node_id_taken(&shared, &client).await {
-        let _ = started.send(Err(StartError::DuplicateNodeId(shared.node().to_owned())));
-        return;
-    }
-    if !reached {
-        // Nothing to wait for: cross-node routes answer 503 until NATS is
-        // there, and readiness does not depend on it.
-        shared.set_known();
-    }
-    let mut inbox = Inbox::default();
-    for subject in [
-        shared.subjects.all(),
-        shared.subjects.node(shared.node()),
-        shared.subjects.replies(shared.node(), &shared.run),
-    ] {
-        match client.subscribe(subject.clone()).await {
-            Ok(sub) => inbox.add(subject, sub),
-            Err(err) => {
-                let _ = started.send(Err(StartError::Internal(err.to_string())));
-                return;
-            }
-        }
-    }
-    let _ = started.send(Ok(()));
-    tokio::spawn(send_outbox(shared.clone(), client.clone(), outbox));
-    Engine::new(shared, client)
-        .run(inbox, cmds, events_rx)
-        .await;
-}
-
-/// Waits for the first connection while it is under way; gives up at the
-/// first failed try (NATS is not there: start without it).
-async fn wait_connected(client: &Client, failures: &AtomicUsize) -> bool {
-    let deadline = Instant::now() + START_CHECK;
-    while Instant::now() < deadline {
-        if client.connection_state() == async_nats::connection::State::Connected {
-            return true;
-        }
-        if failures.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-/// Asks whether a live node answers on this node's own subject.
-async fn node_id_taken(shared: &Shared, client: &Client) -> bool {
-    let mut meta = Meta::new(Kind::Probe);
-    meta.o = shared.node().to_owned();
-    meta.r = shared.run.clone();
-    meta.s = 1;
-    meta.g = 1;
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER, meta.encode().as_str());
-    let request =
-        client.request_with_headers(shared.subjects.node(shared.node()), headers, Bytes::new());
-    matches!(
-        tokio::time::timeout(shared.settings.timeout.max(START_CHECK), request).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Sends queued messages in queue order, waiting while NATS is away.
-async fn send_outbox(
+pub struct Engine {
     shared: Arc<Shared>,
     client: Client,
-    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let mut per_subject: HashMap<String, u64> = HashMap::new();
-    let mut global = 0u64;
-    while let Some(mut out) = outbox.recv().await {
-        while client.connection_state() != async_nats::connection::State::Connected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        global += 1;
-        let seq = per_subject.entry(out.subject.clone()).or_insert(0);
-        *seq += 1;
-        out.meta.o = shared.node().to_owned();
-        out.meta.r = shared.run.clone();
-        out.meta.s = *seq;
-        out.meta.g = global;
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER, out.meta.encode().as_str());
-        let published = match out.reply {
-            Some(reply) => {
-                client
-                    .publish_with_reply_and_headers(out.subject, reply, headers, out.body)
-                    .await
-            }
-            None => {
-                client
-                    .publish_with_headers(out.subject, headers, out.body)
-                    .await
-            }
-        };
-        match published {
-            Ok(()) => shared.metrics.message(Direction::Sent, out.route),
-            Err(err) => {
-                tracing::warn!(error = %err, "a cross-node message was not sent");
-                shared
-                    .metrics
-                    .dropped(gateway_metrics::cluster::ClusterDrop::Unreachable);
-            }
-        }
-        shared.sent(out.size);
-    }
-}
-
-/// Every subscription of the node, read together.
-#[derive(Default)]
-struct Inbox {
-    subs: Vec<(String, Subscriber)>,
-}
-
-impl Inbox {
-    fn add(&mut self, subject: String, sub: Subscriber) {
-        self.subs.push((subject, sub));
-    }
-
-    fn remove(&mut self, subject: &str) {
-        self.subs.retain(|(s, _)| s != subject);
-    }
-
-    /// Everything the client has handed over, in one pass.
-    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Message>> {
-        let mut batch = Vec::new();
-        self.subs.retain_mut(|(_, sub)| {
-            loop {
-                match Pin::new(&mut *sub).poll_next(cx) {
-                    Poll::Ready(Some(message)) => batch.push(message),
-                    Poll::Ready(None) => return false,
-                    Poll::Pending => return true,
-                }
-            }
-        });
-        match batch.is_empty() {
-            true => Poll::Pending,
-            false => Poll::Ready(batch),
-        }
-    }
-}
-
-enum TopicSub {
-    /// Subscribing; these `SUB`s wait for it.
-    Pending {
-        waiters: Vec<oneshot::Sender<()>>,
-        /// The last local subscriber left meanwhile.
-        cancel: bool,
-    },
-    Live,
-}
-
-/// Logs a kind of trouble at most once a second, with a count.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-struct Engine {
-    shared: Arc<Shared>,
-    client: Client,
-    topics: HashMap<Name, TopicSub>,
+    topics: Topics,
     tracker: Tracker,
-    /// Local deliveries of admin publishes, until the count is asked.
-    counts: HashMap<(String, u64), (u64, Instant)>,
-    ever_connected: bool,
-    /// When the engine started, and when NATS was first connected: the
-    /// node knows the cluster one heartbeat period after that, at most
-    /// [`KNOWN_WITHIN`] after the start.
-    started: Instant,
-    first_connected: Option<Instant>,
-    ticks: u64,
-    subscribed: mpsc::UnboundedSender<(Name, Option<Subscriber>)>,
+    counts: Counts,
+    beats: Beats,
+    /// Where the subscription tasks hand what they made.
+    made: topics::Made<Subscriber>,
     malformed_log: Throttle,
     missed_log: Throttle,
-    twin_warned: bool,
 }
 
 impl Engine {
-    fn new(shared: Arc<Shared>, client: Client) -> Self {
-        let (subscribed, _) = mpsc::unbounded_channel();
+    pub fn new(shared: Arc<Shared>, client: Client) -> Self {
+        let (made, _) = mpsc::unbounded_channel();
         Self {
             shared,
             client,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             tracker: Tracker::default(),
-            counts: HashMap::new(),
-            ever_connected: false,
-            started: Instant::now(),
-            first_connected: None,
-            ticks: 0,
-            subscribed,
+            counts: Counts::default(),
+            beats: Beats::new(Instant::now()),
+            made,
             malformed_log: Throttle::default(),
             missed_log: Throttle::default(),
-            twin_warned: false,
         }
     }
 
-    async fn run(
+    pub async fn run(
         mut self,
         mut inbox: Inbox,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
-        let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
-        self.subscribed = subscribed_tx;
+        let (made_tx, mut made_rx) = mpsc::unbounded_channel();
+        self.made = made_tx;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -421,13 +85,11 @@ impl Engine {
                 }
                 Some(cmd) = cmds.recv() => self.command(cmd, &mut inbox),
                 Some(event) = events.recv() => self.event(event),
-                Some((topic, sub)) = subscribed_rx.recv() => self.subscribed(topic, sub, &mut inbox),
+                Some((topic, sub)) = made_rx.recv() => self.subscribed(topic, sub, &mut inbox),
                 _ = tick.tick() => self.tick(),
             }
         }
     }
-
-    // ---- connection events -------------------------------------------
 
     fn event(&mut self, event: Event) {
         let shared = &self.shared;
@@ -437,23 +99,21 @@ impl Engine {
                 if info.max_payload > 0 {
                     shared
                         .max_payload
-                        .store(info.max_payload, std::sync::atomic::Ordering::Relaxed);
+                        .store(info.max_payload, Ordering::Relaxed);
                 }
                 let server = format!("nats://{}:{}", info.host, info.port);
                 *lock(&shared.server) = Some(server.clone());
                 shared.set_connected(true);
-                if self.ever_connected {
+                if self.beats.connected(Instant::now()) {
+                    tracing::info!(%server, max_payload = info.max_payload, "connected to NATS");
+                } else {
                     shared.metrics.nats_reconnects.inc();
                     tracing::warn!(%server, "reconnected to NATS; re-subscribing and re-asserting logins");
-                } else {
-                    tracing::info!(%server, max_payload = info.max_payload, "connected to NATS");
-                    self.first_connected = Some(Instant::now());
                 }
-                self.ever_connected = true;
                 // Nodes could not be heard while away: give them a beat.
                 lock(&shared.members).touch_all(Instant::now());
-                self.heartbeat();
-                self.assert_claims(None);
+                heartbeat::send(shared);
+                tokio::spawn(settle(shared.clone(), None));
             }
             Event::Disconnected => {
                 shared.set_connected(false);
@@ -467,504 +127,180 @@ impl Engine {
         }
     }
 
-    // ---- subscriptions -----------------------------------------------
-
     fn command(&mut self, cmd: Cmd, inbox: &mut Inbox) {
         match cmd {
-            Cmd::Interest { topic, done } => match self.topics.get_mut(&topic) {
-                Some(TopicSub::Live) => {
-                    let _ = done.send(());
+            Cmd::Interest { topic, done } => {
+                if self.topics.interest(&topic, done) {
+                    let (shared, client) = (self.shared.clone(), self.client.clone());
+                    topics::subscribe(shared, client, topic, self.made.clone());
                 }
-                Some(TopicSub::Pending { waiters, cancel }) => {
-                    waiters.push(done);
-                    *cancel = false;
-                }
-                None => {
-                    self.topics.insert(
-                        topic.clone(),
-                        TopicSub::Pending {
-                            waiters: vec![done],
-                            cancel: false,
-                        },
-                    );
-                    self.start_subscription(topic);
-                }
-            },
+            }
             Cmd::MaybeUnsub { topic } => {
                 let shared = self.shared.clone();
+                // Held while deciding, so a `SUB` never trusts a
+                // subscription that is going away.
                 let mut live = lock(&shared.live_topics);
-                if shared.registry.has_subscribers(&topic) {
+                if shared.registry.has_subscribers(&topic) || !self.topics.unwanted(&topic) {
                     return;
                 }
-                match self.topics.get_mut(&topic) {
-                    Some(TopicSub::Live) => {
-                        live.remove(&topic);
-                        self.topics.remove(&topic);
-                        let subject = shared.subjects.topic(&topic);
-                        inbox.remove(&subject);
-                        self.tracker.forget_subject(&subject);
-                    }
-                    Some(TopicSub::Pending { cancel, .. }) => *cancel = true,
-                    None => {}
-                }
+                live.remove(&topic);
+                let subject = shared.subjects.topic(&topic);
+                inbox.remove(&subject);
+                self.tracker.forget_subject(&subject);
             }
-            Cmd::Leave { done } => {
-                if !self.shared.is_connected() {
-                    let _ = done.send(());
-                    return;
-                }
-                let meta = Meta::new(Kind::Bye);
-                let _ = self.shared.send(
-                    self.shared.subjects.all(),
-                    meta,
-                    Bytes::new(),
-                    Route::Control,
-                    false,
-                );
-                let client = self.client.clone();
-                tokio::spawn(async move {
-                    // Let the outbox hand the goodbye over, then flush.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = tokio::time::timeout(Duration::from_millis(300), client.flush()).await;
-                    let _ = done.send(());
-                });
-            }
+            Cmd::Leave { done } => heartbeat::leave(&self.shared, &self.client, done),
         }
     }
 
-    /// Subscribes to a topic's subject; once the server has it (a round
-    /// trip behind the `SUB`), the waiting `SUB`s are answered.
-    fn start_subscription(&self, topic: Name) {
-        let shared = self.shared.clone();
-        let client = self.client.clone();
-        let done = self.subscribed.clone();
-        tokio::spawn(async move {
-            let subject = shared.subjects.topic(&topic);
-            let bound = shared.settings.timeout;
-            let sub = match tokio::time::timeout(bound, client.subscribe(subject.clone())).await {
-                Ok(Ok(sub)) => Some(sub),
-                Ok(Err(err)) => {
-                    tracing::warn!(%subject, error = %err, "cannot subscribe");
-                    None
-                }
-                Err(_) => None,
-            };
-            if sub.is_some() && shared.is_connected() {
-                let barrier = shared.subjects.barrier(shared.node(), &shared.run);
-                let _ = tokio::time::timeout(bound, client.request(barrier, Bytes::new())).await;
-            }
-            let _ = done.send((topic, sub));
-        });
-    }
-
+    /// A subscription try ended: the subscription is read from now on
+    /// (unless nobody wants it any more), then the waiting `SUB`s are
+    /// answered.
     fn subscribed(&mut self, topic: Name, sub: Option<Subscriber>, inbox: &mut Inbox) {
-        let Some(TopicSub::Pending { waiters, cancel }) = self.topics.remove(&topic) else {
-            return;
-        };
-        if let Some(sub) = sub {
-            let shared = self.shared.clone();
+        let shared = self.shared.clone();
+        let waiters = {
             let mut live = lock(&shared.live_topics);
-            if !cancel || shared.registry.has_subscribers(&topic) {
+            let wanted = || shared.registry.has_subscribers(&topic);
+            let (kept, waiters) = self.topics.made(&topic, sub, wanted);
+            if let Some(sub) = kept {
                 inbox.add(shared.subjects.topic(&topic), sub);
-                live.insert(topic.clone());
-                self.topics.insert(topic, TopicSub::Live);
+                live.insert(topic);
             }
-        }
+            waiters
+        };
         for waiter in waiters {
             let _ = waiter.send(());
         }
     }
 
-    // ---- membership --------------------------------------------------
-
     fn tick(&mut self) {
-        self.ticks += 1;
         let shared = self.shared.clone();
-        if !shared.knows_cluster() {
-            // Every live node heartbeats once a period (and at once when
-            // it hears a new node): one period and a tick after the first
-            // connection, every live node has been heard.
-            let heard_all = self
-                .first_connected
-                .is_some_and(|at| at.elapsed() >= HEARTBEAT + TICK);
-            // Within the contract's bound after READY whatever happens.
-            let bound = self.started.elapsed() >= KNOWN_WITHIN - TICK * 2;
-            if heard_all || bound {
-                shared.set_known();
-            }
+        let now = Instant::now();
+        let tick = self.beats.tick(now);
+        if tick.known && !shared.knows_cluster() {
+            shared.set_known();
         }
         if shared.is_connected() {
-            let gone = lock(&shared.members).expire(Instant::now());
-            for node in gone {
-                tracing::warn!(%node, "node gone (no heartbeat)");
+            for node in heartbeat::expire(&shared, now) {
                 self.tracker.forget_node(&node);
             }
-            if self
-                .ticks
-                .is_multiple_of((HEARTBEAT.as_millis() / TICK.as_millis()) as u64)
-            {
-                self.heartbeat();
+            if tick.heartbeat {
+                heartbeat::send(&shared);
             }
         }
-        shared.metrics.nodes.set(1 + shared.others() as i64);
+        heartbeat::count_nodes(&shared);
         let keep = shared.settings.timeout * 2 + Duration::from_secs(1);
-        self.counts.retain(|_, (_, at)| at.elapsed() < keep);
+        self.counts.expire(now, keep);
     }
-
-    fn heartbeat(&self) {
-        let shared = &self.shared;
-        if !shared.is_connected() {
-            return;
-        }
-        let meta = Meta {
-            n: Some(shared.registry.open_count() as u64),
-            ..Meta::new(Kind::Heartbeat)
-        };
-        let _ = shared.send(
-            shared.subjects.all(),
-            meta,
-            Bytes::new(),
-            Route::Control,
-            false,
-        );
-    }
-
-    /// Settles the users this node holds with `only` (every listed node
-    /// when `None`), in a task of its own (`settle.rs`).
-    fn assert_claims(&self, only: Option<String>) {
-        tokio::spawn(settle(self.shared.clone(), only));
-    }
-
-    fn assert_claim(&self, user: &str, claim: crate::wire::Claim) {
-        let shared = &self.shared;
-        let meta = Meta {
-            user: Some(user.to_owned()),
-            claim: Some(claim),
-            ..Meta::new(Kind::Login)
-        };
-        let _ = shared.send(
-            shared.subjects.all(),
-            meta,
-            Bytes::new(),
-            Route::Login,
-            false,
-        );
-    }
-
-    // ---- incoming ----------------------------------------------------
 
     fn incoming(&mut self, batch: Vec<Message>) {
+        let shared = self.shared.clone();
         let mut messages: Vec<(Meta, Message)> = Vec::with_capacity(batch.len());
         for message in batch {
-            if let Some((q, node)) = self.shared.subjects.reply_of(
-                self.shared.node(),
-                &self.shared.run,
-                &message.subject,
-            ) {
-                self.no_responders(q, node, &message);
-                continue;
-            }
-            let meta = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(HEADER))
-                .and_then(|v| Meta::decode(v.as_str()));
-            match meta {
-                Some(meta) => messages.push((meta, message)),
-                None => self.malformed(&message.subject, "no readable Gw header of version 1"),
+            match inbox::arrival_of(&shared.subjects, shared.node(), &shared.run, &message) {
+                Arrival::Message(meta) => messages.push((*meta, message)),
+                Arrival::Absent { q, node } => shared.answered(Answer {
+                    meta: Meta {
+                        o: node,
+                        ..Meta::answer(q, Status::NotFound)
+                    },
+                    body: Bytes::new(),
+                    absent: true,
+                }),
+                Arrival::Malformed(why) => self.malformed(&message.subject, why),
             }
         }
-        // One origin's messages in its sending order, across subjects.
-        messages.sort_by(|(a, _), (b, _)| (&a.o, &a.r, a.g).cmp(&(&b.o, &b.r, b.g)));
+        inbox::in_sending_order(&mut messages);
         for (meta, message) in messages {
             self.handle(meta, message);
         }
     }
 
-    /// NATS on a request's reply subject: nobody subscribes to the node's
-    /// subject, so that node is not there. Nothing else arrives here.
-    fn no_responders(&mut self, q: u64, node: String, message: &Message) {
-        if message.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return self.malformed(&message.subject, "a message on a reply subject");
-        }
-        let meta = Meta {
-            o: node,
-            ..Meta::answer(q, Status::NotFound)
-        };
-        self.shared.answered(Answer {
-            meta,
-            body: Bytes::new(),
-            absent: true,
-        });
-    }
-
     fn malformed(&mut self, subject: &str, why: &str) {
         self.shared.metrics.malformed.inc();
-        if let Some(suppressed) = self.malformed_log.allow() {
+        if let Some(suppressed) = self.malformed_log.allow(Instant::now()) {
             tracing::warn!(%subject, why, suppressed, "dropped a malformed cluster message");
         }
     }
 
-    fn route_of(kind: Kind) -> Route {
-        match kind {
-            Kind::Publish => Route::Publish,
-            Kind::Broadcast => Route::Broadcast,
-            Kind::User => Route::User,
-            Kind::Conn => Route::Connection,
-            Kind::Login => Route::Login,
-            Kind::Count | Kind::Heartbeat | Kind::Bye | Kind::Probe | Kind::Answer => {
-                Route::Control
+    /// Whether a message is to be acted on (`inbox::admit`), with what
+    /// that says counted and logged.
+    fn admit(&mut self, meta: &Meta, subject: &str, on_topic: bool) -> bool {
+        let shared = &self.shared;
+        let (node, run) = (shared.node(), shared.run.as_str());
+        let admission = inbox::admit(node, run, meta, subject, on_topic, &mut self.tracker);
+        let missed = match admission {
+            Admission::Own => return false,
+            Admission::Duplicate => {
+                tracing::debug!(%subject, origin = %meta.o, seq = meta.s, "duplicate dropped");
+                return false;
+            }
+            Admission::WrongSubject { missed } | Admission::Accept { missed } => missed,
+        };
+        if missed > 0 {
+            shared.metrics.missed.inc_by(missed);
+            if let Some(suppressed) = self.missed_log.allow(Instant::now()) {
+                tracing::warn!(origin = %meta.o, %subject, missed, suppressed, "missed cross-node messages");
             }
         }
+        if let Admission::WrongSubject { .. } = admission {
+            self.malformed(subject, "kind does not match subject");
+            return false;
+        }
+        shared
+            .metrics
+            .message(Direction::Received, routing::route_of(meta.k));
+        true
     }
 
     fn handle(&mut self, meta: Meta, message: Message) {
         let shared = self.shared.clone();
         let subject = message.subject.as_str();
-        if meta.o == shared.node() && meta.r == shared.run {
+        let topic = shared.subjects.topic_of(subject);
+        if !self.admit(&meta, subject, topic.is_some()) {
             return;
         }
-        match self.tracker.check(&meta.o, &meta.r, subject, meta.s) {
-            Verdict::Duplicate => {
-                tracing::debug!(%subject, origin = %meta.o, seq = meta.s, "duplicate dropped");
-                return;
-            }
-            Verdict::Accept { missed } if missed > 0 => {
-                shared.metrics.missed.inc_by(missed);
-                if let Some(suppressed) = self.missed_log.allow() {
-                    tracing::warn!(origin = %meta.o, %subject, missed, suppressed, "missed cross-node messages");
-                }
-            }
-            Verdict::Accept { .. } => {}
-        }
-        let topic = shared.subjects.topic_of(subject);
-        if (meta.k == Kind::Publish) != topic.is_some() {
-            return self.malformed(subject, "kind does not match subject");
-        }
-        shared
-            .metrics
-            .message(Direction::Received, Self::route_of(meta.k));
         let body = message.payload;
-        let registry = &shared.registry;
-        match meta.k {
-            Kind::Publish => {
-                let Some(topic) = topic.filter(|t| command::topic(t.as_bytes()).is_ok()) else {
-                    return self.malformed(subject, "bad topic");
-                };
-                if !registry.fits_framing(&body) {
-                    return self.malformed(subject, "payload this node's framing cannot carry");
-                }
-                let frame = registry.msg_frame(&topic, &body);
-                let n = registry.publish_frame(&topic, &frame, None);
-                if let Some(q) = meta.q {
-                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
-                }
-            }
-            Kind::Count => {
-                let Some(q) = meta.q else {
-                    return self.malformed(subject, "count without request");
-                };
-                let n = self
-                    .counts
-                    .remove(&(meta.o.clone(), q))
-                    .map_or(0, |(n, _)| n);
-                self.reply(
-                    &meta.o,
-                    Meta {
-                        n: Some(n),
-                        ..Meta::answer(q, Status::Ok)
-                    },
-                    Bytes::new(),
-                );
-            }
+        let handled = match meta.k {
+            Kind::Publish => routing::publish(&shared, &mut self.counts, meta, topic, &body),
             Kind::Broadcast => {
-                // A payload this node's framing cannot carry reaches no
-                // one here.
-                let n = match registry.fits_framing(&body) {
-                    true => registry.broadcast_frame(&registry.push_frame(&body)),
-                    false => 0,
-                };
-                if let Some(q) = meta.q {
-                    self.counts.insert((meta.o, q), (n as u64, Instant::now()));
-                }
+                routing::broadcast(&shared, &mut self.counts, meta, &body);
+                Ok(())
             }
-            Kind::User | Kind::Conn => self.target_request(meta, body),
-            Kind::Login => self.login_claim(meta),
+            Kind::Count => routing::count(&shared, &mut self.counts, &meta),
+            Kind::User | Kind::Conn => routing::target(&shared, &meta, body),
+            Kind::Login => login::received(&shared, &meta),
+            Kind::Heartbeat if meta.o == shared.node() => {
+                if self.beats.twin() {
+                    tracing::error!(node = %meta.o, run = %meta.r, "another live node uses this node's id");
+                }
+                Ok(())
+            }
             Kind::Heartbeat => {
-                if meta.o == shared.node() {
-                    if !self.twin_warned {
-                        self.twin_warned = true;
-                        tracing::error!(node = %meta.o, run = %meta.r, "another live node uses this node's id");
-                    }
-                    return;
-                }
-                let change = lock(&shared.members).heard(
-                    &meta.o,
-                    &meta.r,
-                    meta.n.unwrap_or(0),
-                    Instant::now(),
-                );
-                match change {
-                    Change::Joined => {
-                        tracing::info!(node = %meta.o, "node joined");
-                        shared.metrics.nodes.set(1 + shared.others() as i64);
-                        // A new node learns of this one at once, rather
-                        // than within a heartbeat period.
-                        self.heartbeat();
-                        self.assert_claims(Some(meta.o.clone()));
-                    }
-                    Change::Returned => {
-                        tracing::info!(node = %meta.o, "node heard again after a missed heartbeat");
-                        self.assert_claims(Some(meta.o.clone()));
-                    }
-                    Change::Same => {}
-                }
+                let connections = meta.n.unwrap_or(0);
+                heartbeat::heard(&shared, &meta.o, &meta.r, connections, Instant::now());
+                Ok(())
             }
             Kind::Bye => {
-                if lock(&shared.members).left(&meta.o, &meta.r) {
-                    tracing::info!(node = %meta.o, "node left");
+                if heartbeat::bye(&shared, &meta.o, &meta.r) {
                     self.tracker.forget_node(&meta.o);
-                    shared.metrics.nodes.set(1 + shared.others() as i64);
                 }
+                Ok(())
             }
             Kind::Probe => {
-                if let Some(reply) = message.reply {
-                    let _ = shared.send(
-                        reply.to_string(),
-                        Meta::new(Kind::Answer),
-                        Bytes::new(),
-                        Route::Control,
-                        false,
-                    );
-                }
+                routing::probe(&shared, message.reply);
+                Ok(())
             }
-            Kind::Answer => shared.answered(Answer {
-                meta,
-                body,
-                absent: false,
-            }),
-        }
-    }
-
-    fn reply(&self, node: &str, meta: Meta, body: Bytes) {
-        let shared = &self.shared;
-        let _ = shared.send(
-            shared.subjects.node(node),
-            meta,
-            body,
-            Route::Control,
-            false,
-        );
-    }
-
-    /// A send, close or look-up from another node's admin API.
-    fn target_request(&mut self, meta: Meta, body: Bytes) {
-        let shared = self.shared.clone();
-        let registry = &shared.registry;
-        let (Some(q), Some(op)) = (meta.q, meta.op) else {
-            return self.malformed("", "target request without request id or op");
-        };
-        let to = match (meta.k, &meta.user, &meta.conn) {
-            (Kind::User, Some(user), _) if command::user(user.as_bytes()).is_ok() => {
-                Address::User(Name::from(user.as_str()))
-            }
-            (Kind::Conn, _, Some(id)) => Address::Conn(id.clone()),
-            _ => return self.malformed("", "target request without a valid target"),
-        };
-        let result = match op {
-            Op::Send if !registry.fits_framing(&body) => Err(RouteError::TooLarge),
-            Op::Send => registry.send_local(&to, &body),
-            Op::Close => {
-                let reason = meta.reason.as_deref().and_then(kick_reason);
-                let message = meta.msg.then_some(body);
-                match reason {
-                    None => return self.malformed("", "close without a known reason"),
-                    Some(_) if message.as_ref().is_some_and(|m| !registry.fits_framing(m)) => {
-                        Err(RouteError::TooLarge)
-                    }
-                    Some(reason) => registry.close_local(&to, reason, message),
-                }
-            }
-            Op::Get => {
-                return self.answer_get(&meta.o, q, to);
+            Kind::Answer => {
+                shared.answered(Answer {
+                    meta,
+                    body,
+                    absent: false,
+                });
+                Ok(())
             }
         };
-        let status = match result {
-            Ok(()) => Status::Ok,
-            Err(RouteError::Closing) => Status::Closing,
-            Err(RouteError::TooLarge) => Status::Refused,
-            Err(_) => Status::NotFound,
-        };
-        self.reply(&meta.o, Meta::answer(q, status), Bytes::new());
-    }
-
-    /// Looks a connection up; its snapshot comes from its own mailbox, so
-    /// the answer is sent from a task.
-    fn answer_get(&self, origin: &str, q: u64, to: Address) {
-        let shared = self.shared.clone();
-        let origin = origin.to_owned();
-        let Address::Conn(id) = to else {
-            return self.reply(&origin, Meta::answer(q, Status::NotFound), Bytes::new());
-        };
-        tokio::spawn(async move {
-            let (meta, body) = match shared.registry.get_view(&id).await {
-                Ok(view) => (
-                    Meta::answer(q, Status::Ok),
-                    Bytes::from(serde_json::to_vec(&view).unwrap_or_default()),
-                ),
-                Err(_) => (Meta::answer(q, Status::NotFound), Bytes::new()),
-            };
-            let _ = shared.send(
-                shared.subjects.node(&origin),
-                meta,
-                body,
-                Route::Control,
-                false,
-            );
-        });
-    }
-
-    /// Another node's login claim: the newer claim keeps the user.
-    fn login_claim(&mut self, meta: Meta) {
-        let shared = self.shared.clone();
-        let (Some(user), Some(claim)) = (meta.user.as_deref(), meta.claim.clone()) else {
-            return self.malformed("", "login without user or claim");
-        };
-        if command::user(user.as_bytes()).is_err() {
-            return self.malformed("", "login with a bad user");
-        }
-        shared.observe(&claim);
-        let user: Name = Name::from(user);
-        let held = lock(&shared.claims).get(&user).cloned();
-        let holder = held.filter(|(_, conn)| {
-            shared
-                .registry
-                .find(&Target::User(user.clone()))
-                .is_ok_and(|h| h.id() == *conn)
-        });
-        let status = match holder {
-            None => Status::Ok,
-            Some((mine, conn)) if mine < claim => {
-                let me = Address::Conn(shared.registry.conn_name(conn));
-                let _ = shared
-                    .registry
-                    .close_local(&me, CloseReason::Replaced, None);
-                lock(&shared.claims).retain(|_, (_, holder)| *holder != conn);
-                Status::Ok
-            }
-            Some((mine, _)) => {
-                if meta.q.is_none() {
-                    // An older claim without a request: a reminder, or an
-                    // assertion from a node of an earlier version (which
-                    // asserted without requests). Remind its node who
-                    // holds the user.
-                    self.assert_claim(&user, mine);
-                }
-                Status::Holds
-            }
-        };
-        if let Some(q) = meta.q {
-            self.reply(&meta.o, Meta::answer(q, status), Bytes::new());
+        if let Err(why) = handled {
+            self.malformed(subject, why);
         }
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use conn_actor::{ConnHandle, ConnId, Hub, Name, Settled};
 use gateway_metrics::cluster::Route;
 
-use crate::settle::{kick_if_still_held, lost};
+use crate::login;
 use crate::shared::{Cmd, Shared, lock};
 use crate::wire::{Kind, Meta};
 
@@ -60,20 +60,11 @@ impl Hub for ClusterHub {
             if nodes.is_empty() {
                 return;
             }
-            let mut request = shared.open_request();
-            let meta = Meta {
-                q: Some(request.id),
-                user: Some(user.to_string()),
-                claim: Some(claim.clone()),
-                ..Meta::new(Kind::Login)
-            };
-            for node in &nodes {
-                let _ = shared.ask(node, meta.clone(), Bytes::new(), Route::Login);
-            }
+            let mut request = login::ask(&shared, &nodes, &user, &claim);
             let got = request.collect(nodes, |_| false, true).await;
-            if lost(&got) {
+            if login::lost(&got) {
                 // A newer claim holds the user elsewhere: this login lost.
-                kick_if_still_held(&shared, &user, &claim, conn);
+                login::kick_if_still_held(&shared, &user, &claim, conn);
             }
         }))
     }

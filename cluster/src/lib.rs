@@ -20,13 +20,22 @@
 //! login protocol.
 
 mod engine;
+mod heartbeat;
 mod hub;
+mod inbox;
+mod info;
+mod login;
 mod members;
+mod outbox;
 mod router;
+mod routing;
 mod sequence;
 pub mod settings;
 mod settle;
 mod shared;
+mod start;
+mod throttle;
+mod topics;
 mod wire;
 
 use std::sync::Arc;
@@ -36,51 +45,17 @@ use conn_actor::Hub;
 use gateway_metrics::MetricsRegistry;
 use gateway_metrics::cluster::ClusterMetrics;
 use gateway_registry::{Registry, Router};
-use serde::Serialize;
 
+pub use info::{ClusterInfo, NatsInfo, NodeInfo};
 pub use settings::Settings;
+pub use start::StartError;
 
 use crate::shared::Shared;
-
-/// A node's view of the cluster (`GET /api/v1/cluster`).
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterInfo {
-    pub node: String,
-    pub nats: Option<NatsInfo>,
-    pub nodes: Vec<NodeInfo>,
-}
-
-/// The NATS connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct NatsInfo {
-    pub connected: bool,
-    /// The server connected to, `nats://host:port`.
-    pub server: Option<String>,
-}
-
-/// One live node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeInfo {
-    pub id: String,
-    pub connections: u64,
-    pub last_seen_seconds: f64,
-}
 
 /// This node's part of the cluster.
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
-}
-
-/// A start that cannot go on.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Another live node holds this node's id.
-    #[error("node id `{0}` is already held by a live node of this cluster")]
-    DuplicateNodeId(String),
-    /// The NATS thread could not start.
-    #[error("cannot start the cluster: {0}")]
-    Internal(String),
 }
 
 impl Cluster {
@@ -97,7 +72,7 @@ impl Cluster {
             .map_err(|err| StartError::Internal(err.to_string()))?;
         let (shared, cmds, outbox) = Shared::new(settings, run, registry, metrics);
         let shared = Arc::new(shared);
-        engine::spawn(shared.clone(), cmds, outbox)?;
+        start::spawn(shared.clone(), cmds, outbox)?;
         Ok(Self { shared })
     }
 

@@ -16,13 +16,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use conn_actor::{CloseReason, ConnId, Name};
-use gateway_metrics::cluster::Route;
-use gateway_registry::Address;
+use conn_actor::{ConnId, Name};
 
+use crate::login;
 use crate::shared::{Collected, Shared, lock};
-use crate::wire::{Claim, Kind, Meta, Status};
+use crate::wire::Claim;
 
 /// The first pause before users are asked again; it doubles up to
 /// [`MAX_PAUSE`].
@@ -58,16 +56,7 @@ pub async fn settle(shared: Arc<Shared>, only: Option<String>) {
         // of users.
         let mut asked = Vec::with_capacity(claims.len());
         for (user, claim, conn) in claims {
-            let mut request = shared.open_request();
-            let meta = Meta {
-                q: Some(request.id),
-                user: Some(user.to_string()),
-                claim: Some(claim.clone()),
-                ..Meta::new(Kind::Login)
-            };
-            for node in &nodes {
-                let _ = shared.ask(node, meta.clone(), Bytes::new(), Route::Login);
-            }
+            let mut request = login::ask(&shared, &nodes, &user, &claim);
             let targets = nodes.clone();
             let answers = async move { request.collect(targets, |_| false, false).await };
             asked.push((user, claim, conn, answers));
@@ -75,8 +64,8 @@ pub async fn settle(shared: Arc<Shared>, only: Option<String>) {
         let mut unsettled = HashSet::new();
         for (user, claim, conn, answers) in asked {
             let got: Collected = answers.await;
-            if lost(&got) {
-                kick_if_still_held(&shared, &user, &claim, conn);
+            if login::lost(&got) {
+                login::kick_if_still_held(&shared, &user, &claim, conn);
             } else if !got.missing.is_empty() || !got.absent.is_empty() {
                 // A node that NATS says is not there may be one whose
                 // subscription is not back yet after the reconnect: ask
@@ -95,30 +84,4 @@ pub async fn settle(shared: Arc<Shared>, only: Option<String>) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
-}
-
-/// Whether a node answered that it holds the user with a newer claim.
-pub fn lost(got: &Collected) -> bool {
-    got.answers
-        .iter()
-        .any(|answer| answer.meta.st == Some(Status::Holds))
-}
-
-/// This node's login of `user` by `conn` with `claim` lost to a newer one
-/// elsewhere: its connection gets `KICK replaced`, unless it has since been
-/// replaced here.
-pub fn kick_if_still_held(shared: &Shared, user: &Name, claim: &Claim, conn: ConnId) {
-    {
-        let mut claims = lock(&shared.claims);
-        match claims.get(user) {
-            Some((held, holder)) if held == claim && *holder == conn => {
-                claims.remove(user);
-            }
-            _ => return,
-        }
-    }
-    let me = Address::Conn(shared.registry.conn_name(conn));
-    let _ = shared
-        .registry
-        .close_local(&me, CloseReason::Replaced, None);
 }

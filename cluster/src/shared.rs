@@ -21,10 +21,10 @@ use gateway_metrics::cluster::{ClusterDrop, ClusterMetrics, Route};
 use gateway_registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::info::{ClusterInfo, NatsInfo, NodeInfo};
 use crate::members::Members;
 use crate::settings::Settings;
 use crate::wire::{Claim, HEADER_ALLOWANCE, Meta, Subjects};
-use crate::{ClusterInfo, NatsInfo, NodeInfo};
 
 /// A message waiting to be sent.
 pub struct Outgoing {
@@ -289,6 +289,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Queues an answer (or a count) to a request of `node`, on its own
+    /// subject. Not queued: counted where it was refused, and the asking
+    /// node stops waiting at its timeout.
+    pub fn reply(&self, node: &str, meta: Meta, body: Bytes) {
+        let _ = self.send(self.subjects.node(node), meta, body, Route::Control, false);
+    }
+
+    /// Queues a message without a body that every node hears (heartbeats,
+    /// goodbyes, login reminders): control traffic, refused at once while
+    /// NATS is away.
+    pub fn tell_all(&self, meta: Meta, route: Route) -> Result<(), NotSent> {
+        self.send(self.subjects.all(), meta, Bytes::new(), route, false)
+    }
+
     /// A queued message left the buffer.
     pub fn sent(&self, size: usize) {
         self.outbox_bytes.fetch_sub(size, Ordering::SeqCst);
@@ -453,31 +467,41 @@ impl Drop for Request {
     }
 }
 
+/// A connected node `me` of run `r1` under prefix `gw`, with no NATS
+/// behind it: what it queues is read from the outbox.
+#[cfg(test)]
+pub fn for_tests(
+    timeout_ms: u64,
+    pending_bytes: usize,
+) -> (Arc<Shared>, mpsc::UnboundedReceiver<Outgoing>) {
+    use conn_actor::{FrameCodec, Framing};
+    let (prometheus, metrics) = gateway_metrics::new_registry().expect("metrics");
+    let registry = Registry::new(metrics, FrameCodec::new(Framing::Lines, 64), None);
+    let cluster = ClusterMetrics::register(&prometheus).expect("cluster metrics");
+    let settings = Settings {
+        urls: vec!["nats://127.0.0.1:4222".into()],
+        node_id: "me".into(),
+        prefix: "gw".into(),
+        timeout: Duration::from_millis(timeout_ms),
+        pending_bytes,
+    };
+    let (shared, _cmds, outbox) = Shared::new(settings, "r1".into(), registry, cluster);
+    let shared = Arc::new(shared);
+    shared.set_connected(true);
+    (shared, outbox)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::members::STALE;
     use crate::wire::{Kind, Status};
-    use conn_actor::{FrameCodec, Framing};
 
     fn shared(
         timeout_ms: u64,
         pending_bytes: usize,
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Outgoing>) {
-        let (prometheus, metrics) = gateway_metrics::new_registry().expect("metrics");
-        let registry = Registry::new(metrics, FrameCodec::new(Framing::Lines, 64), None);
-        let cluster = ClusterMetrics::register(&prometheus).expect("cluster metrics");
-        let settings = Settings {
-            urls: vec!["nats://127.0.0.1:4222".into()],
-            node_id: "me".into(),
-            prefix: "gw".into(),
-            timeout: Duration::from_millis(timeout_ms),
-            pending_bytes,
-        };
-        let (shared, _cmds, outbox) = Shared::new(settings, "r1".into(), registry, cluster);
-        let shared = Arc::new(shared);
-        shared.set_connected(true);
-        (shared, outbox)
+        for_tests(timeout_ms, pending_bytes)
     }
 
     fn answer(node: &str, q: u64, absent: bool) -> Answer {
