@@ -33,9 +33,9 @@ use crate::routing::{self, Counts};
 use crate::sequence::Tracker;
 use crate::settle::settle;
 use crate::shared::{Answer, Cmd, Shared, lock};
-use crate::throttle::Throttle;
 use crate::topics::{self, Topics};
 use crate::wire::{Kind, Meta, Status};
+use conn_actor::Throttle;
 
 pub struct Engine {
     shared: Arc<Shared>,

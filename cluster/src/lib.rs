@@ -34,7 +34,6 @@ pub mod settings;
 mod settle;
 mod shared;
 mod start;
-mod throttle;
 mod topics;
 mod wire;
 

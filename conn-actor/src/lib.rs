@@ -21,6 +21,7 @@ pub mod messages;
 mod names;
 mod refusals;
 mod state;
+mod throttle;
 pub mod transport;
 
 pub use admission::{Admission, Refusal, Slot};
@@ -32,5 +33,6 @@ pub use mailbox::{ConnHandle, fan_out};
 pub use messages::{CloseReason, ConnInfo};
 pub use names::{ConnId, Name, TopicList};
 pub use state::{ConnState, Counters};
+pub use throttle::Throttle;
 pub use transport::Transport;
 pub use transport::WsStream;
