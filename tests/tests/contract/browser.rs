@@ -24,7 +24,7 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether Chromium is there; when not, either skips (returns false) or
 /// fails under `GATEWAY_TEST_REQUIRE_CHROMIUM=1`.
-fn chromium_present() -> bool {
+pub fn chromium_present() -> bool {
     if browser::chromium().is_some() {
         return true;
     }
