@@ -99,6 +99,8 @@ export class GatewayClient extends Emitter {
     /** The URL of the current or last connection. */
     this.url = undefined;
     this._subs = new Map();
+    // The subscriptions being restored on this connection: publishes wait for them.
+    this._restoring = new Set();
     this._pending = new Pending();
     this._socket = null;
     this._retryTimer = null;
@@ -150,6 +152,7 @@ export class GatewayClient extends Emitter {
     if (!sub || (typeof subOrTopic !== "string" && sub !== subOrTopic)) return;
     sub.active = false;
     this._subs.delete(topic);
+    if (this._restoring.has(sub)) this._restored(sub);
     if (this._canSend()) this._command(`UNSUB ${topic}`, { verb: "UNSUB", topic });
   }
 
@@ -170,7 +173,7 @@ export class GatewayClient extends Emitter {
     }
     if (this.state === "closed") throw new GatewayError("closed", "publish: the client is closed");
     const frame = pubFrame(topic, data);
-    if (this._canSend()) {
+    if (this._canSend() && this._restoring.size === 0) {
       this._command(frame, { verb: "PUB", topic });
       return;
     }
@@ -199,6 +202,7 @@ export class GatewayClient extends Emitter {
     this.url = url;
     this._ended = {};
     this._pending.clear();
+    this._restoring.clear();
     this._setState("connecting", { url, attempt: this._attempt });
     if (gen !== this._gen) return;
     this._connectTimer = setTimeout(() => this._lost(gen, 1006), this._connectTimeout);
@@ -243,8 +247,18 @@ export class GatewayClient extends Emitter {
     this._setState("connected", { id, url: this.url });
     for (const sub of [...this._subs.values()]) {
       if (gen !== this._gen) return;
+      this._restoring.add(sub);
       this._subscribeNow(sub);
     }
+    this._restored(undefined);
+  }
+
+  // `sub` is settled on this connection (subscribed or refused): once all
+  // are, what was published while disconnected goes out, in order.
+  _restored(sub) {
+    if (sub) this._restoring.delete(sub);
+    if (this._restoring.size > 0 || !this._canSend()) return;
+    const gen = this._gen;
     for (const { frame, topic } of this._queue.drain()) {
       if (gen !== this._gen) return;
       this._command(frame, { verb: "PUB", topic });
@@ -434,6 +448,7 @@ export class GatewayClient extends Emitter {
         this._subscribeNow(sub, outcome.retry);
       } else {
         sub._emit("error", new GatewayError(code, `SUB ${sub.topic} refused: ${code}`));
+        this._restored(sub);
       }
       return;
     }
@@ -449,5 +464,6 @@ export class GatewayClient extends Emitter {
     const outcome = onSubscribed(sub._track, entry.mode, answer);
     sub._emit("subscribed", { position: sub.position, recovered: outcome.recovered });
     if (outcome.lost) sub._emit("lost", outcome.lost);
+    if (this._restoring.has(sub)) this._restored(sub);
   }
 }

@@ -212,7 +212,8 @@ clientTest("publish: queued while disconnected up to the bound, then refused; se
   assert.throws(() => s.client.publish("news", "three"), { code: "queue-full" });
   s.client.connect();
   const socket = await login(s);
-  assert.equal(socket.sent[1], "SUB news");
+  assert.deepEqual(socket.sent, ["HELLO alice", "SUB news"], "publishes wait for the subscriptions");
+  socket.frame("OK SUB news");
   assert.equal(socket.sent[2], "PUB news one");
   assert.deepEqual([...socket.sent[3]], [...new TextEncoder().encode("PUB news "), 1, 2]);
   // A PUB's ERR is told apart from the next SUB's answer by a barrier PING.
@@ -221,7 +222,6 @@ clientTest("publish: queued while disconnected up to the bound, then refused; se
   const refusals = [];
   sport.on("error", (error) => refusals.push(error.code));
   assert.deepEqual(socket.sent.slice(4), ["PUB news four", "PING", "SUB sport"]);
-  socket.frame("OK SUB news");
   socket.frame("ERR forbidden");
   socket.frame("PONG");
   socket.frame("OK SUB sport");
@@ -336,5 +336,24 @@ clientTest("ping resolves on its PONG and is refused when not connected", async 
   const pending = s.client.ping();
   socket.end(1006);
   await assert.rejects(pending, { code: "disconnected" });
+  s.client.close();
+});
+
+clientTest("publishes made while disconnected go out once every subscription is settled, fallbacks included", async () => {
+  const s = setUp();
+  s.client.subscribe("news", { recover: true });
+  s.client.subscribe("secret");
+  s.client.publish("news", "queued");
+  s.client.connect();
+  const socket = await login(s);
+  assert.deepEqual(socket.sent, ["HELLO alice", "SUB news LATEST", "SUB secret"]);
+  socket.frame("ERR bad-topic");
+  s.client.publish("news", "while restoring");
+  socket.frame("ERR forbidden");
+  assert.deepEqual(socket.sent.slice(3), ["SUB news"]);
+  socket.frame("OK SUB news");
+  assert.deepEqual(socket.sent.slice(4), ["PUB news queued", "PUB news while restoring"]);
+  s.client.publish("news", "live");
+  assert.deepEqual(socket.sent.slice(6), ["PUB news live"]);
   s.client.close();
 });
