@@ -23,7 +23,7 @@ export interface StateDetail {
   code?: number;
   /**
    * disconnected: why (`admin`, `shutdown`, `slow`, `idle`, `expired`, `cut`,
-   * `closed`, ...). closed: `client` after close(), else `replaced`,
+   * `timeout`, `closed`, ...). closed: `client` after close(), else `replaced`,
    * `unauthorized`, `bad-user` or `expired`.
    */
   reason?: string;
@@ -61,6 +61,10 @@ export interface ClientOptions {
   random?: () => number;
   /** The bound on opening a connection and logging in, ms (10000). */
   connectTimeout?: number;
+  /** After this long with nothing received, a `PING`, ms (25000); 0 for no heartbeat. */
+  heartbeat?: number;
+  /** When nothing at all answers the heartbeat's `PING` within this long, the connection is replaced, ms (10000). */
+  heartbeatTimeout?: number;
   /** Publishes queued while disconnected, at most (1000). */
   maxQueued?: number;
   /** Bytes of publishes queued while disconnected, at most (1 MiB). */

@@ -1,8 +1,12 @@
-//! A TCP proxy on 127.0.0.1 that a test can cut: [`CutProxy::cut`] closes
-//! every connection it carries at once, both ways, as a dropped NAT entry
-//! or a load balancer's restart would: the client reads EOF with no
-//! WebSocket Close frame before it (status 1006), while the gateway stays
-//! up. New connections are carried as before.
+//! A TCP proxy on 127.0.0.1 that a test can break, for the faults a client
+//! meets on a real network while the gateway stays up:
+//! [`CutProxy::cut`] closes every connection it carries at once, both ways,
+//! as a dropped NAT entry or a load balancer's restart would: the client
+//! reads EOF with no WebSocket Close frame before it (status 1006).
+//! [`CutProxy::freeze`] stops carrying bytes on every connection so far
+//! but keeps its sockets open, as a network that drops packets or a laptop
+//! asleep does: neither end hears of it. New connections are carried as
+//! before either.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -10,11 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// One connection carried: its two sockets and whether it is frozen.
+struct Carried {
+    sockets: Vec<TcpStream>,
+    frozen: Arc<AtomicBool>,
+}
+
 /// A proxy from a loopback port to `target`; stops on drop.
 pub struct CutProxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    open: Arc<Mutex<Vec<Carried>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -35,13 +45,17 @@ impl CutProxy {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
-                for stream in [&client, &server] {
-                    if let Ok(clone) = stream.try_clone() {
-                        carried.lock().expect("proxy list").push(clone);
-                    }
-                }
-                pipe(&client, &server);
-                pipe(&server, &client);
+                let frozen = Arc::new(AtomicBool::new(false));
+                let sockets = [&client, &server]
+                    .iter()
+                    .filter_map(|s| s.try_clone().ok())
+                    .collect();
+                carried.lock().expect("proxy list").push(Carried {
+                    sockets,
+                    frozen: Arc::clone(&frozen),
+                });
+                pipe(&client, &server, Arc::clone(&frozen));
+                pipe(&server, &client, frozen);
             }
         });
         CutProxy {
@@ -59,14 +73,25 @@ impl CutProxy {
 
     /// Closes every connection carried so far, both ways.
     pub fn cut(&self) {
-        for stream in self.open.lock().expect("proxy list").drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
+        for carried in self.open.lock().expect("proxy list").drain(..) {
+            for socket in carried.sockets {
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Stops carrying bytes on every connection so far, leaving them open:
+    /// what either end sends is read and dropped.
+    pub fn freeze(&self) {
+        for carried in self.open.lock().expect("proxy list").iter() {
+            carried.frozen.store(true, Ordering::SeqCst);
         }
     }
 }
 
-/// Copies `from` to `to` on a thread until either end closes.
-fn pipe(from: &TcpStream, to: &TcpStream) {
+/// Copies `from` to `to` on a thread until either end closes; drops what
+/// it reads once `frozen`.
+fn pipe(from: &TcpStream, to: &TcpStream, frozen: Arc<AtomicBool>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -75,6 +100,7 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
+                Ok(_) if frozen.load(Ordering::SeqCst) => {}
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
@@ -82,7 +108,9 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
                 }
             }
         }
-        let _ = to.shutdown(Shutdown::Write);
+        if !frozen.load(Ordering::SeqCst) {
+            let _ = to.shutdown(Shutdown::Write);
+        }
     });
 }
 

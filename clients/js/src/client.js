@@ -89,6 +89,8 @@ export class GatewayClient extends Emitter {
     }
     this._random = options.random ?? Math.random;
     this._connectTimeout = options.connectTimeout ?? 10000;
+    this._heartbeat = options.heartbeat ?? 25000;
+    this._heartbeatTimeout = options.heartbeatTimeout ?? 10000;
     this._queue = new BoundedQueue(options.maxQueued ?? 1000, options.maxQueuedBytes ?? 1024 * 1024);
     this._online = options.onlineEvents ?? (typeof globalThis.addEventListener === "function" ? globalThis : undefined);
     this._onOnline = () => this._reconnectNow();
@@ -105,6 +107,10 @@ export class GatewayClient extends Emitter {
     this._socket = null;
     this._retryTimer = null;
     this._connectTimer = null;
+    this._beatTimer = null;
+    // Frames received, and when the last one came: the heartbeat's clock.
+    this._received = 0;
+    this._lastReceived = 0;
     this._attempt = 0;
     this._urlIndex = 0;
     this._gen = 0;
@@ -243,6 +249,7 @@ export class GatewayClient extends Emitter {
     this._connectTimer = null;
     this.connectionId = id;
     this._attempt = 0;
+    this._startHeartbeat();
     const gen = this._gen;
     this._setState("connected", { id, url: this.url });
     for (const sub of [...this._subs.values()]) {
@@ -328,7 +335,36 @@ export class GatewayClient extends Emitter {
   _clearTimers() {
     clearTimeout(this._retryTimer);
     clearTimeout(this._connectTimer);
-    this._retryTimer = this._connectTimer = null;
+    clearTimeout(this._beatTimer);
+    this._retryTimer = this._connectTimer = this._beatTimer = null;
+  }
+
+  // The heartbeat: after `heartbeat` ms with nothing received, a PING; when
+  // nothing at all comes back within `heartbeatTimeout` ms, the connection
+  // is taken for dead (a network that dropped it without a word, a laptop
+  // that slept) and replaced.
+  _startHeartbeat() {
+    if (!(this._heartbeat > 0)) return;
+    const gen = this._gen;
+    // The PING in flight: when it went, and the frames received before it.
+    let ping;
+    const beat = () => {
+      if (gen !== this._gen) return;
+      const now = Date.now();
+      if (ping && this._received !== ping.received) ping = undefined;
+      if (ping && now - ping.at >= this._heartbeatTimeout) {
+        this._ended.timeout = true;
+        this._lost(gen, 1006);
+        return;
+      }
+      if (!ping && now - this._lastReceived >= this._heartbeat && this._canSend()) {
+        ping = { at: now, received: this._received };
+        this._command("PING", { verb: "PING" });
+      }
+      const due = ping ? ping.at + this._heartbeatTimeout : this._lastReceived + this._heartbeat;
+      this._beatTimer = setTimeout(beat, Math.max(due - now, 1));
+    };
+    this._beatTimer = setTimeout(beat, this._heartbeat);
   }
 
   _failPending(code) {
@@ -355,7 +391,7 @@ export class GatewayClient extends Emitter {
   }
 
   _command(frame, entry) {
-    if (this._pending.needsBarrier(entry.verb !== "PUB")) {
+    if (this._pending.needsBarrier(entry.verb)) {
       this._socket.send("PING");
       this._pending.push({ verb: "PING" });
     }
@@ -376,6 +412,8 @@ export class GatewayClient extends Emitter {
   // ---- receiving
 
   _receive(data) {
+    this._received++;
+    this._lastReceived = Date.now();
     if (typeof data !== "string") {
       if (!(data instanceof ArrayBuffer)) return;
       data = new Uint8Array(data);

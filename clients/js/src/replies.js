@@ -25,12 +25,14 @@ export class Pending {
   }
 
   /**
-   * Whether a barrier `PING` must be sent before the next command:
-   * before an always-answered command (`answered` true) that would follow
-   * an unanswered `PUB`, or before the `PUB` that would pass `MAX_PUB_RUN`.
+   * Whether a barrier `PING` must be sent before a command with `verb`:
+   * before a `HELLO`, `SUB` or `UNSUB` that would follow an unanswered
+   * `PUB`, or before the `PUB` that would pass `MAX_PUB_RUN`. A `PING` is
+   * a barrier itself: it is never refused.
    */
-  needsBarrier(answered) {
-    return answered ? this.pubRun > 0 : this.pubRun >= MAX_PUB_RUN;
+  needsBarrier(verb) {
+    if (verb === "PING") return false;
+    return verb === "PUB" ? this.pubRun >= MAX_PUB_RUN : this.pubRun > 0;
   }
 
   /**

@@ -357,3 +357,29 @@ clientTest("publishes made while disconnected go out once every subscription is 
   assert.deepEqual(socket.sent.slice(6), ["PUB news live"]);
   s.client.close();
 });
+
+clientTest("heartbeat: a PING after a quiet spell; a connection silent past the timeout is replaced", async (clock) => {
+  const s = setUp({ heartbeat: 1000, heartbeatTimeout: 500 });
+  s.client.connect();
+  const socket = await login(s);
+  clock.tick(600);
+  socket.frame("PUSH something");
+  clock.tick(999);
+  assert.deepEqual(socket.sent, ["HELLO alice"], "nothing while frames come");
+  clock.tick(1);
+  assert.deepEqual(socket.sent, ["HELLO alice", "PING"]);
+  clock.tick(400);
+  socket.frame("PONG");
+  clock.tick(999);
+  assert.equal(s.client.state, "connected");
+  assert.deepEqual(socket.sent.slice(2), [], "the PONG counts as traffic");
+  clock.tick(1);
+  assert.deepEqual(socket.sent.slice(2), ["PING"]);
+  clock.tick(499);
+  assert.equal(s.client.state, "connected");
+  clock.tick(1);
+  assert.equal(s.client.state, "disconnected");
+  assert.equal(socket.closedWith, 1000);
+  assert.equal(s.events.filter((e) => e[1] === "disconnected")[0][2].reason, "timeout");
+  s.client.close();
+});

@@ -51,6 +51,7 @@ test("after a close: reconnect or stop", () => {
     [{ err: "server-full", code: 1000 }, true, "server-full"],
     [{ code: 1006 }, true, "cut"],
     [{ code: 1000 }, true, "closed"],
+    [{ timeout: true, code: 1006 }, true, "timeout"],
   ];
   for (const [ended, reconnect, reason] of cases) {
     assert.deepEqual(afterClose(ended), { reconnect, reason }, JSON.stringify(ended));
@@ -130,12 +131,14 @@ test("answers: matched in order, PUBs settled by the next answer", () => {
 
 test("answers: a barrier PING comes between a PUB and an answered command", () => {
   const p = new Pending();
-  assert.ok(!p.needsBarrier(true));
+  assert.ok(!p.needsBarrier("SUB"));
   p.push({ verb: "PUB", topic: "a" });
-  assert.ok(!p.needsBarrier(false), "PUB after PUB");
-  assert.ok(p.needsBarrier(true), "SUB after PUB");
+  assert.ok(!p.needsBarrier("PUB"), "PUB after PUB");
+  assert.ok(p.needsBarrier("SUB"), "SUB after PUB");
+  assert.ok(p.needsBarrier("UNSUB"), "UNSUB after PUB");
+  assert.ok(!p.needsBarrier("PING"), "a PING is a barrier itself");
   p.push({ verb: "PING" });
-  assert.ok(!p.needsBarrier(true));
+  assert.ok(!p.needsBarrier("SUB"));
   p.push({ verb: "SUB", topic: "b" });
   // The PUB's ERR, then the barrier's PONG, then the SUB's answer.
   assert.deepEqual(p.answer({ type: "err", code: "forbidden" }).entry, { verb: "PUB", topic: "a" });
@@ -158,7 +161,7 @@ test("answers: a long run of PUBs is closed by a barrier, so the list stays boun
   const p = new Pending();
   let sent = 0;
   for (let i = 0; i < 1000; i++) {
-    if (p.needsBarrier(false)) {
+    if (p.needsBarrier("PUB")) {
       p.push({ verb: "PING" });
       // The PONG comes back.
       p.answer({ type: "pong", payload: "" });

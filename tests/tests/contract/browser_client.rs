@@ -3,8 +3,9 @@
 //! Chromium loads `clients/js/test/page.html`, which starts named clients
 //! and records every event they report with its time; the test drives the
 //! faults (an admin close, the gateway killed and restarted on its port, a
-//! connection cut by a proxy with no Close frame, a newer login, an expired
-//! token, the gateway down for a while, a node of a URL list gone) and
+//! connection cut by a proxy with no Close frame, one the proxy silently
+//! stops carrying, a newer login, an expired token, the gateway down for a
+//! while, a node of a URL list gone) and
 //! reads the records back over the DevTools protocol.
 //!
 //! What needs history (contract section 13: recovery of what was missed)
@@ -140,6 +141,16 @@ fn messages(log: &[Value], topic: &str) -> Vec<String> {
         .filter(|e| e["topic"] == topic)
         .filter_map(|e| e["payload"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Whether a subscription was acknowledged on the `nth` connection (from 1).
+fn subscribed_after(log: &[Value], nth: usize) -> bool {
+    let connected = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "state" && e["state"] == "connected")
+        .nth(nth - 1);
+    connected.is_some_and(|(at, _)| log[at..].iter().any(|e| e["event"] == "subscribed"))
 }
 
 fn time(event: &Value) -> f64 {
@@ -337,6 +348,42 @@ fn the_client_reconnects_after_its_connection_is_cut_without_a_close_frame() {
 }
 
 #[test]
+fn the_heartbeat_replaces_a_connection_the_network_silently_dropped() {
+    if !chromium_present() {
+        return;
+    }
+    let mut page = Page::open();
+    let gw = page.gateway(&[]);
+    let proxy = CutProxy::start(gw.ws_addr());
+    page.start(
+        "a",
+        &[ws_url(proxy.addr())],
+        json!({"user": "zed", "minDelay": 100, "maxDelay": 400,
+               "heartbeat": 300, "heartbeatTimeout": 300}),
+        &[("news", false)],
+    );
+    page.wait("a", "subscribed", |l| events(l, "subscribed").len() == 1);
+    // Both sockets stay open; nothing crosses any more.
+    proxy.freeze();
+    let frozen = page.now();
+    let log = page.wait("a", "subscribed again", |l| {
+        events(l, "subscribed").len() == 2
+    });
+    let down = in_state(&log, "disconnected");
+    assert_eq!(down.len(), 1, "{log:#?}");
+    assert_eq!(down[0]["reason"], "timeout", "{log:#?}");
+    // Silent for 300 ms, then 300 ms for an answer to its PING.
+    let noticed = time(down[0]) - frozen;
+    assert!(
+        (100.0..=600.0 + LATE).contains(&noticed),
+        "the dead connection was given up {noticed} ms after the network froze: {log:#?}"
+    );
+    publish(&gw, "news", "after");
+    let log = page.wait("a", "the message", |l| !messages(l, "news").is_empty());
+    assert_eq!(messages(&log, "news"), ["after"], "{log:#?}");
+}
+
+#[test]
 fn kick_replaced_ends_the_client_without_a_reconnect() {
     if !chromium_present() {
         return;
@@ -421,8 +468,10 @@ fn an_expired_token_is_renewed_through_get_token_and_a_refused_one_is_not_retrie
         json!({"user": "bad", "token": token("bad", 600, "another secret"), "minDelay": 50, "maxDelay": 100}),
         &[],
     );
+    // The first connection may answer its SUB before its kick: wait for
+    // the SUB of the second.
     page.wait("renewed", "subscribed with the fresh token", |l| {
-        events(l, "subscribed").len() == 1
+        subscribed_after(l, 2)
     });
     publish(&gw, "news", "for a fresh token");
     let log = page.wait("renewed", "the message", |l| {
