@@ -68,8 +68,8 @@ export class GatewayClient extends Emitter {
   constructor(urls, options = {}) {
     super();
     this.urls = Array.isArray(urls) ? [...urls] : [urls];
-    if (this.urls.length === 0 || !this.urls.every((u) => typeof u === "string")) {
-      throw new TypeError("GatewayClient: a WebSocket URL or a non-empty list of them");
+    if (this.urls.length === 0 || !this.urls.every((u) => typeof u === "string" && /^wss?:\/\/./i.test(u))) {
+      throw new TypeError("GatewayClient: a ws:// or wss:// URL, or a non-empty list of them");
     }
     if (!isUser(options.user)) throw new TypeError(`GatewayClient: not a valid user name: ${options.user}`);
     if (options.token !== undefined && options.getToken !== undefined) {
@@ -211,7 +211,10 @@ export class GatewayClient extends Emitter {
     this._restoring.clear();
     this._setState("connecting", { url, attempt: this._attempt });
     if (gen !== this._gen) return;
-    this._connectTimer = setTimeout(() => this._lost(gen, 1006), this._connectTimeout);
+    this._connectTimer = setTimeout(() => {
+      this._ended.timeout = true;
+      this._lost(gen, 1006);
+    }, this._connectTimeout);
     let token = this._token;
     if (this._getToken) {
       try {
@@ -219,6 +222,7 @@ export class GatewayClient extends Emitter {
       } catch (error) {
         if (gen !== this._gen) return;
         this._emit("error", new GatewayError("token", `getToken failed: ${error?.message ?? error}`, { cause: error }));
+        this._ended.err = "token";
         this._lost(gen, 1006);
         return;
       }

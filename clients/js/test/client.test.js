@@ -321,7 +321,35 @@ clientTest("a connection that never logs in is given up after connectTimeout", a
   clock.tick(1000);
   assert.equal(s.client.state, "disconnected");
   assert.equal(s.last().closedWith, 1000);
+  assert.equal(s.events.filter((e) => e[1] === "disconnected")[0][2].reason, "timeout");
   s.client.close();
+});
+
+clientTest("a getToken that fails is reported, and tried again after a wait", async (clock) => {
+  let calls = 0;
+  const s = setUp({
+    getToken: async () => {
+      calls++;
+      if (calls === 1) throw new Error("no session");
+      return "t";
+    },
+  });
+  s.client.connect();
+  await s.settle();
+  assert.equal(FakeSocket.all.length, 0);
+  assert.deepEqual(s.events.filter((e) => e[0] === "error"), [["error", "token"]]);
+  assert.equal(s.events.filter((e) => e[1] === "disconnected")[0][2].reason, "token");
+  clock.tick(750);
+  await s.settle();
+  s.last().open();
+  assert.equal(s.last().sent[0], "HELLO alice t");
+  s.client.close();
+});
+
+clientTest("URLs are checked at once", async () => {
+  assert.throws(() => new GatewayClient("http://gw/ws", { user: "a", WebSocket: FakeSocket }), TypeError);
+  assert.throws(() => new GatewayClient([], { user: "a", WebSocket: FakeSocket }), TypeError);
+  assert.throws(() => new GatewayClient("ws://gw/ws", { user: "a b", WebSocket: FakeSocket }), TypeError);
 });
 
 clientTest("ping resolves on its PONG and is refused when not connected", async (clock) => {
