@@ -308,3 +308,90 @@ fn devtools_get(addr: SocketAddr, path: &str) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// The repository's root: [`PageServer::start_tree`] serves parts of it.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The folders of the repository a page may load from: the client library
+/// (`clients/js/`, its test page included) and the example page.
+pub const PAGE_FOLDERS: [&str; 2] = ["clients/js/", "examples/browser/"];
+
+impl PageServer {
+    /// Serves the files of `root` under the given folders (each ending in
+    /// `/`; a path naming a folder is its `index.html`), each with its
+    /// content type, so that a page can load ES modules from beside it.
+    /// Anything else, and any path with `..`, is 404.
+    pub fn start_tree(root: PathBuf, folders: &[&str]) -> PageServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+        let addr = listener.local_addr().expect("page server address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let folders: Vec<String> = folders.iter().map(|f| (*f).to_owned()).collect();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    serve_tree_one(stream, &root, &folders);
+                }
+            }
+        });
+        PageServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The content type for a file name, by its extension.
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("json") => "application/json",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+fn serve_tree_one(mut stream: TcpStream, root: &Path, folders: &[String]) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let target = head.split(' ').nth(1).unwrap_or("/");
+    let path = target
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    let name = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
+    let allowed = !name.contains("..") && folders.iter().any(|f| name.starts_with(f.as_str()));
+    let file = allowed
+        .then(|| std::fs::read(root.join(&name)).ok())
+        .flatten();
+    let (status, kind, body) = match file {
+        Some(body) => ("200 OK", content_type(&name), body),
+        None => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes());
+    let _ = stream.write_all(&body);
+}

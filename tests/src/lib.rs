@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nats;
 pub mod poll;
 pub mod prometheus;
+pub mod proxy;
 pub mod scratch;
 pub mod tls;
 pub mod writer;

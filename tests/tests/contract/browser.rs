@@ -1,9 +1,11 @@
 //! The example page (`examples/browser/index.html`) in a real browser
 //! (contract section 12): headless Chromium loads it from a page server on
-//! 127.0.0.1, the page logs in and subscribes over WebSocket, the test
-//! publishes, pushes and kicks through the admin API and reads the page's
-//! DOM over the DevTools protocol. A screenshot of each run is kept under
-//! `target/browser/`.
+//! 127.0.0.1, the page logs in and subscribes over WebSocket through the
+//! browser client (`clients/js/`), the test publishes, pushes and kicks
+//! through the admin API and reads the page's DOM over the DevTools
+//! protocol: what arrived, the connection's state, the countdown to the
+//! next reconnect and the `lost` notices. A screenshot of each run is kept
+//! under `target/browser/`.
 //!
 //! They need Chromium on `PATH` (Debian: `apt-get install chromium`).
 //! Without it the tests say so on stderr and pass, unless
@@ -24,7 +26,7 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether Chromium is there; when not, either skips (returns false) or
 /// fails under `GATEWAY_TEST_REQUIRE_CHROMIUM=1`.
-fn chromium_present() -> bool {
+pub fn chromium_present() -> bool {
     if browser::chromium().is_some() {
         return true;
     }
@@ -62,8 +64,14 @@ fn page_log(browser: &mut Browser) -> Vec<String> {
     }
 }
 
+/// Serves the repository's page folders; the example is at
+/// `/examples/browser/`, beside the client it loads from `/clients/js/`.
+fn example_server() -> PageServer {
+    PageServer::start_tree(browser::repo_dir(), &browser::PAGE_FOLDERS)
+}
+
 #[test]
-fn the_example_page_shows_a_connection_that_fails() {
+fn the_example_page_shows_a_connection_that_fails_and_counts_down_to_the_next_attempt() {
     if !chromium_present() {
         return;
     }
@@ -72,36 +80,42 @@ fn the_example_page_shows_a_connection_that_fails() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let server = PageServer::start(browser::example_dir());
+    let server = example_server();
     let url = format!(
-        "{}/?url=ws://127.0.0.1:{port}/ws&user=carol&topics=news&connect=1",
+        "{}/examples/browser/?url=ws://127.0.0.1:{port}/ws&user=carol&topics=news&connect=1",
         server.origin()
     );
     let mut browser = Browser::open(&url);
-    let state = eventually(PAGE_TIMEOUT, || {
+    let countdown = eventually(PAGE_TIMEOUT, || {
         let state = browser.eval("document.getElementById('status').dataset.state");
-        (state == "closed").then_some(state)
+        let countdown = browser.eval("document.getElementById('countdown').textContent");
+        (state == "disconnected" && countdown.as_str()?.starts_with("reconnecting in "))
+            .then_some(countdown)
     });
     let log = page_log(&mut browser);
     browser.screenshot(&screenshot_path("connection-refused"));
     assert!(
-        state.is_some(),
-        "the page never showed the failed connection; log: {log:?}"
+        countdown.is_some(),
+        "the page never counted down to a reconnect; log: {log:?}"
     );
     assert_eq!(
         browser.eval("document.getElementById('user').value"),
         "carol"
     );
-    assert!(log.iter().any(|l| l == "CLOSE status 1006"), "{log:?}");
-    assert!(!log.iter().any(|l| l.starts_with("sent")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("STATE disconnected (1006, cut): reconnecting in ")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("SUB")), "{log:?}");
 }
 
 #[test]
-fn the_example_page_logs_in_subscribes_and_shows_what_the_admin_api_sends() {
+fn the_example_page_logs_in_subscribes_shows_what_the_admin_api_sends_and_reconnects() {
     if !chromium_present() {
         return;
     }
-    let server = PageServer::start(browser::example_dir());
+    let server = example_server();
     let origin = server.origin();
     let gw = Gateway::start(&[
         "--ws-listen",
@@ -109,9 +123,9 @@ fn the_example_page_logs_in_subscribes_and_shows_what_the_admin_api_sends() {
         "--ws-allowed-origins",
         &origin,
     ]);
+    let ws = format!("ws://{}/ws", gw.ws_addr());
     let url = format!(
-        "{origin}/?url=ws://{}/ws&user=browser-user&topics=news,alerts&connect=1",
-        gw.ws_addr()
+        "{origin}/examples/browser/?url={ws}&user=browser-user&topics=news,alerts&recover=1&connect=1"
     );
     let mut browser = Browser::open(&url);
 
@@ -150,33 +164,61 @@ fn the_example_page_logs_in_subscribes_and_shows_what_the_admin_api_sends() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
 
-    let closed = eventually(PAGE_TIMEOUT, || {
-        let state = browser.eval("document.getElementById('status').dataset.state");
-        (state == "closed").then_some(())
+    // It reconnects on its own, subscribes again and says what it may have missed.
+    let again = eventually(PAGE_TIMEOUT, || {
+        let log = page_log(&mut browser);
+        (log.iter().filter(|l| l.starts_with("LOST ")).count() == 2).then_some(())
     });
     let log = page_log(&mut browser);
     browser.screenshot(&screenshot_path("example-page"));
     assert!(
-        closed.is_some(),
-        "the page never saw the close; its log: {log:?}"
+        again.is_some(),
+        "the page never reconnected and resubscribed; its log: {log:?}"
     );
-    let received: Vec<&str> = log
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !l.starts_with("sent "))
-        .collect();
-    let id = conn["id"].as_str().expect("an id");
     assert_eq!(
-        received,
+        browser.eval("document.getElementById('status').dataset.state"),
+        "connected"
+    );
+    let kinds: Vec<&str> = log
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
         [
-            format!("OK HELLO {id}").as_str(),
-            "OK SUB news",
-            "OK SUB alerts",
-            "MSG news: hello from the admin API",
-            "PUSH a push for you",
-            "KICK admin see you",
-            "CLOSE status 4000",
+            "STATE",
+            "STATE",
+            "NOHISTORY",
+            "NOHISTORY",
+            "SUB",
+            "SUB",
+            "MSG",
+            "PUSH",
+            "KICK",
+            "STATE",
+            "STATE",
+            "STATE",
+            "SUB",
+            "LOST",
+            "SUB",
+            "LOST",
         ],
         "the page's log: {log:?}"
     );
+    let id = conn["id"].as_str().expect("an id");
+    assert_eq!(log[0], format!("STATE connecting to {ws}"));
+    assert_eq!(
+        log[1],
+        format!("STATE connected to {ws} as connection {id}")
+    );
+    assert_eq!(log[4], "SUB news");
+    assert_eq!(log[5], "SUB alerts");
+    assert_eq!(log[6], "MSG news: hello from the admin API");
+    assert_eq!(log[7], "PUSH a push for you");
+    assert_eq!(log[8], "KICK admin see you");
+    assert!(
+        log[9].starts_with("STATE disconnected (4000, admin): reconnecting in "),
+        "{log:?}"
+    );
+    assert!(log[13].starts_with("LOST news: "), "{log:?}");
 }

@@ -13,6 +13,7 @@ mod admin_api;
 mod admin_errors;
 mod admin_http;
 mod browser;
+mod browser_client;
 mod close;
 mod cluster;
 mod cluster_faults;
