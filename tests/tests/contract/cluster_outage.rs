@@ -124,6 +124,27 @@ fn logins_of_an_outage_settle_even_with_a_full_outbox() {
     }
 }
 
+/// Waits until every thread of `gw` is stopped (SIGSTOP takes effect on
+/// each thread as the kernel gets to it, not when `kill` returns).
+fn wait_stopped(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).expect("tasks");
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the name, which is in parentheses.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the node did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Issue 24, item 2: the holder of the target is frozen. A user send and a
 /// connection send answer 504 `cluster_timeout` within `--cluster-timeout`
 /// plus 0.5 s; once the node wakes, each message arrives once. A user no
@@ -145,6 +166,7 @@ fn a_frozen_holder_answers_504_and_the_message_arrives_once_it_wakes() {
     assert_error(&r, 404, "not_found");
 
     b.signal("STOP");
+    wait_stopped(&b);
     let started = Instant::now();
     let r = api(
         &a,
@@ -270,6 +292,7 @@ fn a_login_does_not_wait_on_a_killed_or_silent_node() {
     let mut on_c = c.connect();
     on_c.hello("thaw");
     c.signal("STOP");
+    wait_stopped(&c);
     assert_eventually!(
         get_ok(&a, "/api/v1/cluster")["nodes"]
             .as_array()
