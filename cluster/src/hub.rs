@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use conn_actor::{ConnHandle, ConnId, Hub, Name, Settled};
+use conn_actor::{ConnHandle, ConnId, Hub, Name, Published, Settled};
 use gateway_metrics::cluster::Route;
 
 use crate::login;
@@ -90,7 +90,10 @@ impl Hub for ClusterHub {
         self.maybe_unsubscribe(topic);
     }
 
-    fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) {
+    // History in a cluster (a JetStream stream) is not built yet: a node
+    // with `--nats-url` is refused `--history-size` at start, so every
+    // publish here is live and `subscribe_at` keeps the trait's refusal.
+    fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published {
         let shared = &self.shared;
         shared.registry.publish_frame(topic, &frame, Some(from));
         let meta = Meta::new(Kind::Publish);
@@ -102,6 +105,7 @@ impl Hub for ClusterHub {
             Route::Publish,
             true,
         );
+        Published::Live
     }
 
     fn closing(&self, conn: ConnId) {

@@ -112,6 +112,26 @@ pub fn parse(frame: &[u8]) -> Result<Command<'_>, CommandError> {
     }
 }
 
+/// `SUB <topic> <argument>` with history on (section 13): `None` when
+/// `frame` is not a `SUB` with a space after its topic, else the validated
+/// topic and everything after that space (a position or `LATEST`, checked
+/// by the caller).
+///
+/// ```
+/// use conn_actor::command::{positioned_sub, CommandError};
+///
+/// assert_eq!(positioned_sub(b"SUB orders e1:42"), Some(Ok(("orders", "e1:42"))));
+/// assert_eq!(positioned_sub(b"SUB orders LATEST"), Some(Ok(("orders", "LATEST"))));
+/// assert_eq!(positioned_sub(b"SUB orders"), None);
+/// assert_eq!(positioned_sub(b"SUB a$ LATEST"), Some(Err(CommandError::BadTopic)));
+/// ```
+pub fn positioned_sub(frame: &[u8]) -> Option<Result<(&str, &str), CommandError>> {
+    let rest = frame.strip_prefix(b"SUB ")?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let (name, argument) = (&rest[..space], &rest[space + 1..]);
+    Some(topic(name).map(|topic| (topic, std::str::from_utf8(argument).unwrap_or("\u{fffd}"))))
+}
+
 /// A `HELLO` where tokens are required: the user and the token, if any.
 pub type HelloToken<'a> = (&'a str, Option<&'a [u8]>);
 

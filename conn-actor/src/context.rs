@@ -31,6 +31,9 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Bound on one graceful close, flush and linger together.
     pub close_timeout: Duration,
+    /// Topic history is on: `SUB <topic> <position>` is a positioned
+    /// subscription rather than a bad topic (section 13).
+    pub history: bool,
 }
 
 /// Everything the connections of one worker thread need besides their

@@ -14,6 +14,57 @@ use bytes::Bytes;
 use crate::mailbox::ConnHandle;
 use crate::names::{ConnId, Name};
 
+/// Where a positioned `SUB` starts (section 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// `SUB <topic> LATEST`: at the newest position.
+    Latest,
+    /// `SUB <topic> <epoch>:<offset>`: after that position.
+    After(gateway_history::Position),
+}
+
+/// The answer to a positioned `SUB`.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The newest position, as clients write it.
+    pub newest: String,
+    /// What comes before the live messages.
+    pub replay: Replay,
+}
+
+/// What a positioned `SUB` replays before the live messages.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// Nothing: `LATEST`.
+    Latest,
+    /// Every message after the position, as `MSG <topic>@<offset>` bodies,
+    /// oldest first: `RECOVERED <n>`.
+    Recovered(Vec<Bytes>),
+    /// History could not replay them: `LOST`.
+    Lost,
+}
+
+/// Why a positioned `SUB` or a `PUB` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRefusal {
+    /// The topic has no history (`ERR no-history`).
+    NoHistory,
+    /// History cannot be reached (`ERR history-unavailable`).
+    Unavailable,
+}
+
+/// What a `PUB` did with history.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// The topic has no history: its subscribers got the plain frame.
+    Live,
+    /// Stored first; positioned subscribers got this `MSG <topic>@<offset>`
+    /// body, plain ones the plain frame.
+    Stored(Bytes),
+    /// History could not store it: delivered nowhere.
+    Refused(HistoryRefusal),
+}
+
 /// Completes once a `HELLO` or `SUB` has taken effect beyond this process
 /// (other gateway nodes told, and answered or timed out). The connection
 /// sends the answer, and acts on its next frame, only then.
@@ -35,8 +86,21 @@ pub trait Hub: Send + Sync + 'static {
     /// unframed) to the topic's subscribers other than `from`, which queues
     /// its own copy at once so that it comes before the answers to its
     /// later commands. `payload` is the message's payload alone, for hubs
-    /// that carry it to other nodes.
-    fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId);
+    /// that carry it to other nodes and for history, which stores it
+    /// first on a topic that has it.
+    fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published;
+    /// `SUB <topic> <position>` (with history on): subscribe `conn` so that
+    /// the topic's messages reach it with their offset, and say what comes
+    /// before the live ones. A hub without history refuses it.
+    fn subscribe_at(
+        &self,
+        topic: Name,
+        conn: ConnId,
+        from: Resume,
+    ) -> Result<Subscribed, HistoryRefusal> {
+        let _ = (topic, conn, from);
+        Err(HistoryRefusal::NoHistory)
+    }
     /// A close was asked for: route nothing more to `conn`.
     fn closing(&self, conn: ConnId);
     /// The socket is closed: forget `conn`.

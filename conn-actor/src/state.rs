@@ -57,6 +57,9 @@ pub struct ConnState {
     pub(crate) out: OutQueue,
     /// Topics this connection subscribed to.
     pub(crate) topics: TopicList,
+    /// Those of them subscribed with a position (section 13): their
+    /// messages carry their offset.
+    pub(crate) positioned: TopicList,
     /// The user bound by `HELLO`.
     pub(crate) user: Option<Arc<str>>,
     pub(crate) counters: Counters,
@@ -73,6 +76,10 @@ impl Recyclable for ConnState {
         if self.topics.capacity() > KEEP_TOPICS {
             self.topics = TopicList::new();
         }
+        self.positioned.clear();
+        if self.positioned.capacity() > KEEP_TOPICS {
+            self.positioned = TopicList::new();
+        }
         self.user = None;
         self.counters = Counters::default();
         true
@@ -83,6 +90,7 @@ impl Recyclable for ConnState {
             && self.out.is_empty()
             && self.out.written == 0
             && self.topics.is_empty()
+            && self.positioned.is_empty()
             && self.user.is_none()
             && self.counters == Counters::default()
     }
@@ -403,6 +411,7 @@ mod tests {
         state.out.push(&LINES, Bytes::from_static(b"MSG t x"));
         state.out.write_with(&LINES, take(&mut Vec::new(), 2)).ok();
         state.topics.push("t".into());
+        state.positioned.push("t".into());
         state.user = Some("alice".into());
         state.counters.frames_in = 3;
         assert!(!state.is_pristine());

@@ -213,6 +213,54 @@ pub struct Args {
         value_name = "N"
     )]
     nats_pending_bytes: u64,
+    /// Messages kept per topic for recovery; 0 turns history off.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_SIZE",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    history_size: u64,
+    /// A message older than this leaves history.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_TTL",
+        default_value_t = 300,
+        value_name = "SECS"
+    )]
+    history_ttl: u64,
+    /// Comma-separated topics with history; a name ending in * is a prefix.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_TOPICS",
+        default_value = "*",
+        value_name = "PATTERNS"
+    )]
+    history_topics: String,
+    /// What history may hold in all: payloads and per-message overhead.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_MAX_BYTES",
+        default_value_t = 67108864,
+        value_name = "N"
+    )]
+    history_max_bytes: u64,
+    /// The most messages one recovery replays.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_RECOVER_MAX",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    history_recover_max: u64,
+    /// Cluster: replicas of the JetStream stream that holds history.
+    #[arg(
+        long,
+        env = "GATEWAY_HISTORY_REPLICAS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    history_replicas: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -256,6 +304,8 @@ pub struct Config {
     pub node_id: String,
     /// Set with `--nats-url`: this gateway is a node of a cluster.
     pub cluster: Option<gateway_cluster::Settings>,
+    /// Set with `--history-size` above 0: topic history (section 13).
+    pub history: Option<gateway_history::Settings>,
 }
 
 /// The WebSocket listener (contract section 12).
@@ -347,6 +397,7 @@ impl Args {
                 }
             },
         };
+        let history = self.history(&mut problems);
         let client_tokens = match client_token_verifier(
             self.client_token_secret.as_deref(),
             self.client_token_public_key.as_deref(),
@@ -396,6 +447,7 @@ impl Args {
                 idle_timeout: (self.idle_timeout > 0)
                     .then(|| Duration::from_secs(self.idle_timeout)),
                 close_timeout: Duration::from_secs(close_timeout as u64),
+                history: history.is_some(),
             },
             max_connections,
             max_connections_per_ip: self.max_connections_per_ip.min(1 << 24) as usize,
@@ -410,6 +462,53 @@ impl Args {
             ws,
             node_id,
             cluster,
+            history,
+        })
+    }
+
+    /// The `--history-*` flags, when `--history-size` turns history on.
+    fn history(&self, problems: &mut Vec<String>) -> Option<gateway_history::Settings> {
+        let mut within = |flag: &str, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                problems.push(format!(
+                    "{flag} must be between {min} and {max}, not {value}"
+                ));
+            }
+            value.clamp(min, max)
+        };
+        let size = within("--history-size", self.history_size, 0, 1 << 24);
+        let ttl = within("--history-ttl", self.history_ttl, 1, 86_400 * 365);
+        let max_bytes = within("--history-max-bytes", self.history_max_bytes, 1024, 1 << 40);
+        let recover_max = within(
+            "--history-recover-max",
+            self.history_recover_max,
+            1,
+            1 << 20,
+        );
+        within("--history-replicas", self.history_replicas, 1, 5);
+        let topics = gateway_history::TopicPatterns::parse(&self.history_topics)
+            .map_err(|err| problems.push(format!("--history-topics: {err}")))
+            .ok()?;
+        if size == 0 {
+            return None;
+        }
+        if self.nats_url.is_some() {
+            problems.push(
+                "--history-size with --nats-url: history in a cluster (a JetStream stream) \
+                 is not built yet; run history on a single node"
+                    .into(),
+            );
+            return None;
+        }
+        Some(gateway_history::Settings {
+            limits: gateway_history::Limits {
+                size: size as usize,
+                ttl: Duration::from_secs(ttl),
+                max_bytes,
+                key_window: Duration::from_secs(120),
+            },
+            topics,
+            recover_max: recover_max as usize,
         })
     }
 }

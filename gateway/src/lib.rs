@@ -71,7 +71,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .cluster
             .as_ref()
             .map(|_| Arc::from(format!("{}.{run}-", config.node_id)));
-        let registry = Registry::new(metrics.clone(), codec, id_prefix);
+        let registry =
+            Registry::with_history(metrics.clone(), codec, id_prefix, config.history.clone());
         let cluster = match config.cluster.clone() {
             Some(settings) => Some(Cluster::start(
                 settings,

@@ -18,9 +18,22 @@
 
 mod memory;
 mod position;
+mod topics;
 
-pub use memory::{Limits, MemoryHistory};
+pub use memory::{KEY_OVERHEAD, Limits, MESSAGE_OVERHEAD, MemoryHistory};
 pub use position::{Epoch, InvalidEpoch, InvalidPosition, Position};
+pub use topics::{InvalidPatterns, TopicPatterns};
+
+/// History as the flags set it up (`--history-*`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The store's bounds.
+    pub limits: Limits,
+    /// The topics with history.
+    pub topics: TopicPatterns,
+    /// The most messages one recovery replays.
+    pub recover_max: usize,
+}
 
 use std::time::Instant;
 

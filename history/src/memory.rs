@@ -215,6 +215,64 @@ impl Store {
         }
     }
 
+    /// Stores `payload` on `topic` (once per idempotency key within the
+    /// window) and applies every bound.
+    fn append(
+        &mut self,
+        limits: &Limits,
+        topic: &str,
+        payload: Bytes,
+        idempotency_key: Option<&str>,
+        now: Instant,
+    ) -> (Appended, Evicted) {
+        let mut evicted = Evicted::default();
+        self.expire(limits, now, &mut evicted);
+        let name: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => topic.into(),
+        };
+        if let Some(key) = idempotency_key
+            && let Some(&offset) = self.topics.get(topic).and_then(|t| t.keys.get(key))
+        {
+            return (Appended::Duplicate(offset), evicted);
+        }
+        self.last += 1;
+        let offset = self.last;
+        let len = payload.len() as u64;
+        self.cost += MESSAGE_OVERHEAD + len;
+        self.held.messages += 1;
+        self.held.bytes += len;
+        let t = self.topics.entry(name.clone()).or_default();
+        t.messages.push_back(Stored {
+            offset,
+            payload,
+            at: now,
+        });
+        let over = t.messages.len() > limits.size;
+        if let Some(key) = idempotency_key {
+            t.keys.insert(key.into(), offset);
+        }
+        if let Some(key) = idempotency_key {
+            self.cost += KEY_OVERHEAD + key.len() as u64;
+            self.keys.push_back(KeyEntry {
+                topic: name.clone(),
+                key: key.into(),
+                at: now,
+            });
+        }
+        self.appends.push_back(Entry {
+            topic: name.clone(),
+            offset,
+            at: now,
+        });
+        if over {
+            self.drop_front(&name, &mut evicted.size);
+            self.stale += 1;
+        }
+        self.fit(limits, &mut evicted);
+        (Appended::Stored(offset), evicted)
+    }
+
     fn read(&self, topic: &str, after: u64, limit: usize) -> Read {
         let Some(t) = self.topics.get(topic) else {
             return Read {
@@ -233,6 +291,26 @@ impl Store {
     }
 }
 
+impl MemoryHistory {
+    /// [`History::append`], then `then` with what it did, both under the
+    /// store's lock: the caller's delivery of the message happens before
+    /// any later append, so every subscriber sees a topic's messages in
+    /// offset order.
+    pub fn append_then<R>(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        idempotency_key: Option<&str>,
+        now: Instant,
+        then: impl FnOnce(Appended, &Bytes) -> R,
+    ) -> (R, Appended, Evicted) {
+        let mut store = self.store();
+        let (appended, evicted) =
+            store.append(&self.limits, topic, payload.clone(), idempotency_key, now);
+        (then(appended, &payload), appended, evicted)
+    }
+}
+
 impl History for MemoryHistory {
     fn epoch(&self) -> &Epoch {
         &self.epoch
@@ -245,54 +323,9 @@ impl History for MemoryHistory {
         idempotency_key: Option<&str>,
         now: Instant,
     ) -> Result<(Appended, Evicted), HistoryError> {
-        let limits = &self.limits;
-        let mut evicted = Evicted::default();
-        let mut store = self.store();
-        store.expire(limits, now, &mut evicted);
-        let name: Arc<str> = match store.topics.get_key_value(topic) {
-            Some((name, _)) => name.clone(),
-            None => topic.into(),
-        };
-        if let Some(key) = idempotency_key
-            && let Some(&offset) = store.topics.get(topic).and_then(|t| t.keys.get(key))
-        {
-            return Ok((Appended::Duplicate(offset), evicted));
-        }
-        store.last += 1;
-        let offset = store.last;
-        let len = payload.len() as u64;
-        store.cost += MESSAGE_OVERHEAD + len;
-        store.held.messages += 1;
-        store.held.bytes += len;
-        let t = store.topics.entry(name.clone()).or_default();
-        t.messages.push_back(Stored {
-            offset,
-            payload,
-            at: now,
-        });
-        let over = t.messages.len() > limits.size;
-        if let Some(key) = idempotency_key {
-            t.keys.insert(key.into(), offset);
-        }
-        if let Some(key) = idempotency_key {
-            store.cost += KEY_OVERHEAD + key.len() as u64;
-            store.keys.push_back(KeyEntry {
-                topic: name.clone(),
-                key: key.into(),
-                at: now,
-            });
-        }
-        store.appends.push_back(Entry {
-            topic: name.clone(),
-            offset,
-            at: now,
-        });
-        if over {
-            store.drop_front(&name, &mut evicted.size);
-            store.stale += 1;
-        }
-        store.fit(limits, &mut evicted);
-        Ok((Appended::Stored(offset), evicted))
+        Ok(self
+            .store()
+            .append(&self.limits, topic, payload, idempotency_key, now))
     }
 
     fn read_after(

@@ -243,3 +243,55 @@ mod tests {
         assert_eq!(CloseReason::FrameTooLarge.to_string(), "frame_too_large");
     }
 }
+
+label_values! {
+    /// What became of a message given to history; `result` of
+    /// `gateway_history_appends_total`.
+    pub enum AppendResult in "result" {
+        /// Stored at a new offset.
+        Stored = "stored",
+        /// Its idempotency key was seen within the window: not stored again.
+        Duplicate = "duplicate",
+        /// History could not store it; it was delivered nowhere.
+        Failed = "failed",
+    }
+}
+
+label_values! {
+    /// Why messages left history; `reason` of
+    /// `gateway_history_evicted_total`.
+    pub enum EvictReason in "reason" {
+        /// Past `--history-size` on their topic.
+        Size = "size",
+        /// Older than `--history-ttl`.
+        Ttl = "ttl",
+        /// Past `--history-max-bytes` in all.
+        Bytes = "bytes",
+        /// Their topic's history was deleted.
+        Deleted = "deleted",
+    }
+}
+
+label_values! {
+    /// How a positioned `SUB` was answered; `result` of
+    /// `gateway_recoveries_total`.
+    pub enum RecoveryResult in "result" {
+        /// `SUB <topic> LATEST`.
+        Latest = "latest",
+        /// Every message after the position was replayed.
+        Recovered = "recovered",
+        /// History could not replay them: `LOST`.
+        Lost = "lost",
+    }
+}
+
+label_values! {
+    /// What became of an offset gap seen in a cluster; `result` of
+    /// `gateway_history_gaps_total`.
+    pub enum GapResult in "result" {
+        /// The missing messages were fetched back and delivered in order.
+        Repaired = "repaired",
+        /// They could not be: positioned subscribers got `LOST`.
+        Lost = "lost",
+    }
+}

@@ -17,7 +17,8 @@ use prometheus::{
 };
 
 pub use labels::{
-    ByLabel, CloseReason, CounterBy, DropReason, GaugeBy, LabelValue, RejectReason, Transport,
+    AppendResult, ByLabel, CloseReason, CounterBy, DropReason, EvictReason, GapResult, GaugeBy,
+    LabelValue, RecoveryResult, RejectReason, Transport,
 };
 pub use prometheus::Registry as MetricsRegistry;
 
@@ -26,6 +27,12 @@ pub use prometheus::Registry as MetricsRegistry;
 pub const FLUSH_BUCKETS: [f64; 17] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
+];
+
+/// Buckets of the history read histogram: 10 µs to 2.5 s.
+pub const READ_BUCKETS: [f64; 15] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.5, 2.5,
 ];
 
 /// Handles to every gateway metric. Cloning shares the same families.
@@ -69,6 +76,22 @@ pub struct GatewayMetrics {
     pub subscriptions: IntGauge,
     /// `gateway_tls_handshake_failures_total`
     pub tls_handshake_failures: IntCounter,
+    /// `gateway_history_appends_total{result}`
+    pub history_appends: CounterBy<AppendResult>,
+    /// `gateway_history_messages`
+    pub history_messages: IntGauge,
+    /// `gateway_history_bytes`
+    pub history_bytes: IntGauge,
+    /// `gateway_history_evicted_total{reason}`
+    pub history_evicted: CounterBy<EvictReason>,
+    /// `gateway_recoveries_total{result}`
+    pub recoveries: CounterBy<RecoveryResult>,
+    /// `gateway_recovered_messages_total`
+    pub recovered_messages: IntCounter,
+    /// `gateway_history_read_duration_seconds`
+    pub history_read_duration: Histogram,
+    /// `gateway_history_gaps_total{result}`
+    pub history_gaps: CounterBy<GapResult>,
 }
 
 impl GatewayMetrics {
@@ -93,6 +116,14 @@ impl GatewayMetrics {
             .buckets(FLUSH_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(close_flush_duration.clone()))?;
+        let history_read_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_history_read_duration_seconds",
+                "A read of history, for a recovery or the admin API.",
+            )
+            .buckets(READ_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(history_read_duration.clone()))?;
 
         Ok(Self {
             connections_active: gauge("gateway_connections_active", "Open client connections.")?,
@@ -156,6 +187,36 @@ impl GatewayMetrics {
             tls_handshake_failures: counter(
                 "gateway_tls_handshake_failures_total",
                 "Client TLS handshakes that failed or did not finish within --close-timeout.",
+            )?,
+            history_appends: counter_by(
+                registry,
+                "gateway_history_appends_total",
+                "Messages given to history, by what became of them.",
+            )?,
+            history_messages: gauge("gateway_history_messages", "Messages held in history.")?,
+            history_bytes: gauge(
+                "gateway_history_bytes",
+                "Payload bytes of the messages held in history.",
+            )?,
+            history_evicted: counter_by(
+                registry,
+                "gateway_history_evicted_total",
+                "Messages that left history, by why.",
+            )?,
+            recoveries: counter_by(
+                registry,
+                "gateway_recoveries_total",
+                "Positioned SUBs, by how they were answered.",
+            )?,
+            recovered_messages: counter(
+                "gateway_recovered_messages_total",
+                "Messages replayed by recoveries.",
+            )?,
+            history_read_duration,
+            history_gaps: counter_by(
+                registry,
+                "gateway_history_gaps_total",
+                "Offset gaps seen on a cluster's history stream, by what became of them.",
             )?,
         })
     }

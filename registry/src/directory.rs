@@ -62,12 +62,19 @@ struct Entry<H> {
 
 /// One topic's subscribers.
 struct Topic<H> {
-    members: HashMap<ConnId, H>,
-    /// The members as one immutable list ordered by [`Endpoint::group`]:
-    /// built by the first publish after a change, shared by every publish
-    /// until the next change, so a publish walks a flat list and holds the
-    /// directory only to take it.
-    snapshot: OnceLock<Arc<[H]>>,
+    /// Each member, and whether it is positioned (`SUB <topic> <position>`:
+    /// its messages carry their offset).
+    members: HashMap<ConnId, (H, bool)>,
+    /// The members as immutable lists ordered by [`Endpoint::group`], plain
+    /// and positioned apart: built by the first publish after a change,
+    /// shared by every publish until the next change, so a publish walks a
+    /// flat list and holds the directory only to take it.
+    snapshot: OnceLock<Snapshot<H>>,
+}
+
+struct Snapshot<H> {
+    plain: Arc<[H]>,
+    positioned: Arc<[H]>,
 }
 
 impl<H> Default for Topic<H> {
@@ -80,11 +87,22 @@ impl<H> Default for Topic<H> {
 }
 
 impl<H: Endpoint> Topic<H> {
-    fn snapshot(&self) -> &Arc<[H]> {
+    fn snapshot(&self) -> &Snapshot<H> {
         self.snapshot.get_or_init(|| {
-            let mut members: Vec<H> = self.members.values().cloned().collect();
-            members.sort_by_key(|h| (h.group(), h.id()));
-            members.into()
+            let list = |positioned: bool| -> Arc<[H]> {
+                let mut members: Vec<H> = self
+                    .members
+                    .values()
+                    .filter(|(_, p)| *p == positioned)
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                members.sort_by_key(|h| (h.group(), h.id()));
+                members.into()
+            };
+            Snapshot {
+                plain: list(false),
+                positioned: list(true),
+            }
         })
     }
 }
@@ -143,19 +161,29 @@ impl<H: Endpoint> Directory<H> {
     }
 
     pub fn subscribe(&mut self, topic: Name, conn: ConnId) {
+        self.subscribe_as(topic, conn, false);
+    }
+
+    /// A positioned subscription: the topic's messages reach `conn` with
+    /// their offset (`publish_split`'s positioned frame).
+    pub fn subscribe_positioned(&mut self, topic: Name, conn: ConnId) {
+        self.subscribe_as(topic, conn, true);
+    }
+
+    fn subscribe_as(&mut self, topic: Name, conn: ConnId, positioned: bool) {
         let Some(entry) = self.conns.get_mut(&conn).filter(|e| !e.closing) else {
             return;
         };
         let subscribers = self.topics.entry(topic.clone()).or_default();
         if subscribers
             .members
-            .insert(conn, entry.handle.clone())
+            .insert(conn, (entry.handle.clone(), positioned))
             .is_none()
         {
-            subscribers.snapshot.take();
             entry.topics.push(topic);
             self.subscriptions += 1;
         }
+        subscribers.snapshot.take();
     }
 
     pub fn unsubscribe(&mut self, topic: &Name, conn: ConnId) {
@@ -176,8 +204,23 @@ impl<H: Endpoint> Directory<H> {
     /// Queues `frame` for every subscriber of `topic` but `skip`; returns
     /// how many subscribers the publish reached, `skip` included.
     pub fn publish(&self, topic: &str, frame: &Bytes, skip: Option<ConnId>) -> usize {
+        self.publish_split(topic, frame, frame, skip)
+    }
+
+    /// Queues `plain` for the topic's plain subscribers and `positioned`
+    /// (the same message with its offset) for its positioned ones, but
+    /// `skip`; returns how many the publish reached, `skip` included.
+    pub fn publish_split(
+        &self,
+        topic: &str,
+        plain: &Bytes,
+        positioned: &Bytes,
+        skip: Option<ConnId>,
+    ) -> usize {
         self.topics.get(topic).map_or(0, |subscribers| {
-            H::deliver_all(subscribers.snapshot(), frame, skip)
+            let snapshot = subscribers.snapshot();
+            H::deliver_all(&snapshot.plain, plain, skip)
+                + H::deliver_all(&snapshot.positioned, positioned, skip)
         })
     }
 
@@ -368,6 +411,22 @@ mod tests {
         // The replaced connection leaving does not unbind the new holder.
         dir.closed(1);
         assert_eq!(dir.find(&Target::User(name("u"))).map(|h| h.id), Ok(2));
+    }
+
+    #[test]
+    fn positioned_subscribers_get_the_positioned_frame_and_plain_ones_the_plain() {
+        let (mut dir, log) = setup(&[1, 2, 3]);
+        dir.subscribe(name("t"), 1);
+        dir.subscribe_positioned(name("t"), 2);
+        assert_eq!(dir.subscription_count(), 2);
+        let plain = Bytes::from_static(b"MSG t m");
+        let positioned = Bytes::from_static(b"MSG t@7 m");
+        assert_eq!(dir.publish_split("t", &plain, &positioned, Some(3)), 2);
+        dir.unsubscribe(&name("t"), 2);
+        assert_eq!(dir.publish_split("t", &plain, &positioned, None), 1);
+        let mut log = log.borrow().clone();
+        log.sort();
+        assert_eq!(log, ["1 <- MSG t m", "1 <- MSG t m", "2 <- MSG t@7 m"]);
     }
 
     #[test]

@@ -14,11 +14,13 @@
 //!   implementation wraps it.
 
 mod directory;
+mod history;
 mod local;
 pub mod query;
 pub mod rfc3339;
 mod router;
 
 pub use directory::{Directory, Endpoint};
+pub use history::{HistoryPage, HistoryReadError, LocalHistory, StoredPublish, positioned_frame};
 pub use local::Registry;
 pub use router::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};

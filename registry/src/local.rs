@@ -7,10 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use conn_actor::{CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Hub, Name, Settled};
+use conn_actor::{
+    CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, HistoryRefusal, Hub, Name, Published,
+    Resume, Settled, Subscribed,
+};
 use gateway_metrics::GatewayMetrics;
 
 use crate::directory::Directory;
+use crate::history::LocalHistory;
 use crate::query::*;
 use crate::rfc3339;
 use crate::router::{Address, ConnView, Delivered, RouteError, Routed, Router};
@@ -22,6 +26,8 @@ pub struct Registry(Arc<Inner>);
 struct Inner {
     dir: RwLock<Directory>,
     metrics: GatewayMetrics,
+    /// Topic history, on a single node with `--history-size`.
+    history: Option<LocalHistory>,
     codec: FrameCodec,
     /// `<node-id>.<run>-` in a cluster; ids are plain numbers otherwise.
     id_prefix: Option<Arc<str>>,
@@ -32,9 +38,20 @@ impl Registry {
     /// An empty registry counting into `metrics`, framing what it routes
     /// with `codec`, naming connections `<id_prefix><number>`.
     pub fn new(metrics: GatewayMetrics, codec: FrameCodec, id_prefix: Option<Arc<str>>) -> Self {
+        Self::with_history(metrics, codec, id_prefix, None)
+    }
+
+    /// Like [`Registry::new`], keeping topic history as `history` says.
+    pub fn with_history(
+        metrics: GatewayMetrics,
+        codec: FrameCodec,
+        id_prefix: Option<Arc<str>>,
+        history: Option<gateway_history::Settings>,
+    ) -> Self {
         Self(Arc::new(Inner {
             dir: RwLock::new(Directory::default()),
             metrics,
+            history: history.map(LocalHistory::new),
             codec,
             id_prefix,
             draining: AtomicBool::new(false),
@@ -43,15 +60,24 @@ impl Registry {
 
     // Nothing panics while holding the lock, and every write leaves the
     // directory consistent, so a poisoned lock is still sound to use.
-    fn read(&self) -> RwLockReadGuard<'_, Directory> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Directory> {
         self.0.dir.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Directory> {
         self.0.dir.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn update_gauges(&self, dir: &Directory) {
+    /// Topic history, where it is on.
+    pub fn history(&self) -> Option<&LocalHistory> {
+        self.0.history.as_ref()
+    }
+
+    pub(crate) fn metrics(&self) -> &GatewayMetrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn update_gauges(&self, dir: &Directory) {
         let metrics = &self.0.metrics;
         metrics.topics.set(dir.topic_count() as i64);
         metrics.subscriptions.set(dir.subscription_count() as i64);
@@ -310,8 +336,28 @@ impl Hub for Registry {
         self.update_gauges(&dir);
     }
 
-    fn publish(&self, topic: &str, _payload: &[u8], frame: Bytes, from: ConnId) {
-        self.publish_frame(topic, &frame, Some(from));
+    fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published {
+        let stored = self.publish_stored(topic, Bytes::copy_from_slice(payload), None, Some(from));
+        match stored {
+            Some(stored) => Published::Stored(crate::history::positioned_frame(
+                topic,
+                stored.offset,
+                payload,
+            )),
+            None => {
+                self.publish_frame(topic, &frame, Some(from));
+                Published::Live
+            }
+        }
+    }
+
+    fn subscribe_at(
+        &self,
+        topic: Name,
+        conn: ConnId,
+        from: Resume,
+    ) -> Result<Subscribed, HistoryRefusal> {
+        Registry::subscribe_at(self, topic, conn, from)
     }
 
     fn closing(&self, conn: ConnId) {

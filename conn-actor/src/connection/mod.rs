@@ -29,7 +29,7 @@ use crate::admission::Slot;
 use crate::codec::{FrameCodec, body};
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
-use crate::hub::Settled;
+use crate::hub::{HistoryRefusal, Published, Replay, Resume, Settled};
 use crate::mailbox::{self, Address, ConnHandle, Mail};
 use crate::messages::{CloseReason, ConnInfo, last_frame};
 use crate::names::ConnId;
@@ -208,6 +208,15 @@ impl Connection {
                 Err(err) => self.reply(&[err.reply()]),
             };
         }
+        if self.worker.limits.history
+            && let Some(sub) = command::positioned_sub(frame)
+        {
+            return match sub {
+                _ if self.auth == Auth::Pending => self.reply(&[b"ERR unauthorized"]),
+                Ok((topic, argument)) => self.subscribe_at(topic, argument),
+                Err(err) => self.reply(&[err.reply()]),
+            };
+        }
         match command::parse(frame) {
             Ok(cmd @ (Command::Ping(_) | Command::Quit)) => self.run_command(ctx, cmd),
             Ok(_) | Err(_) if self.auth == Auth::Pending => self.reply(&[b"ERR unauthorized"]),
@@ -307,18 +316,78 @@ impl Connection {
                 if let Some(at) = topics.iter().position(|t| &**t == topic) {
                     hub.unsubscribe(topics.remove(at), self.id);
                 }
+                self.state.positioned.retain(|t| &**t != topic);
                 self.reply(&[b"OK UNSUB ", topic.as_bytes()]);
             }
             Command::Pub { topic, payload } => {
                 let frame = body(&[b"MSG ", topic.as_bytes(), b" ", payload]);
-                hub.publish(topic, payload, frame.clone(), self.id);
+                let own = match hub.publish(topic, payload, frame.clone(), self.id) {
+                    Published::Refused(_) => return self.reply(&[b"ERR history-unavailable"]),
+                    Published::Stored(positioned)
+                        if self.state.positioned.iter().any(|t| &**t == topic) =>
+                    {
+                        positioned
+                    }
+                    Published::Stored(_) | Published::Live => frame,
+                };
                 if self.state.topics.iter().any(|t| &**t == topic) {
-                    self.enqueue(frame);
+                    self.enqueue(own);
                 }
             }
             Command::Ping(None) => self.reply(&[b"PONG"]),
             Command::Ping(Some(payload)) => self.reply(&[b"PONG ", payload]),
             Command::Quit => self.close_behind_queued(CloseReason::Quit),
+        }
+    }
+
+    /// `SUB <topic> <position>` or `SUB <topic> LATEST` (section 13): the
+    /// answer, then the messages history replays, queued in this turn, so
+    /// that every live message (which comes through the mailbox, in a later
+    /// turn) follows them; the hub registered the subscription and read
+    /// history at one instant, so none is missing or twice in between.
+    fn subscribe_at(&mut self, topic: &str, argument: &str) {
+        let from = match argument {
+            "LATEST" => Resume::Latest,
+            position => match position.parse::<gateway_history::Position>() {
+                Ok(position) => Resume::After(position),
+                Err(_) => return self.reply(&[b"ERR bad-position"]),
+            },
+        };
+        if !self.may_use(topic) {
+            return self.reply(&[b"ERR forbidden"]);
+        }
+        if self.state.topics.iter().any(|t| &**t == topic) {
+            return self.reply(&[b"ERR already-subscribed"]);
+        }
+        if self.state.topics.len() >= self.worker.limits.max_subscriptions {
+            return self.reply(&[b"ERR too-many-subscriptions"]);
+        }
+        let name: Arc<str> = Arc::from(topic);
+        let subscribed = match self.worker.hub.subscribe_at(name.clone(), self.id, from) {
+            Ok(subscribed) => subscribed,
+            Err(HistoryRefusal::NoHistory) => return self.reply(&[b"ERR no-history"]),
+            Err(HistoryRefusal::Unavailable) => {
+                return self.reply(&[b"ERR history-unavailable"]);
+            }
+        };
+        self.state.topics.push(name.clone());
+        self.state.positioned.push(name);
+        let head = [
+            b"OK SUB ",
+            topic.as_bytes(),
+            b" ",
+            subscribed.newest.as_bytes(),
+        ];
+        match subscribed.replay {
+            Replay::Latest => self.reply(&head),
+            Replay::Lost => self.reply(&[&head[..], &[b" LOST"]].concat()),
+            Replay::Recovered(frames) => {
+                let count = frames.len().to_string();
+                self.reply(&[&head[..], &[b" RECOVERED ", count.as_bytes()]].concat());
+                for frame in frames {
+                    self.enqueue(frame);
+                }
+            }
         }
     }
 

@@ -43,6 +43,12 @@ pub enum ApiError {
     TooLargeForCluster,
     #[error("the request did not arrive whole within 10 s")]
     RequestTimeout,
+    #[error("{0}")]
+    BadPosition(String),
+    #[error("{0}")]
+    NoHistory(String),
+    #[error("history cannot store or read messages now")]
+    HistoryUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -72,6 +78,9 @@ impl ApiError {
             Self::ClusterUnavailable => "cluster_unavailable",
             Self::ClusterTimeout => "cluster_timeout",
             Self::RequestTimeout => "request_timeout",
+            Self::BadPosition(_) => "bad_position",
+            Self::NoHistory(_) => "no_history",
+            Self::HistoryUnavailable => "history_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -84,14 +93,17 @@ impl ResponseError for ApiError {
             | Self::BadRequest(_)
             | Self::InvalidPayload(_)
             | Self::BadTopic(_)
-            | Self::BadUser(_) => StatusCode::BAD_REQUEST,
+            | Self::BadUser(_)
+            | Self::BadPosition(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoHistory(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Closing => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::TooLargeForCluster => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Draining | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Draining | Self::ClusterUnavailable | Self::HistoryUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ClusterTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,

