@@ -3,6 +3,11 @@
 //! connection endpoints, publishes) and for the baseline's admin port.
 //! Keep-alive (or a connection per request), `Content-Length` and chunked
 //! bodies; nothing else.
+//!
+//! Kept by hand: `ureq` is blocking, and `reqwest` or hyper's client would
+//! bring hyper, h2 and tower into a load generator that needs only this, with
+//! its connection reuse (kept alive, or one per request, the admin scenario's
+//! A/B) under its own control.
 
 use std::io;
 use std::net::SocketAddr;

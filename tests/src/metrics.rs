@@ -80,8 +80,8 @@ impl Metrics {
             } else if line.starts_with('#') {
                 continue;
             } else {
-                let sample =
-                    parse_sample(line).ok_or_else(|| format!("unreadable metrics line `{line}`"))?;
+                let sample = parse_sample(line)
+                    .ok_or_else(|| format!("unreadable metrics line `{line}`"))?;
                 metrics.samples.push(sample);
             }
         }
