@@ -20,7 +20,6 @@ use super::{
     Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
     server_cpu_us_per,
 };
-use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
 
@@ -146,7 +145,7 @@ async fn one_conn(
         }
         let now = Instant::now();
         let mut replies = 0usize;
-        while let Some(f) = c.rd.try_frame().map_err(too_large)? {
+        while let Some(f) = c.rd.try_frame()? {
             let Some(sent) = inflight.pop_front() else {
                 bail!("a reply nobody asked for");
             };
