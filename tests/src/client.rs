@@ -126,14 +126,7 @@ impl Client {
     /// Connects from the loopback address `source` (any `127.x.y.z`), for
     /// tests of per-address limits.
     pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr, framing: Framing) -> Client {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
-        Client::from_stream(socket.into(), framing)
+        Client::from_stream(bound_to(addr, source), framing)
     }
 
     /// Connects over TLS and completes the handshake; panics if it fails.
@@ -393,6 +386,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A socket connected to `addr` from the local address `source`.
+pub fn bound_to(addr: SocketAddr, source: std::net::IpAddr) -> TcpStream {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+    socket.into()
 }
 
 /// A socket connected to `addr` with a receive buffer of `rcvbuf` bytes.

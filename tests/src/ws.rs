@@ -13,7 +13,7 @@
 //! answer, for the refusals before the upgrade.
 
 use crate::FRAME_TIMEOUT;
-use crate::client::small_rcvbuf;
+use crate::client::{bound_to, small_rcvbuf};
 use crate::http::{self, Response};
 use crate::tls::{ClientTls, TlsWire};
 use crate::writer::Duplex;
@@ -137,19 +137,7 @@ impl WsClient {
         source: IpAddr,
         tls: Option<&ClientTls>,
     ) -> Result<WsClient, String> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
-        WsClient::upgrade(socket.into(), addr, "/ws", &[], tls)
+        WsClient::upgrade(bound_to(addr, source), addr, "/ws", &[], tls)
     }
 
     /// Connects with a small receive buffer, for a client meant to fall

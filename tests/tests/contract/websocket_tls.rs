@@ -7,7 +7,7 @@
 //! `websocket_refusals`, tokens in `tokens`.
 
 use crate::admin_api::{api, get_ok};
-use crate::websocket::start_ws_over;
+use crate::websocket::{assert_ready_names_ws, start_ws_over};
 use gateway_tests::tls::Pki;
 use gateway_tests::ws::{WsClient, WsEvent};
 use gateway_tests::{FRAME_TIMEOUT, Gateway};
@@ -23,18 +23,7 @@ fn wss_gateway(pki: &Pki, flags: &[&str]) -> Gateway {
 fn ready_names_the_wss_listener_which_speaks_only_tls() {
     let pki = Pki::new("wss ready CA");
     let gw = wss_gateway(&pki, &[]);
-    assert_eq!(
-        gw.stdout().lines().next(),
-        Some(
-            format!(
-                "READY client={} admin={} ws={}",
-                gw.client_addr(),
-                gw.admin_addr(),
-                gw.ws_addr()
-            )
-            .as_str()
-        )
-    );
+    assert_ready_names_ws(&gw);
     // A plain-text upgrade on the wss port is a failed handshake, never a
     // connection.
     let plain = WsClient::connect_with(gw.ws_addr(), "/ws", &[]);
