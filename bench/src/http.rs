@@ -154,13 +154,7 @@ impl HttpClient {
         let head = read_head(conn).await?;
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut slots);
-        if parsed
-            .parse(&head)
-            .context("bad response head")?
-            .is_partial()
-        {
-            bail!("incomplete response head");
-        }
+        whole(parsed.parse(&head), "response")?;
         let status = parsed.code.context("no status code")?;
         let headers = headers_of(parsed.headers);
         let body = read_body(conn, &headers).await?;
@@ -202,6 +196,14 @@ fn headers_of(list: &[httparse::Header<'_>]) -> Headers {
         }
     }
     h
+}
+
+/// `Err` unless httparse read a whole head (read_head stops at its end).
+fn whole(parsed: httparse::Result<usize>, what: &str) -> Result<()> {
+    match parsed.with_context(|| format!("bad {what} head"))? {
+        httparse::Status::Complete(_) => Ok(()),
+        httparse::Status::Partial => bail!("incomplete {what} head"),
+    }
 }
 
 /// Reads up to and including the blank line; `UnexpectedEof` when the peer
@@ -293,13 +295,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<
     };
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut slots);
-    if parsed
-        .parse(&head)
-        .context("bad request head")?
-        .is_partial()
-    {
-        bail!("incomplete request head");
-    }
+    whole(parsed.parse(&head), "request")?;
     let method = parsed.method.unwrap_or_default().to_owned();
     let target = parsed.path.unwrap_or_default();
     let path = target.split('?').next().unwrap_or_default().to_owned();
