@@ -149,7 +149,8 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
 
 /// Reads one answer with a `Content-Length` body from a kept-alive
 /// connection, leaving the connection open; `Err` on EOF, a timeout of the
-/// stream or a malformed answer.
+/// stream or a malformed answer. Raw on purpose: the pipelining tests write
+/// several requests at once and read what comes back, answer by answer.
 pub fn read_one(stream: &mut TcpStream) -> Result<Response, String> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
