@@ -76,10 +76,14 @@ echo "python: $PY; tools: $(command -v docker-compose || echo 'no docker-compose
 
 # ---------------------------------------------------------------------------
 step "compose file: docker-compose config"
+# check_deploy.py reads the normalized file: docker-compose v1 writes YAML,
+# the v2 plugin JSON (YAML reads both).
 if command -v docker-compose >/dev/null 2>&1; then
     COMPOSE=(docker-compose)
+    CONFIG=(config)
 elif docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)
+    CONFIG=(config --format json)
 else
     die "neither docker-compose nor the docker compose plugin is installed (Debian: apt-get install docker-compose)"
 fi
@@ -88,11 +92,11 @@ echo "  using: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || "
 CENV=(env -u GATEWAY_ADMIN_TOKEN -u GATEWAY_MAX_CONNECTIONS -u GATEWAY_CLIENT_PORTS -u GATEWAY_ADMIN_PORTS
       -u RUST_LOG -u PROMETHEUS_PORT -u GRAFANA_PORT -u GRAFANA_ADMIN_PASSWORD -u NATS_MONITOR_PORT
       -u GATEWAY_NODE1_CLIENT_PORT -u GATEWAY_NODE1_ADMIN_PORT -u GATEWAY_NODE2_CLIENT_PORT -u GATEWAY_NODE2_ADMIN_PORT)
-"${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml config > "$TMP/compose.yml" 2> "$TMP/compose.err" \
+"${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml "${CONFIG[@]}" > "$TMP/compose.yml" 2> "$TMP/compose.err" \
     || { cat "$TMP/compose.err" >&2; die "docker-compose config rejected deploy/docker-compose.yml"; }
 ok "deploy/docker-compose.yml is valid ($(grep -c '' "$TMP/compose.yml") lines normalized)"
 "${CENV[@]}" GATEWAY_CLIENT_PORTS=7000-7003 GATEWAY_ADMIN_PORTS=9000-9003 \
-    "${COMPOSE[@]}" -f deploy/docker-compose.yml config > "$TMP/compose-scaled.yml" 2> "$TMP/compose.err" \
+    "${COMPOSE[@]}" -f deploy/docker-compose.yml "${CONFIG[@]}" > "$TMP/compose-scaled.yml" 2> "$TMP/compose.err" \
     || { cat "$TMP/compose.err" >&2; die "docker-compose config rejected the port ranges used for scaling"; }
 ok "valid with port ranges for 4 replicas (GATEWAY_CLIENT_PORTS=7000-7003 GATEWAY_ADMIN_PORTS=9000-9003)"
 "${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml config --services > "$TMP/services" 2>/dev/null \
@@ -102,7 +106,7 @@ for s in gateway prometheus grafana; do
 done
 ok "services: $(tr '\n' ' ' < "$TMP/services")"
 
-"${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml --profile cluster config > "$TMP/compose-cluster.yml" 2> "$TMP/compose.err" \
+"${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml --profile cluster "${CONFIG[@]}" > "$TMP/compose-cluster.yml" 2> "$TMP/compose.err" \
     || { cat "$TMP/compose.err" >&2; die "docker-compose config rejected the profile cluster"; }
 ok "valid with --profile cluster ($("${CENV[@]}" "${COMPOSE[@]}" -f deploy/docker-compose.yml --profile cluster config --services | tr '\n' ' '))"
 
@@ -249,6 +253,7 @@ done
 ok "GET /healthz: $(http_body "http://$NODE_ADMIN/healthz")"
 
 # ---------------------------------------------------------------------------
+# The alert rules themselves are promtool's (check rules, test rules, above).
 step "a real Prometheus scrapes the gateway and the node and runs every dashboard and rule query"
 need prometheus "Debian: apt-get install prometheus"
 "${HELPER[@]}" prom-config "$ADMIN,$NODE_ADMIN" "$TMP/prometheus.yml" || die "could not write the Prometheus config"
@@ -272,9 +277,6 @@ ok "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') ready o
 sleep 3   # a few more scrapes, so rates have two samples around the traffic
 # The node exports every family the single gateway does, and the cluster's.
 "${HELPER[@]}" promql "$PROM" "$NODE_ADMIN" || die "dashboard or rule queries failed against the real gateway's metrics"
-
-step "alert rules load and evaluate in Prometheus"
-"${HELPER[@]}" rules "$PROM" 15 || die "alert rules did not all load and evaluate"
 
 # ---------------------------------------------------------------------------
 step "SIGTERM (docker stop) drains the gateway: KICK shutdown, exit 0 within the shutdown timeout"

@@ -6,11 +6,16 @@
 //! `websocket` (contract section 12, `--transport ws`): one WebSocket
 //! message per frame, masked going out (RFC 6455 section 5.3); the
 //! server's pings and pongs are skipped and its Close ends the stream.
+//! tungstenite writes and parses the frame headers; its `WebSocket` is not
+//! used, as it owns the stream and writes one message per call, where the
+//! load generator batches many frames into one write from its own buffer.
 
-use std::io;
+use std::io::{self, Cursor};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 /// Frame format, both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -60,21 +65,13 @@ impl Framing {
                 }
             }
             Framing::WebSocket => {
-                out.reserve(len + 14);
                 // A whole binary message, masked.
-                out.put_u8(0x82);
-                match len {
-                    0..=125 => out.put_u8(0x80 | len as u8),
-                    126..=65535 => {
-                        out.put_u8(0x80 | 126);
-                        out.put_u16(len as u16);
-                    }
-                    _ => {
-                        out.put_u8(0x80 | 127);
-                        out.put_u64(len as u64);
-                    }
-                }
-                out.put_slice(&MASK);
+                let header = client_header();
+                out.reserve(header.len(len as u64) + len);
+                // Writing into a BytesMut cannot fail.
+                let _ = header.format(len as u64, &mut (&mut *out).writer());
+                // Masked as it is copied in: tungstenite masks only a frame
+                // it owns whole, which would cost a copy of the parts first.
                 let mut i = 0;
                 for p in parts {
                     for &b in *p {
@@ -96,20 +93,19 @@ impl Framing {
         match self {
             Framing::Lines => len + 1,
             Framing::Length => len + 4,
-            Framing::WebSocket => {
-                len + match len {
-                    0..=125 => 6,
-                    126..=65535 => 8,
-                    _ => 14,
-                }
-            }
+            Framing::WebSocket => client_header().len(len as u64) + len,
         }
     }
 }
 
-/// A frame that broke the limit given to [`FrameReader::new`].
-#[derive(Debug)]
-pub struct FrameTooLarge;
+/// The header of each client frame: a whole binary message, masked.
+fn client_header() -> FrameHeader {
+    FrameHeader {
+        opcode: OpCode::Data(Data::Binary),
+        mask: Some(MASK),
+        ..FrameHeader::default()
+    }
+}
 
 /// Reads frames from a byte stream, buffering at most about `max_frame` bytes
 /// of one frame.
@@ -163,8 +159,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.inner.read_buf(&mut self.buf).await
     }
 
-    /// Takes one complete frame out of the buffer, without reading.
-    pub fn try_frame(&mut self) -> Result<Option<Bytes>, FrameTooLarge> {
+    /// Takes one complete frame out of the buffer, without reading; `Err`
+    /// for a frame over the limit or a WebSocket header that breaks RFC 6455.
+    pub fn try_frame(&mut self) -> io::Result<Option<Bytes>> {
         match self.framing {
             Framing::Lines => {
                 let start = self.scanned;
@@ -178,7 +175,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                             line.truncate(end - 1);
                         }
                         if line.len() > self.max_frame {
-                            return Err(FrameTooLarge);
+                            return Err(too_large());
                         }
                         Ok(Some(line.freeze()))
                     }
@@ -186,7 +183,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         self.scanned = self.buf.len();
                         // A trailing `\r` may still be dropped, so allow one byte more.
                         if self.buf.len() > self.max_frame + 1 {
-                            return Err(FrameTooLarge);
+                            return Err(too_large());
                         }
                         Ok(None)
                     }
@@ -200,7 +197,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 head.copy_from_slice(&self.buf[..4]);
                 let len = u32::from_be_bytes(head) as usize;
                 if len > self.max_frame {
-                    return Err(FrameTooLarge);
+                    return Err(too_large());
                 }
                 if self.buf.len() < 4 + len {
                     self.buf.reserve(4 + len - self.buf.len());
@@ -210,11 +207,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(Some(self.buf.split_to(len).freeze()))
             }
             Framing::WebSocket => loop {
-                let Some((opcode, head, len)) = ws_header(&self.buf) else {
+                let mut cursor = Cursor::new(&self.buf[..]);
+                let parsed = FrameHeader::parse(&mut cursor)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let Some((header, len)) = parsed else {
                     return Ok(None);
                 };
+                let head = cursor.position() as usize;
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
                 if len > self.max_frame {
-                    return Err(FrameTooLarge);
+                    return Err(too_large());
                 }
                 if self.buf.len() < head + len {
                     self.buf.reserve(head + len - self.buf.len());
@@ -222,16 +224,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 self.buf.advance(head);
                 let payload = self.buf.split_to(len).freeze();
-                match opcode {
+                match header.opcode {
                     // The server's Close: nothing follows.
-                    0x8 => {
+                    OpCode::Control(Control::Close) => {
                         self.closed = true;
                         self.buf.clear();
                         return Ok(None);
                     }
                     // Pings and pongs: not frames of the protocol.
-                    0x9 | 0xA => continue,
-                    _ => return Ok(Some(payload)),
+                    OpCode::Control(_) => continue,
+                    OpCode::Data(_) => return Ok(Some(payload)),
                 }
             },
         }
@@ -240,7 +242,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame, reading as needed; `None` at a clean EOF.
     pub async fn next_frame(&mut self) -> io::Result<Option<Bytes>> {
         loop {
-            if let Some(f) = self.try_frame().map_err(too_large)? {
+            if let Some(f) = self.try_frame()? {
                 return Ok(Some(f));
             }
             if self.closed {
@@ -259,29 +261,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// An unmasked server frame's opcode, header length and payload length,
-/// once the header is whole.
-fn ws_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let (&first, &second) = (buf.first()?, buf.get(1)?);
-    let (head, len) = match second & 0x7f {
-        126 => (
-            4,
-            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
-        ),
-        127 => {
-            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            (
-                10,
-                usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
-            )
-        }
-        n => (2, usize::from(n)),
-    };
-    Some((first & 0x0f, head, len))
-}
-
-/// Turns [`FrameTooLarge`] into an I/O error.
-pub fn too_large(_: FrameTooLarge) -> io::Error {
+/// The error of a frame over the limit given to [`FrameReader::new`].
+fn too_large() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "frame too large")
 }
 

@@ -3,6 +3,11 @@
 //! connection endpoints, publishes) and for the baseline's admin port.
 //! Keep-alive (or a connection per request), `Content-Length` and chunked
 //! bodies; nothing else.
+//!
+//! Hand-written but for the heads (`httparse`): `ureq` is blocking, and
+//! `reqwest` or hyper's client would bring hyper, h2 and tower into a load
+//! generator that needs only this, with its connection reuse (kept alive, or
+//! one per request: the admin scenario's A/B) under its own control.
 
 use std::io;
 use std::net::SocketAddr;
@@ -147,14 +152,11 @@ impl HttpClient {
         }
         conn.get_mut().write_all(&wire).await?;
         let head = read_head(conn).await?;
-        let mut lines = head.lines();
-        let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {status_line:?}"))?;
-        let headers = parse_headers(lines);
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut slots);
+        whole(parsed.parse(&head), "response")?;
+        let status = parsed.code.context("no status code")?;
+        let headers = headers_of(parsed.headers);
         let body = read_body(conn, &headers).await?;
         if self.per_request
             || headers
@@ -181,27 +183,32 @@ pub struct Headers {
     pub content_type: Option<String>,
 }
 
-fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Headers {
+fn headers_of(list: &[httparse::Header<'_>]) -> Headers {
     let mut h = Headers::default();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
+    for header in list {
+        let value = String::from_utf8_lossy(header.value).trim().to_owned();
+        match header.name.to_ascii_lowercase().as_str() {
             "content-length" => h.content_length = value.parse().ok(),
             "transfer-encoding" => h.chunked = value.to_ascii_lowercase().contains("chunked"),
-            "connection" => h.connection = Some(value.to_owned()),
-            "content-type" => h.content_type = Some(value.to_owned()),
+            "connection" => h.connection = Some(value),
+            "content-type" => h.content_type = Some(value),
             _ => {}
         }
     }
     h
 }
 
+/// `Err` unless httparse read a whole head (read_head stops at its end).
+fn whole(parsed: httparse::Result<usize>, what: &str) -> Result<()> {
+    match parsed.with_context(|| format!("bad {what} head"))? {
+        httparse::Status::Complete(_) => Ok(()),
+        httparse::Status::Partial => bail!("incomplete {what} head"),
+    }
+}
+
 /// Reads up to and including the blank line; `UnexpectedEof` when the peer
 /// closed before sending anything.
-async fn read_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> io::Result<String> {
+async fn read_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> io::Result<Vec<u8>> {
     use tokio::io::AsyncBufReadExt;
     let mut head = Vec::new();
     loop {
@@ -224,7 +231,7 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> io::Result<Str
             ));
         }
     }
-    Ok(String::from_utf8_lossy(&head).into_owned())
+    Ok(head)
 }
 
 async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, h: &Headers) -> Result<Vec<u8>> {
@@ -286,13 +293,13 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut lines = head.lines();
-    let first = lines.next().unwrap_or_default();
-    let mut parts = first.split(' ');
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default();
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut slots);
+    whole(parsed.parse(&head), "request")?;
+    let method = parsed.method.unwrap_or_default().to_owned();
+    let target = parsed.path.unwrap_or_default();
     let path = target.split('?').next().unwrap_or_default().to_owned();
-    let headers = parse_headers(lines);
+    let headers = headers_of(parsed.headers);
     let body = read_body(r, &headers).await?;
     Ok(Some(Request {
         method,

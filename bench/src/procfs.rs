@@ -1,37 +1,27 @@
-//! The server's resident memory, from `/proc/PID/status`.
+//! The server's resident memory and CPU time, and each CPU's load, read
+//! from `/proc` through the `procfs` crate.
 
 use anyhow::{Context, Result};
+use procfs::CurrentSI;
+use procfs::process::Process;
 
 /// `VmRSS` of process `pid`, in KiB.
 pub fn vm_rss_kib(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_vm_rss(&status).with_context(|| format!("no VmRSS line in {path}"))
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
+    let status = process(pid)?
+        .status()
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses() {
-        let s = "Name:\tgw\nVmPeak:\t 10 kB\nVmRSS:\t    5120 kB\n";
-        assert_eq!(super::parse_vm_rss(s), Some(5120));
-    }
+        .vmrss
+        .with_context(|| format!("no VmRSS line in /proc/{pid}/status"))
 }
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks of
 /// 1/100 s (Linux's `USER_HZ`).
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_cpu_ticks(&stat).with_context(|| format!("unexpected {path}"))
+    let stat = process(pid)?
+        .stat()
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    Ok(stat.utime + stat.stime)
 }
 
 /// CPU time of this process, in ticks.
@@ -39,52 +29,39 @@ pub fn own_cpu_ticks() -> Result<u64> {
     cpu_ticks(std::process::id())
 }
 
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-#[cfg(test)]
-mod cpu_tests {
-    #[test]
-    fn parses_stat() {
-        let s = "1234 (a b) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 0 0";
-        assert_eq!(super::parse_cpu_ticks(s), Some(300));
-    }
-}
-
 /// Busy and total jiffies of each CPU, from `/proc/stat`.
 pub fn cpu_jiffies() -> Result<Vec<(u64, u64)>> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    Ok(parse_cpu_jiffies(&stat))
+    let stats = procfs::KernelStats::current().context("reading /proc/stat")?;
+    Ok(stats
+        .cpu_time
+        .iter()
+        .map(|t| {
+            let idle = t.idle + t.iowait.unwrap_or(0);
+            let total = t.user
+                + t.nice
+                + t.system
+                + idle
+                + t.irq.unwrap_or(0)
+                + t.softirq.unwrap_or(0)
+                + t.steal.unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect())
 }
 
-fn parse_cpu_jiffies(stat: &str) -> Vec<(u64, u64)> {
-    stat.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let total: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            (total - idle.min(total), total)
-        })
-        .collect()
+fn process(pid: u32) -> Result<Process> {
+    let pid = i32::try_from(pid).with_context(|| format!("pid {pid}"))?;
+    Process::new(pid).with_context(|| format!("no process {pid}"))
 }
 
 #[cfg(test)]
-mod jiffy_tests {
+mod tests {
     #[test]
-    fn parses_proc_stat() {
-        let s = "cpu  9 0 9 9 0 0 0 0 0 0\ncpu0 10 0 5 80 5 0 0 0 0 0\ncpu1 1 0 1 1 1 0 0 0 0 0\nintr 5\n";
-        assert_eq!(super::parse_cpu_jiffies(s), vec![(15, 100), (2, 4)]);
+    fn reads_this_process_and_the_cpus() {
+        assert!(super::vm_rss_kib(std::process::id()).expect("VmRSS") > 0);
+        super::own_cpu_ticks().expect("CPU time");
+        let cpus = super::cpu_jiffies().expect("/proc/stat");
+        assert!(!cpus.is_empty());
+        assert!(cpus.iter().all(|(busy, total)| busy <= total));
     }
 }

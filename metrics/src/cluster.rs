@@ -188,9 +188,4 @@ impl ClusterMetrics {
     pub fn dropped(&self, reason: ClusterDrop) {
         self.dropped.with_label_values(&[reason.as_str()]).inc();
     }
-
-    /// The count of messages not sent for `reason`.
-    pub fn dropped_count(&self, reason: ClusterDrop) -> u64 {
-        self.dropped.with_label_values(&[reason.as_str()]).get()
-    }
 }

@@ -1,37 +1,24 @@
 //! RFC 3339 timestamps in UTC (`2024-05-01T12:34:56.789Z`) for the admin
-//! API, written by hand from `SystemTime` so the gateway needs no calendar
-//! crate. It only formats; it parses nothing and knows no time zones.
+//! API, formatted by `time`. It only formats; it parses nothing and knows no
+//! time zones.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+
+/// Milliseconds always written, and `Z`: `time`'s `Rfc3339` would trim the
+/// fraction to what is needed and write nanoseconds.
+const FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
 /// `time` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; times before 1970 show the epoch.
 pub fn format(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's
-/// `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    OffsetDateTime::from(time.max(UNIX_EPOCH))
+        .format(FORMAT)
+        // Only a year past 9999 fails to format, centuries after any connection opens.
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -285,28 +285,10 @@ impl Drop for Browser {
     }
 }
 
-/// A GET to the DevTools HTTP endpoint, which keeps the connection open:
-/// the body is read up to its `Content-Length`.
+/// A GET to the DevTools HTTP endpoint; the body when it answers 200.
 fn devtools_get(addr: SocketAddr, path: &str) -> Option<Vec<u8>> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let response = http::parse(&raw).ok()?;
-            let len: usize = response.header("content-length")?.parse().ok()?;
-            if raw.len() >= end + 4 + len {
-                return (response.status == 200).then_some(response.body);
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let response = http::fetch(addr, path, &[]).ok()?;
+    (response.status == 200).then_some(response.body)
 }
 
 /// The repository's root: [`PageServer::start_tree`] serves parts of it.

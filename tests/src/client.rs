@@ -12,6 +12,7 @@
 //! without `close_notify`, or bytes after it, is an [`Event::Error`].
 
 use crate::tls::{ClientTls, TlsWire};
+use crate::writer::Duplex;
 use crate::{FRAME_TIMEOUT, Framing, show};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Read, Write};
@@ -119,25 +120,13 @@ impl Client {
     /// Connects with a small receive buffer, for clients that are meant to
     /// fall behind (slow consumers, drains that cannot flush).
     pub fn connect_small_rcvbuf(addr: SocketAddr, framing: Framing, rcvbuf: usize) -> Client {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Client::from_stream(socket.into(), framing)
+        Client::from_stream(small_rcvbuf(addr, rcvbuf), framing)
     }
 
     /// Connects from the loopback address `source` (any `127.x.y.z`), for
     /// tests of per-address limits.
     pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr, framing: Framing) -> Client {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
-        Client::from_stream(socket.into(), framing)
+        Client::from_stream(bound_to(addr, source), framing)
     }
 
     /// Connects over TLS and completes the handshake; panics if it fails.
@@ -163,12 +152,7 @@ impl Client {
         rcvbuf: usize,
         tls: &ClientTls,
     ) -> Client {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Client::tls_over(socket.into(), framing, tls)
+        Client::tls_over(small_rcvbuf(addr, rcvbuf), framing, tls)
     }
 
     fn from_stream(stream: TcpStream, framing: Framing) -> Client {
@@ -401,5 +385,51 @@ impl Client {
                 end => return (frames, end),
             }
         }
+    }
+}
+
+/// A socket connected to `addr` from the local address `source`.
+pub fn bound_to(addr: SocketAddr, source: std::net::IpAddr) -> TcpStream {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+    socket.into()
+}
+
+/// A socket connected to `addr` with a receive buffer of `rcvbuf` bytes.
+pub fn small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&addr.into(), FRAME_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    socket.into()
+}
+
+impl Duplex for Client {
+    type Event = Event;
+
+    fn second_writer(&mut self) -> Option<TcpStream> {
+        (!self.stream.is_tls()).then(|| self.writer())
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.try_send_raw(bytes)
+    }
+
+    fn read_event(&mut self, timeout: Duration) -> Event {
+        self.next_event(timeout)
+    }
+
+    fn timed_out(event: &Event) -> bool {
+        *event == Event::Timeout
+    }
+
+    fn ends(event: &Event) -> bool {
+        !matches!(event, Event::Frame(_) | Event::Timeout)
     }
 }

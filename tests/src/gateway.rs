@@ -248,6 +248,15 @@ impl Gateway {
         }
     }
 
+    /// Like [`Gateway::connect`], with a small receive buffer, for a client
+    /// meant to fall behind.
+    pub fn connect_small_rcvbuf(&self, rcvbuf: usize) -> Client {
+        match &self.client_tls {
+            None => Client::connect_small_rcvbuf(self.client_addr, self.framing, rcvbuf),
+            Some(tls) => Client::tls_small_rcvbuf(self.client_addr, self.framing, rcvbuf, tls),
+        }
+    }
+
     /// Everything on stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.text()

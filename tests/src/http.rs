@@ -1,9 +1,14 @@
-//! Minimal HTTP/1.1 client for the admin listener (contract sections 7, 8).
+//! HTTP/1.1 for the tests (contract sections 7, 8).
 //!
-//! One request per connection (`Connection: close`), read to EOF, with
-//! `Content-Length` and chunked bodies understood; [`read_one`] reads one
-//! answer off a kept-alive connection. Enough for `/metrics`,
-//! `/healthz` and `/readyz`; it is not a general HTTP client.
+//! The admin listener is read through a client written here, on purpose: its
+//! framing is the gateway's own (`AdminIo`), and these tests must see every
+//! byte it sends (a `HEAD` answer's body, bytes past `Content-Length`, an
+//! answer on a kept-alive connection), which a client library reads past or
+//! hides. [`request`] sends one request per connection (`Connection:
+//! close`) and reads to EOF, `Content-Length` and chunked bodies understood;
+//! [`read_one`] reads one answer off a kept-alive connection, for pipelining.
+//! Servers that are not under test (Prometheus, the NATS monitor, Chromium's
+//! DevTools) are asked through `ureq` ([`fetch`]).
 
 use crate::FRAME_TIMEOUT;
 use std::io::{Read, Write};
@@ -40,6 +45,38 @@ impl Response {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
+}
+
+/// `GET path` with the `query` pairs (encoded here) on a server that is not
+/// the gateway, through `ureq`; every status is an answer, not an error.
+pub fn fetch(addr: SocketAddr, path: &str, query: &[(&str, &str)]) -> Result<Response, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FRAME_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{addr}{path}"))
+        .query_pairs(query.iter().copied())
+        .call()
+        .map_err(|e| e.to_string())?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    Ok(Response {
+        status: response.status().as_u16(),
+        headers,
+        body,
+    })
 }
 
 /// `GET path` on `addr`.
@@ -112,7 +149,8 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
 
 /// Reads one answer with a `Content-Length` body from a kept-alive
 /// connection, leaving the connection open; `Err` on EOF, a timeout of the
-/// stream or a malformed answer.
+/// stream or a malformed answer. Raw on purpose: the pipelining tests write
+/// several requests at once and read what comes back, answer by answer.
 pub fn read_one(stream: &mut TcpStream) -> Result<Response, String> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
@@ -138,23 +176,24 @@ pub fn read_one(stream: &mut TcpStream) -> Result<Response, String> {
 }
 
 fn parse_with(raw: &[u8], head_only: bool) -> Result<Response, String> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {} bytes", raw.len()))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|e| e.to_string())?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line `{status_line}`"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut head = httparse::Response::new(&mut slots);
+    let head_len = match head.parse(raw).map_err(|e| format!("bad head: {e}"))? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => {
+            return Err(format!("no end of headers in {} bytes", raw.len()));
+        }
+    };
+    let status = head.code.ok_or("no status code")?;
+    let headers: Vec<(String, String)> = head
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            (h.name.to_ascii_lowercase(), value)
+        })
         .collect();
-    let rest = &raw[head_end + 4..];
+    let rest = &raw[head_len..];
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
@@ -182,17 +221,14 @@ fn parse_with(raw: &[u8], head_only: bool) -> Result<Response, String> {
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        rest = &rest[line_end + 2..];
+        let Ok(httparse::Status::Complete((used, size))) = httparse::parse_chunk_size(rest) else {
+            return Err("bad chunk size".into());
+        };
+        rest = &rest[used..];
         if size == 0 {
             return Ok(body);
         }
+        let size = usize::try_from(size).map_err(|_| "chunk too large")?;
         body.extend_from_slice(rest.get(..size).ok_or("short chunk")?);
         rest = rest.get(size + 2..).ok_or("short chunk")?;
     }

@@ -4,7 +4,8 @@
 //! binary as a child process ([`Gateway`]), speaks the client protocol over
 //! plain blocking TCP sockets ([`Client`]) and WebSocket ([`ws::WsClient`], on
 //! `tungstenite`), drives a real browser ([`browser`]), and reads the admin listener over
-//! hand-written HTTP/1.1 ([`http`], [`Metrics`]). It deliberately links none of
+//! HTTP/1.1 written here, to see every byte it sends ([`http`], [`Metrics`];
+//! other servers through `ureq`). It deliberately links none of
 //! the gateway's own crates, so the tests hold the binary to the contract and
 //! not to its internals.
 

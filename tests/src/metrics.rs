@@ -1,6 +1,11 @@
 //! Reading the Prometheus text exposition from `GET /metrics` (contract
 //! section 8): samples by name and exact label set, and the `# HELP` /
-//! `# TYPE` lines of each family. It checks no semantics of its own.
+//! `# TYPE` lines of each family. It checks no semantics of its own. The
+//! load generator reads its counters through it too.
+//!
+//! Written here rather than taken from `prometheus-parse`, which skips a line
+//! it cannot read, keeps no `# TYPE` of a family, and splits label values on
+//! `,` and `=`: a contract test must see each of those.
 
 use std::collections::HashMap;
 
@@ -48,6 +53,11 @@ pub struct Metrics {
 impl Metrics {
     /// Parses exposition text; panics on a line it cannot read.
     pub fn parse(text: &str) -> Metrics {
+        Metrics::try_parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Parses exposition text; `Err` names the first line it cannot read.
+    pub fn try_parse(text: &str) -> Result<Metrics, String> {
         let mut metrics = Metrics {
             text: text.to_string(),
             samples: Vec::new(),
@@ -71,11 +81,21 @@ impl Metrics {
                 continue;
             } else {
                 let sample = parse_sample(line)
-                    .unwrap_or_else(|| panic!("unreadable metrics line `{line}`"));
+                    .ok_or_else(|| format!("unreadable metrics line `{line}`"))?;
                 metrics.samples.push(sample);
             }
         }
-        metrics
+        Ok(metrics)
+    }
+
+    /// The sum over every label set of the samples named `name`, or `None`
+    /// when there is none.
+    pub fn sum(&self, name: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .reduce(|a, b| a + b)
     }
 
     /// The value of the sample with exactly this name and these labels.
@@ -203,5 +223,17 @@ mod tests {
         assert_eq!(m.get("h_bucket", &[("le", "+Inf")]), Some(2.0));
         assert_eq!(m.types.get("a_total").map(String::as_str), Some("counter"));
         assert_eq!(m.help.get("a_total").map(String::as_str), Some("Things."));
+        assert!(Metrics::try_parse("a_total{reason=\"x} 3\n").is_err());
+    }
+
+    #[test]
+    fn sums_label_sets_of_one_name_only() {
+        let m = Metrics::parse(
+            "pool_reused_total 41\npool_reused_total_extra 5\n\
+             closed_total{reason=\"a\"} 1\nclosed_total{reason=\"b}\"} 2.5\n",
+        );
+        assert_eq!(m.sum("pool_reused_total"), Some(41.0));
+        assert_eq!(m.sum("closed_total"), Some(3.5));
+        assert_eq!(m.sum("missing"), None);
     }
 }

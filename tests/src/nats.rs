@@ -144,7 +144,9 @@ impl NatsServer {
 
     /// The monitoring endpoint's `/varz`.
     pub fn varz(&self) -> Value {
-        http::get(self.monitor, "/varz").json()
+        http::fetch(self.monitor, "/varz", &[])
+            .unwrap_or_else(|e| panic!("GET /varz on {}: {e}", self.monitor))
+            .json()
     }
 }
 

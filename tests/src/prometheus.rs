@@ -94,7 +94,7 @@ impl Prometheus {
                 if let Ok(Some(_)) = server.child.try_wait() {
                     return Some(false);
                 }
-                match http::try_request(addr, "GET", "/-/ready", &[], None) {
+                match http::fetch(addr, "/-/ready", &[]) {
                     Ok(r) if r.status == 200 => Some(true),
                     _ => None,
                 }
@@ -128,8 +128,7 @@ impl Prometheus {
     /// Runs an instant query; returns the whole JSON answer, whatever its
     /// status, so a test can assert on `status` and `error`.
     pub fn query_raw(&self, promql: &str) -> Value {
-        let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let response = http::try_request(self.addr, "GET", &path, &[], None)
+        let response = http::fetch(self.addr, "/api/v1/query", &[("query", promql)])
             .unwrap_or_else(|e| panic!("query `{promql}`: {e}\nprometheus log:\n{}", self.log()));
         response.json()
     }
@@ -260,30 +259,12 @@ pub fn parse_value(text: &str) -> Option<f64> {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{parse_value, percent_encode};
+    use super::parse_value;
 
     #[test]
-    fn encodes_queries_and_reads_values() {
-        assert_eq!(
-            percent_encode("rate(a_bucket{le=\"+Inf\"}[1m])"),
-            "rate%28a_bucket%7Ble%3D%22%2BInf%22%7D%5B1m%5D%29"
-        );
-        assert_eq!(percent_encode("up x"), "up%20x");
+    fn reads_values() {
         assert_eq!(parse_value("3"), Some(3.0));
         assert_eq!(parse_value("+Inf"), Some(f64::INFINITY));
         assert!(parse_value("NaN").is_some_and(f64::is_nan));

@@ -76,22 +76,16 @@ impl Pki {
 
     /// `--tls-cert FILE --tls-key FILE`.
     pub fn client_flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            path(&self.cert),
-            "--tls-key".into(),
-            path(&self.key),
-        ]
+        self.flags("--tls-cert", "--tls-key")
     }
 
     /// `--admin-tls-cert FILE --admin-tls-key FILE`.
     pub fn admin_flags(&self) -> Vec<String> {
-        vec![
-            "--admin-tls-cert".into(),
-            path(&self.cert),
-            "--admin-tls-key".into(),
-            path(&self.key),
-        ]
+        self.flags("--admin-tls-cert", "--admin-tls-key")
+    }
+
+    fn flags(&self, cert: &str, key: &str) -> Vec<String> {
+        vec![cert.into(), path(&self.cert), key.into(), path(&self.key)]
     }
 
     /// Copies `other`'s certificate and key over this one's files.

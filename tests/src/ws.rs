@@ -13,8 +13,10 @@
 //! answer, for the refusals before the upgrade.
 
 use crate::FRAME_TIMEOUT;
+use crate::client::{bound_to, small_rcvbuf};
 use crate::http::{self, Response};
 use crate::tls::{ClientTls, TlsWire};
+use crate::writer::Duplex;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -135,31 +137,13 @@ impl WsClient {
         source: IpAddr,
         tls: Option<&ClientTls>,
     ) -> Result<WsClient, String> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        socket
-            .bind(&SocketAddr::new(source, 0).into())
-            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
-        WsClient::upgrade(socket.into(), addr, "/ws", &[], tls)
+        WsClient::upgrade(bound_to(addr, source), addr, "/ws", &[], tls)
     }
 
     /// Connects with a small receive buffer, for a client meant to fall
     /// behind (a slow consumer).
     pub fn connect_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: usize) -> WsClient {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
-        socket
-            .connect_timeout(&addr.into(), FRAME_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        WsClient::upgrade(socket.into(), addr, path, &[], None)
+        WsClient::upgrade(small_rcvbuf(addr, rcvbuf), addr, path, &[], None)
             .unwrap_or_else(|e| panic!("WebSocket upgrade on ws://{addr}{path}: {e}"))
     }
 
@@ -343,6 +327,35 @@ impl WsClient {
     /// TLS for `wss`).
     pub fn socket(&mut self) -> &mut WsWire {
         self.ws.get_mut()
+    }
+}
+
+impl Duplex for WsClient {
+    type Event = WsEvent;
+
+    fn second_writer(&mut self) -> Option<TcpStream> {
+        match self.socket() {
+            WsWire::Plain(tcp) => Some(tcp.try_clone().expect("clone the socket")),
+            WsWire::Tls(_) => None,
+        }
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let socket = self.socket();
+        socket.write_all(bytes)?;
+        socket.flush()
+    }
+
+    fn read_event(&mut self, timeout: Duration) -> WsEvent {
+        self.next_event(timeout)
+    }
+
+    fn timed_out(event: &WsEvent) -> bool {
+        *event == WsEvent::Timeout
+    }
+
+    fn ends(event: &WsEvent) -> bool {
+        matches!(event, WsEvent::Close(_) | WsEvent::Eof | WsEvent::Reset(_))
     }
 }
 

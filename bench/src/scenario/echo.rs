@@ -17,7 +17,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{Client, Ctx, Outcome, Timed, Window, collect_ok, run_indexed, timed_results};
-use crate::frame::too_large;
 use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `echo`.
@@ -135,7 +134,7 @@ async fn one_conn(
         }
         let now = Instant::now();
         let mut replies = 0usize;
-        while let Some(f) = c.rd.try_frame().map_err(too_large)? {
+        while let Some(f) = c.rd.try_frame()? {
             let Some(sent) = inflight.pop_front() else {
                 bail!("a reply nobody asked for");
             };

@@ -27,7 +27,6 @@ use super::{
     Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
     server_cpu_us_per,
 };
-use crate::frame::too_large;
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
 
@@ -317,7 +316,7 @@ async fn subscriber(
         let in_window = window.contains(now);
         let mut batch = 0u64;
         loop {
-            let f = match c.rd.try_frame().map_err(too_large) {
+            let f = match c.rd.try_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {

@@ -1,15 +1,14 @@
 //! Contract section 11, TLS, with certificates made in the test (rcgen):
 //! the client protocol over TLS 1.3 and 1.2 in both framings; a real
-//! outside client (`openssl s_client`); the close suite over TLS (the last
-//! frame, then `close_notify`, then EOF, and no reset for a client still
-//! sending); a plain-text client and a stalled handshake dropped and
-//! counted, never accepted; stalled handshakes counted against
-//! `--max-connections` from the accept; SIGHUP with a new certificate and with a broken
-//! file; the admin listener over HTTPS.
+//! outside client (`openssl s_client`); a plain-text client and a stalled
+//! handshake dropped and counted, never accepted; stalled handshakes counted
+//! against `--max-connections` from the accept; SIGHUP with a new
+//! certificate and with a broken file; the admin listener over HTTPS. The
+//! close suite runs over TLS as over TCP, one body for both, in `close`.
 
-use crate::common::{msg, numbered, publish, start};
+use crate::common::start_over;
 use gateway_tests::tls::Pki;
-use gateway_tests::{Client, Event, FRAME_TIMEOUT, Framing, Gateway, http, show};
+use gateway_tests::{Client, FRAME_TIMEOUT, Framing, Gateway, http, show};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -21,12 +20,7 @@ const ACCEPTED: &str = "gateway_connections_accepted_total";
 /// A gateway speaking TLS on its client listener with `pki`'s certificate;
 /// its `connect` speaks TLS too.
 fn tls_gateway(framing: Framing, pki: &Pki, flags: &[&str]) -> Gateway {
-    let tls = pki.client_flags();
-    let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
-    all.extend_from_slice(flags);
-    let mut gw = start(framing, &all);
-    gw.use_tls(pki.client());
-    gw
+    start_over(Some(pki), framing, flags)
 }
 
 #[test]
@@ -59,161 +53,6 @@ fn commands_over_tls_1_3_and_1_2_in_both_framings() {
         gw.wait_metric_eq(ACCEPTED, &[], 4.0);
         assert_eq!(gw.metric(FAILURES, &[]), 0.0, "{framing:?}");
     }
-}
-
-#[test]
-fn quit_with_a_megabyte_pending_delivers_everything_then_bye_then_close_notify() {
-    const COUNT: usize = 256;
-    const SIZE: usize = 4096;
-    let pki = Pki::new("quit CA");
-    for framing in Framing::ALL {
-        let gw = tls_gateway(framing, &pki, &["--max-pending-bytes", "67108864"]);
-        let mut publisher = gw.connect();
-        for round in 0..3 {
-            let mut reader = gw.connect();
-            reader.sub("bulk");
-            publisher.send_all((0..COUNT).map(|i| publish("bulk", &numbered(i, SIZE))));
-            publisher.sync();
-            reader.send("QUIT");
-            for i in 0..COUNT {
-                let frame = reader.recv();
-                assert!(
-                    frame == msg("bulk", &numbered(i, SIZE)),
-                    "{framing:?} round {round}: frame {i} damaged: `{}`",
-                    show(&frame)
-                );
-            }
-            reader.expect("BYE");
-            // close_notify, then the TCP EOF, nothing in between.
-            reader.expect_eof();
-        }
-    }
-}
-
-#[test]
-fn a_tls_client_ending_its_stream_gets_every_answer() {
-    let pki = Pki::new("eof CA");
-    for framing in Framing::ALL {
-        let gw = tls_gateway(framing, &pki, &[]);
-        let mut c = gw.connect();
-        let mut frames = vec![b"SUB t".to_vec()];
-        frames.extend((0..200).map(|i| format!("PING {i}").into_bytes()));
-        frames.push(b"PUB t last".to_vec());
-        c.send_all(&frames);
-        // close_notify, then FIN.
-        c.shutdown_write();
-        c.expect("OK SUB t");
-        for i in 0..200 {
-            c.expect(format!("PONG {i}"));
-        }
-        c.expect("MSG t last");
-        c.expect_eof();
-        gw.wait_metric_eq(
-            "gateway_connections_closed_total",
-            &[("reason", "client")],
-            1.0,
-        );
-    }
-}
-
-#[test]
-fn an_admin_kick_over_tls_is_the_last_frame_before_close_notify() {
-    let pki = Pki::new("kick CA");
-    let gw = tls_gateway(Framing::Lines, &pki, &[]);
-    let mut c = gw.connect();
-    let id = c.hello("kicked");
-    c.sub("t");
-    let mut publisher = gw.connect();
-    publisher.send_all((0..100).map(|i| publish("t", format!("m{i}").as_bytes())));
-    publisher.sync();
-    let r = http::request(
-        gw.admin_addr(),
-        "POST",
-        &format!("/api/v1/connections/{id}/close"),
-        &[("Content-Type", "application/json")],
-        Some(br#"{"message":"maintenance"}"#),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    for i in 0..100 {
-        c.expect(format!("MSG t m{i}"));
-    }
-    c.expect("KICK admin maintenance");
-    c.expect_eof();
-}
-
-#[test]
-fn a_tls_client_still_writing_after_quit_reads_bye_then_close_notify_not_a_reset() {
-    let pki = Pki::new("linger CA");
-    for framing in Framing::ALL {
-        let gw = tls_gateway(framing, &pki, &["--close-timeout", "5"]);
-        let mut c = gw.connect();
-        c.check("PING first", "PONG first");
-        // QUIT and a flood behind it in one write; then more writes between
-        // reads until the end has been read. A TLS stream has one writer,
-        // so writing and reading take turns here.
-        let mut wire = framing.encode(b"QUIT");
-        wire.extend_from_slice(
-            &framing.encode_all((0..20_000).map(|i| format!("PING after-quit {i}"))),
-        );
-        c.send_raw(&wire);
-        let more = framing.encode_all((0..1000).map(|_| "PING more"));
-        let mut events = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < deadline {
-            match c.next_event(Duration::from_millis(100)) {
-                Event::Timeout => {}
-                Event::Frame(frame) => events.push(Event::Frame(frame)),
-                end => {
-                    events.push(end);
-                    break;
-                }
-            }
-            if let Err(err) = c.try_send_raw(&more) {
-                panic!("{framing:?}: a write failed while the server lingered: {err}");
-            }
-        }
-        let seen: Vec<String> = events.iter().map(Event::describe).collect();
-        assert_eq!(
-            events,
-            vec![Event::Frame(b"BYE".to_vec()), Event::Eof],
-            "{framing:?}: saw {seen:?}"
-        );
-    }
-}
-
-#[test]
-fn a_tls_client_that_reads_nothing_is_cut_off_by_the_close_timeout() {
-    let pki = Pki::new("stuck CA");
-    let gw = tls_gateway(
-        Framing::Length,
-        &pki,
-        &["--close-timeout", "1", "--max-pending-bytes", "134217728"],
-    );
-    let mut stuck =
-        Client::tls_small_rcvbuf(gw.client_addr(), Framing::Length, 4096, &pki.client());
-    stuck.sub("stuck");
-    let mut publisher = gw.connect();
-    let payload = numbered(0, 60_000);
-    publisher.send_all((0..200).map(|_| publish("stuck", &payload)));
-    publisher.sync();
-    let asked = Instant::now();
-    stuck.send("QUIT");
-    gw.wait_metric(
-        "gateway_close_flush_timeouts_total",
-        &[],
-        Duration::from_secs(5),
-        "1",
-        |v| v == 1.0,
-    );
-    assert!(asked.elapsed() >= Duration::from_millis(900));
-    let (frames, _end) = stuck.read_to_end(FRAME_TIMEOUT);
-    for (i, frame) in frames.iter().enumerate() {
-        assert!(*frame == msg("stuck", &payload), "frame {i} damaged");
-    }
-    assert!(
-        frames.len() < 200,
-        "the cut-off client still got everything"
-    );
 }
 
 /// Reads a raw socket until EOF, a reset or `timeout`; returns the bytes

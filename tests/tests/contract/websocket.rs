@@ -39,22 +39,22 @@ pub fn text(s: &str) -> WsEvent {
     WsEvent::Text(s.to_owned())
 }
 
+/// Asserts `READY` names the WebSocket listener last, as `ws=`.
+#[track_caller]
+pub fn assert_ready_names_ws(gw: &Gateway) {
+    let ready = format!(
+        "READY client={} admin={} ws={}",
+        gw.client_addr(),
+        gw.admin_addr(),
+        gw.ws_addr()
+    );
+    assert_eq!(gw.stdout().lines().next(), Some(ready.as_str()));
+}
+
 #[test]
 fn the_ready_line_names_the_ws_listener_last() {
     let gw = start_ws(&[]);
-    let stdout = gw.stdout();
-    assert_eq!(
-        stdout.lines().next(),
-        Some(
-            format!(
-                "READY client={} admin={} ws={}",
-                gw.client_addr(),
-                gw.admin_addr(),
-                gw.ws_addr()
-            )
-            .as_str()
-        )
-    );
+    assert_ready_names_ws(&gw);
     assert_ne!(gw.ws_addr().port(), 0, "READY names the real port");
     let plain = Gateway::start(&[]);
     assert!(!plain.stdout().contains("ws="), "{}", plain.stdout());

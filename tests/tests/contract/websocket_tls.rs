@@ -1,24 +1,19 @@
 //! Contract sections 11 and 12 together, `wss`: with `--tls-cert` the
 //! WebSocket listener speaks TLS (1.3 and 1.2) and nothing else, and `READY`
 //! still names it. Over it, every command, admin pushes and publishes
-//! crossing to TLS line clients; each close delivers what was queued, then
-//! its message, then the Close frame with its status code, then
-//! `close_notify` and the TCP EOF; a client still sending after `QUIT` is
-//! never reset; SIGHUP serves new `wss` clients the new certificate.
-//! Refusals over `wss` are in `websocket_refusals`, tokens in `tokens`.
+//! crossing to TLS line clients; SIGHUP serves new `wss` clients the new
+//! certificate. The close suite runs over `wss` as over `ws`, one body for
+//! both, in `websocket_close`; refusals over `wss` are in
+//! `websocket_refusals`, tokens in `tokens`.
 
 use crate::admin_api::{api, get_ok};
-use crate::websocket::{start_ws_over, text};
-use crate::websocket_close::{expect_queue_then_close, loaded_reader};
+use crate::websocket::{assert_ready_names_ws, start_ws_over};
 use gateway_tests::tls::Pki;
-use gateway_tests::ws::{WsClient, WsEvent, client_frame};
+use gateway_tests::ws::{WsClient, WsEvent};
 use gateway_tests::{FRAME_TIMEOUT, Gateway};
 use serde_json::json;
-use std::io::Write;
-use std::time::{Duration, Instant};
 
 const FAILURES: &str = "gateway_tls_handshake_failures_total";
-const CLOSED: &str = "gateway_connections_closed_total";
 
 fn wss_gateway(pki: &Pki, flags: &[&str]) -> Gateway {
     start_ws_over(Some(pki), flags)
@@ -28,18 +23,7 @@ fn wss_gateway(pki: &Pki, flags: &[&str]) -> Gateway {
 fn ready_names_the_wss_listener_which_speaks_only_tls() {
     let pki = Pki::new("wss ready CA");
     let gw = wss_gateway(&pki, &[]);
-    assert_eq!(
-        gw.stdout().lines().next(),
-        Some(
-            format!(
-                "READY client={} admin={} ws={}",
-                gw.client_addr(),
-                gw.admin_addr(),
-                gw.ws_addr()
-            )
-            .as_str()
-        )
-    );
+    assert_ready_names_ws(&gw);
     // A plain-text upgrade on the wss port is a failed handshake, never a
     // connection.
     let plain = WsClient::connect_with(gw.ws_addr(), "/ws", &[]);
@@ -114,104 +98,6 @@ fn every_command_and_admin_push_over_wss_1_3_and_1_2() {
     );
     gw.wait_metric_eq("gateway_connections_accepted_total", &[], 4.0);
     assert_eq!(gw.metric(FAILURES, &[]), 0.0);
-}
-
-#[test]
-fn each_close_over_wss_delivers_the_queue_then_its_close_frame_then_close_notify() {
-    let pki = Pki::new("wss close CA");
-    let mut gw = wss_gateway(&pki, &["--close-timeout", "5"]);
-
-    let mut kicked = loaded_reader(&gw, "kicked", "k");
-    let r = api(
-        &gw,
-        "POST",
-        "/api/v1/users/kicked/close",
-        Some(&json!({"message": "maintenance"})),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    expect_queue_then_close(&mut kicked, "k", "KICK admin maintenance", 4000);
-
-    let mut quitter = loaded_reader(&gw, "quitter", "q");
-    quitter.send_text("QUIT");
-    expect_queue_then_close(&mut quitter, "q", "BYE", 1000);
-
-    let mut large = loaded_reader(&gw, "large", "l");
-    large.send_binary(&vec![b'x'; 70_000]);
-    expect_queue_then_close(&mut large, "l", "ERR frame-too-large", 1009);
-
-    // The client's own Close is answered after what was queued for it.
-    let mut closer = gw.ws_connect();
-    for i in 0..50 {
-        closer.send_text(&format!("PING {i}"));
-    }
-    closer.close(4321);
-    for i in 0..50 {
-        closer.expect_text(&format!("PONG {i}"));
-    }
-    assert_eq!(closer.recv(), WsEvent::Close(Some(4321)));
-    assert_eq!(closer.next_event(FRAME_TIMEOUT), WsEvent::Eof);
-
-    for reason in ["admin", "quit", "frame_too_large"] {
-        gw.wait_metric_eq(CLOSED, &[("reason", reason)], 1.0);
-    }
-    // The closer, and the three publishers that ended with their EOF.
-    gw.wait_metric_eq(CLOSED, &[("reason", "client")], 4.0);
-
-    // Last, as the gateway exits once drained.
-    let mut drained = loaded_reader(&gw, "drained", "d");
-    let r = api(&gw, "POST", "/api/v1/drain", None);
-    assert_eq!(r.status, 202, "{}", r.text());
-    expect_queue_then_close(&mut drained, "d", "KICK shutdown", 1001);
-    let status = gw.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}");
-}
-
-#[test]
-fn a_wss_client_still_sending_after_quit_reads_bye_and_close_not_a_reset() {
-    let pki = Pki::new("wss linger CA");
-    let gw = wss_gateway(&pki, &["--close-timeout", "5"]);
-    let mut c = gw.ws_connect();
-    c.check("PING first", "PONG first");
-    // QUIT and a flood behind it in one write; then more between reads
-    // until the server's Close has been read. A TLS stream has one writer,
-    // so writing and reading take turns.
-    let mut wire = client_frame(0x81, b"QUIT");
-    for i in 0..20_000 {
-        wire.extend_from_slice(&client_frame(
-            0x81,
-            format!("PING after-quit {i}").as_bytes(),
-        ));
-    }
-    c.socket().write_all(&wire).expect("QUIT and the flood");
-    let more: Vec<u8> = (0..1000)
-        .flat_map(|_| client_frame(0x81, b"PING more"))
-        .collect();
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < deadline {
-        match c.next_event(Duration::from_millis(100)) {
-            WsEvent::Timeout => {}
-            event => {
-                let close = matches!(event, WsEvent::Close(_));
-                events.push(event);
-                if close {
-                    break;
-                }
-            }
-        }
-        if let Err(err) = c.socket().write_all(&more) {
-            panic!("a write failed while the server lingered: {err}; saw {events:?}");
-        }
-    }
-    // The client's answer to the Close ends the linger: the server's
-    // close_notify and EOF follow.
-    events.push(c.next_event(FRAME_TIMEOUT));
-    assert_eq!(
-        events,
-        vec![text("BYE"), WsEvent::Close(Some(1000)), WsEvent::Eof]
-    );
-    gw.wait_metric_eq(CLOSED, &[("reason", "quit")], 1.0);
-    assert_eq!(gw.metric("gateway_close_flush_timeouts_total", &[]), 0.0);
 }
 
 #[test]
