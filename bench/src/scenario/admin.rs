@@ -41,12 +41,8 @@ pub async fn run(ctx: &Ctx, args: &AdminArgs) -> Result<Outcome> {
         .collect();
     let body = Arc::new(json!({ "data": data }).to_string().into_bytes());
     let sink = LatencySink::new();
-    let Timed {
-        window,
-        cpu,
-        bar,
-        done,
-    } = Timed::start(ctx, "admin", "publishes");
+    let timed = Timed::start(ctx, "admin", "publishes");
+    let (window, done) = (timed.window, timed.done.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
         let mut client = HttpClient::new(admin);
@@ -63,12 +59,12 @@ pub async fn run(ctx: &Ctx, args: &AdminArgs) -> Result<Outcome> {
     while let Some(j) = tasks.join_next().await {
         results.push(j.map_err(anyhow::Error::from).and_then(|r| r));
     }
-    bar.finish();
+    timed.bar.finish();
     let mut failures = Vec::new();
     let measured: u64 = collect_ok("publishers", results, &mut failures)
         .into_iter()
         .sum();
-    let cpu = cpu.finish().await;
+    let cpu = timed.cpu.finish().await;
     Ok(Outcome {
         params: json!({
             "connections": args.connections,

@@ -60,12 +60,8 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     }
     let (ping, pong) = (Arc::new(ping), Arc::new(pong));
     let sink = LatencySink::new();
-    let Timed {
-        window,
-        cpu,
-        bar,
-        done,
-    } = Timed::start(ctx, "echo", "msgs");
+    let timed = Timed::start(ctx, "echo", "msgs");
+    let (window, done) = (timed.window, timed.done.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     for c in conns {
@@ -78,14 +74,14 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     while let Some(j) = tasks.join_next().await {
         results.push(j.map_err(anyhow::Error::from).and_then(|r| r));
     }
-    bar.finish();
+    timed.bar.finish();
     for (n, mismatched) in collect_ok("connections", results, &mut failures) {
         measured += n;
         if mismatched > 0 {
             failures.push(format!("{mismatched} replies did not match their ping"));
         }
     }
-    let cpu = cpu.finish().await;
+    let cpu = timed.cpu.finish().await;
     Ok(Outcome {
         params: json!({
             "connections": args.connections,
