@@ -51,8 +51,6 @@ export class Subscription extends Emitter {
     this.recover = recover;
     this.active = true;
     this._track = newTrack(recover);
-    // The connection (the client's generation) its last SUB went out on.
-    this._sentOn = undefined;
     // The `<n>` of the recovery under way, until its n messages are in.
     this._recovering = undefined;
   }
@@ -266,7 +264,6 @@ export class GatewayClient extends Emitter {
     // of the resubscribe.
     for (const sub of [...this._subs.values()]) {
       if (gen !== this._gen) return;
-      if (sub._sentOn === gen) continue;
       this._restoring.add(sub);
       this._subscribeNow(sub);
     }
@@ -418,7 +415,6 @@ export class GatewayClient extends Emitter {
   // `ERR already-subscribed`.
   _subscribeNow(sub, mode, again = false) {
     const plan = mode ? { mode } : planSubscribe(sub._track);
-    sub._sentOn = this._gen;
     sub._recovering = undefined;
     sub._track.replaying = 0;
     this._command(subFrame(sub.topic, plan.mode, plan.position), {
