@@ -101,6 +101,13 @@ export class Subscription {
   on(event: "lost", fn: (info: LostInfo) => void): this;
   /** Each `OK SUB`, on every (re)subscribe. */
   on(event: "subscribed", fn: (info: { position?: string; recovered?: number }) => void): this;
+  /**
+   * A recovery is complete: the `count` messages the gateway replayed after a
+   * reconnect (`OK SUB ... RECOVERED <count>`) reached `message`, in order;
+   * `position` is the last one's. Not fired when the connection ended mid-replay:
+   * the next reconnect recovers the rest.
+   */
+  on(event: "recovered", fn: (info: { count: number; position?: string }) => void): this;
   /** Once: `recover: true` but the gateway keeps no history for the topic; subscribed plainly. */
   on(event: "nohistory", fn: (code: string) => void): this;
   /** The gateway refused the subscription on this connection (`forbidden`, ...). */

@@ -11,6 +11,7 @@ import { Pending } from "./replies.js";
 import { afterClose } from "./policy.js";
 import {
   acceptMessage,
+  countReplayed,
   newTrack,
   onLostFrame,
   onSubscribeRefused,
@@ -50,6 +51,8 @@ export class Subscription extends Emitter {
     this.recover = recover;
     this.active = true;
     this._track = newTrack(recover);
+    // The `<n>` of the recovery under way, until its n messages are in.
+    this._recovering = undefined;
   }
 
   /** The last position delivered, `<epoch>:<offset>`, once positions are known. */
@@ -255,12 +258,17 @@ export class GatewayClient extends Emitter {
     this._attempt = 0;
     this._startHeartbeat();
     const gen = this._gen;
-    this._setState("connected", { id, url: this.url });
+    // The SUBs go out before `connected` is told: a handler that subscribes
+    // or publishes then neither sends a second SUB for a topic (a
+    // positioned one would be `ERR already-subscribed`) nor publishes ahead
+    // of the resubscribe.
     for (const sub of [...this._subs.values()]) {
       if (gen !== this._gen) return;
       this._restoring.add(sub);
       this._subscribeNow(sub);
     }
+    this._setState("connected", { id, url: this.url });
+    if (gen !== this._gen) return;
     this._restored(undefined);
   }
 
@@ -403,13 +411,18 @@ export class GatewayClient extends Emitter {
     this._pending.push(entry);
   }
 
-  _subscribeNow(sub, mode) {
+  // `mode`: a fallback's (else the plan's); `again`: the second try after
+  // `ERR already-subscribed`.
+  _subscribeNow(sub, mode, again = false) {
     const plan = mode ? { mode } : planSubscribe(sub._track);
+    sub._recovering = undefined;
+    sub._track.replaying = 0;
     this._command(subFrame(sub.topic, plan.mode, plan.position), {
       verb: "SUB",
       topic: sub.topic,
       mode: plan.mode,
       sub,
+      again,
     });
   }
 
@@ -426,7 +439,9 @@ export class GatewayClient extends Emitter {
     switch (frame.type) {
       case "msg": {
         const sub = this._subs.get(frame.topic);
-        if (sub && acceptMessage(sub._track, frame.offset)) sub._emit("message", frame.payload, frame.offset);
+        if (!sub || !acceptMessage(sub._track, frame.offset)) return;
+        sub._emit("message", frame.payload, frame.offset);
+        if (frame.offset !== undefined && countReplayed(sub._track)) this._recoveryDone(sub);
         return;
       }
       case "push":
@@ -484,8 +499,11 @@ export class GatewayClient extends Emitter {
     if (verb === "SUB") {
       const sub = entry.sub;
       if (!sub.active) return;
-      const outcome = onSubscribeRefused(sub._track, entry.mode, code);
-      if (outcome.retry) {
+      const outcome = onSubscribeRefused(sub._track, entry.mode, code, entry.again);
+      if (outcome.resubscribe) {
+        this._command(`UNSUB ${sub.topic}`, { verb: "UNSUB", topic: sub.topic });
+        this._subscribeNow(sub, undefined, true);
+      } else if (outcome.retry) {
         if (outcome.noHistory) sub._emit("nohistory", code);
         this._subscribeNow(sub, outcome.retry);
       } else {
@@ -506,6 +524,17 @@ export class GatewayClient extends Emitter {
     const outcome = onSubscribed(sub._track, entry.mode, answer);
     sub._emit("subscribed", { position: sub.position, recovered: outcome.recovered });
     if (outcome.lost) sub._emit("lost", outcome.lost);
+    if (outcome.recovered !== undefined) {
+      sub._recovering = outcome.recovered;
+      if (outcome.recovered === 0) this._recoveryDone(sub);
+    }
     if (this._restoring.has(sub)) this._restored(sub);
+  }
+
+  // Every message of a recovery was delivered: `recovered` with their count.
+  _recoveryDone(sub) {
+    const count = sub._recovering;
+    sub._recovering = undefined;
+    if (count !== undefined && sub.active) sub._emit("recovered", { count, position: sub.position });
   }
 }

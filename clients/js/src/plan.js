@@ -23,6 +23,8 @@ export function newTrack(recover) {
     subscribedBefore: false,
     // Whether the fallback to a plain SUB was reported.
     toldNoHistory: false,
+    // Replayed messages still to come after `OK SUB ... RECOVERED <n>`.
+    replaying: 0,
   };
 }
 
@@ -49,6 +51,7 @@ export function planSubscribe(track) {
 export function onSubscribed(track, mode, answer) {
   const first = !track.subscribedBefore;
   track.subscribedBefore = true;
+  track.replaying = 0;
   if (mode === "plain") {
     return track.recover && !first ? { lost: { reason: "no-history" } } : {};
   }
@@ -63,6 +66,7 @@ export function onSubscribed(track, mode, answer) {
   }
   if (answer.recovered !== undefined && track.position && track.position.epoch === position.epoch) {
     // The replayed messages move the offset on, one by one.
+    track.replaying = answer.recovered;
     return { recovered: answer.recovered };
   }
   track.position = { ...position };
@@ -72,10 +76,19 @@ export function onSubscribed(track, mode, answer) {
 /**
  * What an `ERR <code>` answering a SUB sent in `mode` means: `{ retry:
  * "plain", noHistory }` to send a plain `SUB` now (with `noHistory` true
- * the first time, to say so once), or `{ failed: true }`: the subscription
- * is refused on this connection (`forbidden`, `too-many-subscriptions`).
+ * the first time, to say so once), `{ resubscribe: true }` to send `UNSUB`
+ * and then the planned `SUB` again, or `{ failed: true }`: the
+ * subscription is refused on this connection (`forbidden`,
+ * `too-many-subscriptions`).
+ *
+ * `ERR already-subscribed` (section 13: the connection holds the topic,
+ * plainly or positioned) means the gateway's view and the client's differ;
+ * the client's wins: `UNSUB`, then the SUB it planned, from its position,
+ * so nothing is missed in between. Once per connection and subscription
+ * (`again`: this SUB was that second try): a second refusal is a failure.
  */
-export function onSubscribeRefused(track, mode, code) {
+export function onSubscribeRefused(track, mode, code, again = false) {
+  if (code === "already-subscribed") return again ? { failed: true } : { resubscribe: true };
   if (mode !== "plain" && NO_HISTORY.has(code)) {
     const noHistory = !track.toldNoHistory;
     track.toldNoHistory = true;
@@ -96,8 +109,19 @@ export function acceptMessage(track, offset) {
   return true;
 }
 
+/**
+ * Counts a positioned message delivered: true when it was the last of a
+ * replay (`OK SUB ... RECOVERED <n>`), so the recovery is complete.
+ */
+export function countReplayed(track) {
+  if (track.replaying <= 0) return false;
+  track.replaying--;
+  return track.replaying === 0;
+}
+
 /** A `LOST <topic> <position>` frame: continuity broke; go on from there. */
 export function onLostFrame(track, position) {
   track.position = { ...position };
+  track.replaying = 0;
   return { lost: { reason: "gap", position: { ...position } } };
 }

@@ -204,6 +204,86 @@ clientTest("recover: true with history: SUB from the last offset, replay deliver
   s.client.close();
 });
 
+clientTest("recover: the replay ends with recovered and its count; RECOVERED 0 at once; none after a LOST", async (clock) => {
+  const s = setUp();
+  const sub = s.client.subscribe("news", { recover: true });
+  const seen = [];
+  sub.on("message", (payload, offset) => seen.push([payload, offset]));
+  sub.on("recovered", (info) => seen.push(["recovered", info.count, info.position]));
+  sub.on("lost", (info) => seen.push(["lost", info.reason]));
+  s.client.connect();
+  const first = await login(s);
+  first.frame("OK SUB news e1:5");
+  first.end(1006);
+  clock.tick(750);
+  const second = await login(s);
+  assert.deepEqual(second.sent, ["HELLO alice", "SUB news e1:5"]);
+  second.frame("OK SUB news e1:9 RECOVERED 2");
+  second.frame("MSG news@7 b");
+  assert.deepEqual(seen, [["b", 7]], "not complete after one of two");
+  second.frame("MSG news@9 c");
+  second.frame("MSG news@10 live");
+  assert.deepEqual(seen, [["b", 7], ["c", 9], ["recovered", 2, "e1:9"], ["live", 10]]);
+  second.end(1006);
+  clock.tick(750);
+  const third = await login(s);
+  assert.deepEqual(third.sent, ["HELLO alice", "SUB news e1:10"]);
+  third.frame("OK SUB news e1:10 RECOVERED 0");
+  assert.deepEqual(seen.slice(4), [["recovered", 0, "e1:10"]]);
+  third.end(1006);
+  clock.tick(750);
+  const fourth = await login(s);
+  fourth.frame("OK SUB news e2:3 LOST");
+  fourth.frame("MSG news@4 new");
+  assert.deepEqual(seen.slice(5), [["lost", "lost"], ["new", 4]]);
+  s.client.close();
+});
+
+clientTest("recover: a subscribe from the connected handler sends one SUB, not a second one that the gateway refuses", async () => {
+  const s = setUp();
+  s.client.subscribe("news", { recover: true });
+  s.client.on("state", (state) => {
+    if (state === "connected") {
+      s.client.subscribe("news", { recover: true });
+      s.client.subscribe("other", { recover: true });
+      s.client.publish("other", "hi");
+    }
+  });
+  s.client.connect();
+  const socket = await login(s);
+  assert.deepEqual(socket.sent, ["HELLO alice", "SUB news LATEST", "SUB other LATEST"]);
+  socket.frame("OK SUB news e1:0");
+  socket.frame("OK SUB other e1:0");
+  assert.deepEqual(socket.sent.slice(3), ["PUB other hi"], "the publish waited for the SUBs");
+  s.client.close();
+});
+
+clientTest("recover: ERR already-subscribed: UNSUB, then the SUB from the position again; a second refusal is reported", async (clock) => {
+  const s = setUp();
+  const sub = s.client.subscribe("news", { recover: true });
+  const errors = [];
+  sub.on("error", (error) => errors.push(error.code));
+  s.client.connect();
+  const first = await login(s);
+  first.frame("OK SUB news e1:5");
+  first.frame("MSG news@6 a");
+  first.end(1006);
+  clock.tick(750);
+  const second = await login(s);
+  second.frame("ERR already-subscribed");
+  assert.deepEqual(second.sent, ["HELLO alice", "SUB news e1:6", "UNSUB news", "SUB news e1:6"]);
+  second.frame("OK UNSUB news");
+  second.frame("ERR already-subscribed");
+  assert.deepEqual(errors, ["already-subscribed"]);
+  assert.equal(second.sent.length, 4, "no loop");
+  second.end(1006);
+  clock.tick(750);
+  const third = await login(s);
+  third.frame("ERR already-subscribed");
+  assert.deepEqual(third.sent.slice(2), ["UNSUB news", "SUB news e1:6"], "tried again on each connection");
+  s.client.close();
+});
+
 clientTest("publish: queued while disconnected up to the bound, then refused; sent after the resubscribe", async (clock) => {
   const s = setUp({ maxQueued: 2 });
   s.client.subscribe("news");

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { backoffCeiling, backoffDelay } from "../src/backoff.js";
 import { afterClose } from "../src/policy.js";
-import { acceptMessage, newTrack, onLostFrame, onSubscribeRefused, onSubscribed, planSubscribe } from "../src/plan.js";
+import { acceptMessage, countReplayed, newTrack, onLostFrame, onSubscribeRefused, onSubscribed, planSubscribe } from "../src/plan.js";
 import { MAX_PUB_RUN, Pending } from "../src/replies.js";
 import { BoundedQueue } from "../src/queue.js";
 
@@ -106,6 +106,30 @@ test("resubscribe plan: positions once history exists (contract section 13)", ()
   assert.deepEqual(onLostFrame(t, { epoch: "e2", offset: 9 }), { lost: { reason: "gap", position: { epoch: "e2", offset: 9 } } });
   assert.ok(acceptMessage(t, 10));
   assert.deepEqual(planSubscribe(t), { mode: "position", position: { epoch: "e2", offset: 10 } });
+});
+
+test("resubscribe plan: a replay of RECOVERED n ends with its n-th message", () => {
+  const t = newTrack(true);
+  onSubscribed(t, "latest", { position: { epoch: "e1", offset: 4 } });
+  assert.ok(!countReplayed(t), "a live message is no replay");
+  assert.deepEqual(onSubscribed(t, "position", { position: { epoch: "e1", offset: 9 }, recovered: 2 }), { recovered: 2 });
+  assert.ok(acceptMessage(t, 6));
+  assert.ok(!countReplayed(t), "one of two");
+  assert.ok(acceptMessage(t, 9));
+  assert.ok(countReplayed(t), "two of two");
+  assert.ok(acceptMessage(t, 10));
+  assert.ok(!countReplayed(t), "live again");
+  // A LOST answer or frame ends any replay.
+  onSubscribed(t, "position", { position: { epoch: "e1", offset: 14 }, recovered: 3 });
+  onLostFrame(t, { epoch: "e1", offset: 20 });
+  assert.ok(!countReplayed(t));
+});
+
+test("resubscribe plan: ERR already-subscribed resubscribes once, then fails", () => {
+  const t = newTrack(true);
+  assert.deepEqual(onSubscribeRefused(t, "latest", "already-subscribed"), { resubscribe: true });
+  assert.deepEqual(onSubscribeRefused(t, "latest", "already-subscribed", true), { failed: true });
+  assert.deepEqual(onSubscribeRefused(newTrack(false), "plain", "already-subscribed"), { resubscribe: true });
 });
 
 test("resubscribe plan: LATEST after a connection without history reports lost", () => {

@@ -8,10 +8,14 @@
 //! while, a node of a URL list gone) and
 //! reads the records back over the DevTools protocol.
 //!
-//! What needs history (contract section 13: recovery of what was missed)
-//! is not here: the gateway has none yet. A `recover: true` subscription is
-//! held to what it can do without: subscribe plainly, say so once, and
-//! report `lost` after each reconnect.
+//! Recovery (contract section 13) against a single node started with
+//! `--history-size`: what was published while the page was away (an admin
+//! close, a cut with no Close frame) arrives after the reconnect, exactly
+//! once and in order, as many as `RECOVERED <n>` said; after a restart (a
+//! new epoch) `lost` fires, then live messages flow. Without history a
+//! `recover: true` subscription is held to what it can do: subscribe
+//! plainly, say so once, and report `lost` after each reconnect. Recovery
+//! in a cluster is not here: a cluster keeps no history yet.
 //!
 //! Like `browser`, these need Chromium on `PATH` and skip without it
 //! unless `GATEWAY_TEST_REQUIRE_CHROMIUM=1`.
@@ -628,4 +632,180 @@ fn a_url_list_fails_over_to_the_next_gateway() {
             .is_some_and(|ms| ms >= 0.0),
         "ping: {rtt:?}"
     );
+}
+
+/// A single node that keeps history: 100 messages per topic.
+const HISTORY: [&str; 2] = ["--history-size", "100"];
+
+/// The offsets of the messages delivered on `topic`, in order.
+fn offsets(log: &[Value], topic: &str) -> Vec<u64> {
+    events(log, "message")
+        .iter()
+        .filter(|e| e["topic"] == topic)
+        .map(|e| e["offset"].as_u64().expect("a positioned message"))
+        .collect()
+}
+
+/// Where in the log the first event satisfying `is` stands.
+#[track_caller]
+fn index_of(log: &[Value], is: impl Fn(&Value) -> bool) -> usize {
+    log.iter()
+        .position(is)
+        .unwrap_or_else(|| panic!("not in the log: {log:#?}"))
+}
+
+/// Starts client `name` on `url` with a `recover: true` subscription to
+/// `news`, waits until it got "one", and returns its first connection's id.
+/// Each reconnect waits 1 s: what is published at once after a disconnect
+/// lands while the page is away.
+fn start_recovering(page: &mut Page, gw: &Gateway, name: &str, url: String) -> String {
+    page.start(
+        name,
+        &[url],
+        json!({"user": name, "minDelay": 1000, "maxDelay": 1000}),
+        &[("news", true)],
+    );
+    page.wait(name, "subscribed", |l| events(l, "subscribed").len() == 1);
+    publish(gw, "news", "one");
+    let log = page.wait(name, "the first message", |l| {
+        messages(l, "news").len() == 1
+    });
+    in_state(&log, "connected")[0]["id"]
+        .as_str()
+        .expect("a connection id")
+        .to_owned()
+}
+
+/// Once client `name` is disconnected: three messages published while it
+/// is away arrive after its reconnect, replayed as `RECOVERED 3`, exactly
+/// once and in order, before a live one.
+#[track_caller]
+fn recovers_what_it_missed(page: &mut Page, gw: &Gateway, name: &str) -> Vec<Value> {
+    page.wait(name, "disconnected", |l| {
+        !in_state(l, "disconnected").is_empty()
+    });
+    for data in ["two", "three", "four"] {
+        publish(gw, "news", data);
+    }
+    let log = page.log(name);
+    assert_eq!(
+        in_state(&log, "connected").len(),
+        1,
+        "published while the page was away: {log:#?}"
+    );
+    page.wait(name, "the recovery", |l| !events(l, "recovered").is_empty());
+    publish(gw, "news", "five");
+    let log = page.wait(name, "the live message", |l| {
+        messages(l, "news").iter().any(|m| m == "five")
+    });
+    assert_eq!(
+        messages(&log, "news"),
+        ["one", "two", "three", "four", "five"],
+        "{log:#?}"
+    );
+    let at = offsets(&log, "news");
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "offsets {at:?}: {log:#?}"
+    );
+    let subscribed = events(&log, "subscribed");
+    assert_eq!(subscribed.len(), 2, "{log:#?}");
+    assert_eq!(subscribed[1]["recovered"], 3, "RECOVERED 3: {log:#?}");
+    let recovered = events(&log, "recovered");
+    assert_eq!(recovered.len(), 1, "{log:#?}");
+    assert_eq!(recovered[0]["count"], 3, "{log:#?}");
+    // The replay, then the end of the recovery, then the live message.
+    let back = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "state" && e["state"] == "connected")
+        .nth(1)
+        .map(|(at, _)| at)
+        .expect("a second connection");
+    let two = index_of(&log, |e| e["payload"] == "two");
+    let done = index_of(&log, |e| e["event"] == "recovered");
+    let five = index_of(&log, |e| e["payload"] == "five");
+    assert!(back < two && two < done && done < five, "{log:#?}");
+    assert!(events(&log, "lost").is_empty(), "{log:#?}");
+    log
+}
+
+#[test]
+fn after_an_admin_close_the_client_recovers_what_it_missed_exactly_once_in_order() {
+    if !chromium_present() {
+        return;
+    }
+    let mut page = Page::open();
+    let gw = page.gateway(&HISTORY);
+    let id = start_recovering(&mut page, &gw, "adm", ws_url(gw.ws_addr()));
+    let r = api(
+        &gw,
+        "POST",
+        &format!("/api/v1/connections/{id}/close"),
+        Some(&json!({})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let log = recovers_what_it_missed(&mut page, &gw, "adm");
+    assert_eq!(in_state(&log, "disconnected")[0]["reason"], "admin");
+}
+
+#[test]
+fn after_a_cut_without_a_close_frame_the_client_recovers_what_it_missed_exactly_once_in_order() {
+    if !chromium_present() {
+        return;
+    }
+    let mut page = Page::open();
+    let gw = page.gateway(&HISTORY);
+    let proxy = CutProxy::start(gw.ws_addr());
+    start_recovering(&mut page, &gw, "cut", ws_url(proxy.addr()));
+    proxy.cut();
+    let log = recovers_what_it_missed(&mut page, &gw, "cut");
+    let down = in_state(&log, "disconnected");
+    assert_eq!(down[0]["code"], 1006, "{log:#?}");
+    assert_eq!(down[0]["reason"], "cut", "{log:#?}");
+}
+
+#[test]
+fn after_a_restart_a_new_epoch_fires_lost_then_live_messages_flow() {
+    if !chromium_present() {
+        return;
+    }
+    let mut page = Page::open();
+    let gw = page.gateway(&HISTORY);
+    let ws = gw.ws_addr();
+    start_recovering(&mut page, &gw, "rst", ws_url(ws));
+    // SIGKILL: the history in its memory is gone with it.
+    drop(gw);
+    page.wait("rst", "disconnected", |l| {
+        !in_state(l, "disconnected").is_empty()
+    });
+    let gw = page.gateway_on(&ws.to_string(), &HISTORY);
+    // Published in the new epoch while the page is still away: history
+    // holds it, but not after the page's position, which is of the old epoch.
+    publish(&gw, "news", "during");
+    let log = page.log("rst");
+    assert_eq!(in_state(&log, "connected").len(), 1, "{log:#?}");
+    page.wait("rst", "lost after the reconnect", |l| {
+        !events(l, "lost").is_empty()
+    });
+    publish(&gw, "news", "after");
+    let log = page.wait("rst", "the live message", |l| {
+        messages(l, "news").iter().any(|m| m == "after")
+    });
+    assert_eq!(messages(&log, "news"), ["one", "after"], "{log:#?}");
+    let lost = events(&log, "lost");
+    assert_eq!(lost.len(), 1, "{log:#?}");
+    assert_eq!(lost[0]["reason"], "lost", "{log:#?}");
+    assert!(events(&log, "recovered").is_empty(), "{log:#?}");
+    let subscribed = events(&log, "subscribed");
+    assert_eq!(subscribed.len(), 2, "{log:#?}");
+    let epoch = |e: &Value| {
+        let position = e["position"].as_str().expect("a position").to_owned();
+        position.split(':').next().map(str::to_owned)
+    };
+    assert_ne!(epoch(subscribed[0]), epoch(subscribed[1]), "{log:#?}");
+    let back = time(in_state(&log, "connected")[1]);
+    let lost_at = index_of(&log, |e| e["event"] == "lost");
+    let after = index_of(&log, |e| e["payload"] == "after");
+    assert!(time(lost[0]) >= back && lost_at < after, "{log:#?}");
 }
