@@ -28,8 +28,11 @@ use bytes::Bytes;
 use crate::{Appended, Epoch, Evicted, Held, History, HistoryError, Read, Stored};
 
 /// Bytes a held message costs beside its payload: its entry in its topic
-/// and in the queue of appends, and the payload's own allocation header.
-pub const MESSAGE_OVERHEAD: u64 = 128;
+/// and in the queue of appends, the payload's own allocation and the
+/// queues' spare room. Measured: 211 bytes of resident memory per message
+/// of 64 payload bytes (200 000 messages over 10 topics, release build),
+/// so 147 beyond the payload; rounded up.
+pub const MESSAGE_OVERHEAD: u64 = 160;
 /// Bytes a remembered idempotency key costs beside the key itself.
 pub const KEY_OVERHEAD: u64 = 96;
 
