@@ -103,6 +103,9 @@ enum Cmd {
     /// Backends publishing through the admin API, connections kept alive or
     /// one per request: publishes/s and CPU per publish.
     Admin(scenario::admin::AdminArgs),
+    /// Clients that leave, miss messages and all come back at once with
+    /// their positions (needs --history-size): recovery time, all live.
+    Recover(scenario::recover::RecoverArgs),
     /// Print the gateway/baseline table from result lines.
     Report {
         /// Leave the targets and verdicts out (a quick run's 2-second cases
@@ -160,6 +163,7 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         Cmd::Idle(_) => "idle",
         Cmd::Kick(_) => "kick",
         Cmd::Admin(_) => "admin",
+        Cmd::Recover(_) => "recover",
         Cmd::Report { .. } => "report",
     };
     let mut line = json!({
@@ -233,6 +237,7 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
         Cmd::Idle(a) => scenario::idle::run(&ctx, a).await,
         Cmd::Kick(a) => scenario::kick::run(&ctx, a).await,
         Cmd::Admin(a) => scenario::admin::run(&ctx, a).await,
+        Cmd::Recover(a) => scenario::recover::run(&ctx, a).await,
         Cmd::Report { .. } => bail!("report takes no server"),
     }
 }

@@ -187,6 +187,18 @@ fn the_admin_scenario_publishes_kept_alive_and_one_connection_per_request() {
     }
 }
 
+#[test]
+fn the_recover_scenario_replays_what_each_client_missed() {
+    let s = start_server(&gateway_binary(), &["--history-size", "100"], "client=");
+    let line = bench(
+        &s,
+        "lines",
+        &["recover", "--clients", "20", "--missed", "30"],
+    );
+    assert_eq!(line["results"]["recovered_clients"], 20, "{line}");
+    assert_eq!(line["results"]["missing_or_duplicated"], 0, "{line}");
+}
+
 /// A running `nats-server` on free ports, with its monitoring endpoint.
 struct Nats {
     child: Child,

@@ -8,6 +8,7 @@ pub mod echo;
 pub mod fanout;
 pub mod idle;
 pub mod kick;
+pub mod recover;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
