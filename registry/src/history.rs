@@ -62,6 +62,9 @@ pub struct StoredPublish {
     pub offset: u64,
     /// The epoch the offset belongs to.
     pub epoch: String,
+    /// What positioned subscribers were sent (`MSG <topic>@<offset>
+    /// <payload>`); none for a duplicate.
+    pub positioned: Option<Bytes>,
 }
 
 /// One page of a topic's history, for the admin API.
@@ -118,13 +121,15 @@ impl Registry {
     /// <payload>`, positioned ones `MSG <topic>@<offset> <payload>`);
     /// `None` when the topic has no history. A payload with an
     /// `idempotency_key` seen on the topic within the window is neither
-    /// stored nor delivered again.
+    /// stored nor delivered again. `plain` is the plain frame, where the
+    /// caller has it already.
     pub fn publish_stored(
         &self,
         topic: &str,
         payload: Bytes,
         idempotency_key: Option<&str>,
         from: Option<ConnId>,
+        plain: Option<Bytes>,
     ) -> Option<StoredPublish> {
         let history = self.history().filter(|h| h.covers(topic))?;
         let metrics = self.metrics();
@@ -132,18 +137,19 @@ impl Registry {
         // positioned subscription (its write lock) sees this message either
         // in history or live, never neither nor both.
         let dir = self.read();
-        let (delivered, appended, evicted) = history.store.append_then(
+        let ((delivered, positioned), appended, evicted) = history.store.append_then(
             topic,
             payload,
             idempotency_key,
             Instant::now(),
             |appended, payload| match appended {
                 Appended::Stored(offset) => {
-                    let plain = self.msg_frame(topic, payload);
+                    let plain = plain.unwrap_or_else(|| self.msg_frame(topic, payload));
                     let positioned = positioned_frame(topic, offset, payload);
-                    dir.publish_split(topic, &plain, &positioned, from)
+                    let delivered = dir.publish_split(topic, &plain, &positioned, from);
+                    (delivered, Some(positioned))
                 }
-                Appended::Duplicate(_) => 0,
+                Appended::Duplicate(_) => (0, None),
             },
         );
         drop(dir);
@@ -156,6 +162,7 @@ impl Registry {
             delivered,
             offset: appended.offset(),
             epoch: history.epoch().to_string(),
+            positioned,
         })
     }
 

@@ -14,7 +14,7 @@ use conn_actor::{
 use gateway_metrics::GatewayMetrics;
 
 use crate::directory::Directory;
-use crate::history::LocalHistory;
+use crate::history::{LocalHistory, StoredPublish};
 use crate::query::*;
 use crate::rfc3339;
 use crate::router::{Address, ConnView, Delivered, RouteError, Routed, Router};
@@ -337,17 +337,20 @@ impl Hub for Registry {
     }
 
     fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published {
-        let stored = self.publish_stored(topic, Bytes::copy_from_slice(payload), None, Some(from));
-        match stored {
-            Some(stored) => Published::Stored(crate::history::positioned_frame(
-                topic,
-                stored.offset,
-                payload,
-            )),
-            None => {
-                self.publish_frame(topic, &frame, Some(from));
-                Published::Live
-            }
+        // Only a topic with history pays for storing a copy of the payload.
+        if !self.history().is_some_and(|h| h.covers(topic)) {
+            self.publish_frame(topic, &frame, Some(from));
+            return Published::Live;
+        }
+        let payload = Bytes::copy_from_slice(payload);
+        match self.publish_stored(topic, payload, None, Some(from), Some(frame)) {
+            Some(StoredPublish {
+                positioned: Some(positioned),
+                ..
+            }) => Published::Stored(positioned),
+            // Not stored again (a repeated key, which a client's PUB never
+            // has): nothing was delivered.
+            Some(_) | None => Published::Live,
         }
     }
 

@@ -41,21 +41,18 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
     let payload = body.message(state.framing)?;
     let key = idempotency_key(&req)?;
     state.not_draining()?;
-    if let Some(stored) =
-        state
-            .registry
-            .publish_stored(topic, Bytes::from(payload.clone()), key, None)
-    {
+    let payload = Bytes::from(payload);
+    let stored = state
+        .registry
+        .publish_stored(topic, payload.clone(), key, None, None);
+    if let Some(stored) = stored {
         return Ok(HttpResponse::Ok().json(json!({
             "delivered_to": stored.delivered,
             "offset": stored.offset,
             "epoch": stored.epoch,
         })));
     }
-    let delivered = state
-        .router
-        .publish(Name::from(topic), Bytes::from(payload))
-        .await?;
+    let delivered = state.router.publish(Name::from(topic), payload).await?;
     Ok(answer(delivered))
 }
 
