@@ -307,6 +307,11 @@ def check_image(cfg, gateway_bin):
     probe = exec_form(hc[-1].split(" CMD ", 1)[1]) if hc and " CMD " in hc[-1] else None
     check(probe and probe[0] in in_image, "HEALTHCHECK runs a probe the runtime stage copies", probe)
     exposed = {int(p.split("/")[0]) for a in args_of(final, "EXPOSE") for p in a.split()}
+    # The gateway never needs root: a process reachable from the network
+    # runs as a user of its own.
+    users = args_of(final, "USER")
+    check(users and users[-1].split(":")[0] not in ("0", "root"),
+          "the runtime stage runs as a non-root USER", users)
 
     env = gateway_env(cfg)
     help_env, help_flags = help_names(gateway_bin)
