@@ -61,6 +61,20 @@ impl Page {
         }
     }
 
+    /// The page, where Chromium is installed (the test is skipped, saying
+    /// so, where it is not).
+    fn open_if_chromium() -> Option<Page> {
+        chromium_present().then(Page::open)
+    }
+
+    /// The page and a gateway with `flags` for it, where Chromium is
+    /// installed.
+    fn with_gateway(flags: &[&str]) -> Option<(Page, Gateway)> {
+        let page = Page::open_if_chromium()?;
+        let gw = page.gateway(flags);
+        Some((page, gw))
+    }
+
     /// A gateway with a WebSocket listener that takes this page's origin.
     fn gateway(&self, flags: &[&str]) -> Gateway {
         self.gateway_on("127.0.0.1:0", flags)
@@ -181,11 +195,9 @@ fn free_port() -> SocketAddr {
 
 #[test]
 fn the_client_reconnects_after_an_admin_close_and_restores_its_subscriptions() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&[]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&[]);
+    };
     page.start(
         "a",
         &[ws_url(gw.ws_addr())],
@@ -273,11 +285,9 @@ fn the_client_reconnects_after_an_admin_close_and_restores_its_subscriptions() {
 
 #[test]
 fn the_client_reconnects_to_a_gateway_killed_and_restarted_on_its_port_at_once_when_online() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&[]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&[]);
+    };
     let ws = gw.ws_addr();
     page.start(
         "a",
@@ -340,11 +350,9 @@ fn the_client_reconnects_to_a_gateway_killed_and_restarted_on_its_port_at_once_w
 
 #[test]
 fn the_client_reconnects_after_its_connection_is_cut_without_a_close_frame() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&[]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&[]);
+    };
     let proxy = CutProxy::start(gw.ws_addr());
     page.start(
         "a",
@@ -375,11 +383,9 @@ fn the_client_reconnects_after_its_connection_is_cut_without_a_close_frame() {
 
 #[test]
 fn the_heartbeat_replaces_a_connection_the_network_silently_dropped() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&[]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&[]);
+    };
     let proxy = CutProxy::start(gw.ws_addr());
     page.start(
         "a",
@@ -411,11 +417,9 @@ fn the_heartbeat_replaces_a_connection_the_network_silently_dropped() {
 
 #[test]
 fn kick_replaced_ends_the_client_without_a_reconnect() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&[]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&[]);
+    };
     page.start(
         "a",
         &[ws_url(gw.ws_addr())],
@@ -473,11 +477,9 @@ fn token(user: &str, exp_from_now: i64, secret: &str) -> String {
 
 #[test]
 fn an_expired_token_is_renewed_through_get_token_and_a_refused_one_is_not_retried() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&["--client-token-secret", SECRET]) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&["--client-token-secret", SECRET]);
+    };
     let url = ws_url(gw.ws_addr());
     // Past its `exp` but within the leeway: accepted, then kicked at once.
     let expired = token("tok", -5, SECRET);
@@ -538,10 +540,9 @@ fn an_expired_token_is_renewed_through_get_token_and_a_refused_one_is_not_retrie
 
 #[test]
 fn reconnect_attempts_back_off_within_their_bounds_while_the_gateway_is_down() {
-    if !chromium_present() {
+    let Some(mut page) = Page::open_if_chromium() else {
         return;
-    }
-    let mut page = Page::open();
+    };
     let ws = free_port();
     let url = ws_url(ws);
     // At the top of the jitter: each wait is exactly min + ceiling, capped.
@@ -595,10 +596,9 @@ fn reconnect_attempts_back_off_within_their_bounds_while_the_gateway_is_down() {
 
 #[test]
 fn a_url_list_fails_over_to_the_next_gateway() {
-    if !chromium_present() {
+    let Some(mut page) = Page::open_if_chromium() else {
         return;
-    }
-    let mut page = Page::open();
+    };
     let first = page.gateway(&[]);
     let second = page.gateway(&[]);
     let urls = [ws_url(first.ws_addr()), ws_url(second.ws_addr())];
@@ -732,11 +732,9 @@ fn recovers_what_it_missed(page: &mut Page, gw: &Gateway, name: &str) -> Vec<Val
 
 #[test]
 fn after_an_admin_close_the_client_recovers_what_it_missed_exactly_once_in_order() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&HISTORY) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&HISTORY);
+    };
     let id = start_recovering(&mut page, &gw, "adm", ws_url(gw.ws_addr()));
     let r = api(
         &gw,
@@ -751,11 +749,9 @@ fn after_an_admin_close_the_client_recovers_what_it_missed_exactly_once_in_order
 
 #[test]
 fn after_a_cut_without_a_close_frame_the_client_recovers_what_it_missed_exactly_once_in_order() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&HISTORY) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&HISTORY);
+    };
     let proxy = CutProxy::start(gw.ws_addr());
     start_recovering(&mut page, &gw, "cut", ws_url(proxy.addr()));
     proxy.cut();
@@ -767,11 +763,9 @@ fn after_a_cut_without_a_close_frame_the_client_recovers_what_it_missed_exactly_
 
 #[test]
 fn after_a_restart_a_new_epoch_fires_lost_then_live_messages_flow() {
-    if !chromium_present() {
+    let Some((mut page, gw)) = Page::with_gateway(&HISTORY) else {
         return;
-    }
-    let mut page = Page::open();
-    let gw = page.gateway(&HISTORY);
+    };
     let ws = gw.ws_addr();
     start_recovering(&mut page, &gw, "rst", ws_url(ws));
     // SIGKILL: the history in its memory is gone with it.
