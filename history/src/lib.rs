@@ -94,16 +94,6 @@ pub struct Evicted {
     pub deleted: u64,
 }
 
-impl Evicted {
-    /// Adds `other`'s counts to these.
-    pub fn add(&mut self, other: Evicted) {
-        self.size += other.size;
-        self.ttl += other.ttl;
-        self.bytes += other.bytes;
-        self.deleted += other.deleted;
-    }
-}
-
 /// What history holds now (`gateway_history_messages`, `_bytes`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
