@@ -236,6 +236,7 @@ impl ClusterRouter {
                     answered: 1,
                     expected: 1 + shared.others(),
                 }),
+                stored: None,
             };
         }
         shared.wait_known().await;
@@ -274,6 +275,7 @@ impl ClusterRouter {
         Delivered {
             count,
             nodes: Some(nodes),
+            stored: None,
         }
     }
 
@@ -298,7 +300,15 @@ impl Router for ClusterRouter {
         Box::pin(self.get_conn(id))
     }
 
-    fn publish(&self, topic: Name, payload: Bytes) -> Routed<'_, Delivered> {
+    // History in a cluster is not built yet (a node with `--nats-url`
+    // refuses `--history-size`): nothing is stored, so a key has nothing
+    // to name.
+    fn publish(
+        &self,
+        topic: Name,
+        payload: Bytes,
+        _idempotency_key: Option<String>,
+    ) -> Routed<'_, Delivered> {
         Box::pin(async move {
             if self.too_large(Kind::Publish, &payload) {
                 self.shared

@@ -55,7 +55,7 @@ impl LocalHistory {
 
 /// What a publish on a topic with history did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPublish {
+pub(crate) struct StoredPublish {
     /// Subscribers it was queued for (0 for a duplicate).
     pub delivered: usize,
     /// Its offset (the first one, for a duplicate).
@@ -87,7 +87,7 @@ pub enum HistoryReadError {
 }
 
 /// `MSG <topic>@<offset> <payload>`, unframed.
-pub fn positioned_frame(topic: &str, offset: u64, payload: &[u8]) -> Bytes {
+fn positioned_frame(topic: &str, offset: u64, payload: &[u8]) -> Bytes {
     let offset = offset.to_string();
     conn_actor::body(&[
         b"MSG ",
@@ -116,6 +116,11 @@ fn count(metrics: &GatewayMetrics, store: &MemoryHistory, evicted: Evicted) {
 }
 
 impl Registry {
+    /// The history of `topic`, where it has one.
+    pub fn history_of(&self, topic: &str) -> Option<&LocalHistory> {
+        self.history().filter(|h| h.covers(topic))
+    }
+
     /// Stores a publish on a topic with history, then queues it for the
     /// topic's subscribers but `from` (plain ones get `MSG <topic>
     /// <payload>`, positioned ones `MSG <topic>@<offset> <payload>`);
@@ -123,7 +128,7 @@ impl Registry {
     /// `idempotency_key` seen on the topic within the window is neither
     /// stored nor delivered again. `plain` is the plain frame, where the
     /// caller has it already.
-    pub fn publish_stored(
+    pub(crate) fn publish_stored(
         &self,
         topic: &str,
         payload: Bytes,
@@ -131,7 +136,7 @@ impl Registry {
         from: Option<ConnId>,
         plain: Option<Bytes>,
     ) -> Option<StoredPublish> {
-        let history = self.history().filter(|h| h.covers(topic))?;
+        let history = self.history_of(topic)?;
         let metrics = self.metrics();
         // The directory's read lock first, as every publish takes it: a
         // positioned subscription (its write lock) sees this message either
@@ -175,10 +180,7 @@ impl Registry {
         conn: ConnId,
         from: Resume,
     ) -> Result<Subscribed, HistoryRefusal> {
-        let history = self
-            .history()
-            .filter(|h| h.covers(&topic))
-            .ok_or(HistoryRefusal::NoHistory)?;
+        let history = self.history_of(&topic).ok_or(HistoryRefusal::NoHistory)?;
         let metrics = self.metrics();
         let recover_max = history.settings.recover_max;
         let mut dir = self.write();
@@ -240,10 +242,7 @@ impl Registry {
         since: Option<&Position>,
         limit: usize,
     ) -> Result<HistoryPage, HistoryReadError> {
-        let history = self
-            .history()
-            .filter(|h| h.covers(topic))
-            .ok_or(HistoryReadError::NoHistory)?;
+        let history = self.history_of(topic).ok_or(HistoryReadError::NoHistory)?;
         let now = Instant::now();
         let read = match since {
             Some(p) if p.epoch == *history.epoch() => {
@@ -282,10 +281,7 @@ impl Registry {
 
     /// `DELETE /api/v1/topics/{topic}/history`.
     pub fn history_delete(&self, topic: &str) -> Result<(), HistoryReadError> {
-        let history = self
-            .history()
-            .filter(|h| h.covers(topic))
-            .ok_or(HistoryReadError::NoHistory)?;
+        let history = self.history_of(topic).ok_or(HistoryReadError::NoHistory)?;
         let evicted = history
             .store
             .delete(topic)

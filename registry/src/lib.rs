@@ -21,6 +21,6 @@ pub mod rfc3339;
 mod router;
 
 pub use directory::{Directory, Endpoint};
-pub use history::{HistoryPage, HistoryReadError, LocalHistory, StoredPublish, positioned_frame};
+pub use history::{HistoryPage, HistoryReadError, LocalHistory};
 pub use local::Registry;
-pub use router::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};
+pub use router::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router, StoredAt};

@@ -17,7 +17,7 @@ use crate::directory::Directory;
 use crate::history::{LocalHistory, StoredPublish};
 use crate::query::*;
 use crate::rfc3339;
-use crate::router::{Address, ConnView, Delivered, RouteError, Routed, Router};
+use crate::router::{Address, ConnView, Delivered, RouteError, Routed, Router, StoredAt};
 
 /// The registry, shared by connections (as their `Hub`) and the admin API.
 #[derive(Clone)]
@@ -293,15 +293,44 @@ impl Router for Registry {
         Box::pin(async move { self.get_view(&id).await })
     }
 
-    fn publish(&self, topic: Name, payload: Bytes) -> Routed<'_, Delivered> {
-        let frame = self.msg_frame(&topic, &payload);
-        let count = self.publish_frame(&topic, &frame, None);
-        Box::pin(std::future::ready(Ok(Delivered { count, nodes: None })))
+    fn publish(
+        &self,
+        topic: Name,
+        payload: Bytes,
+        idempotency_key: Option<String>,
+    ) -> Routed<'_, Delivered> {
+        let stored = self.publish_stored(
+            &topic,
+            payload.clone(),
+            idempotency_key.as_deref(),
+            None,
+            None,
+        );
+        let delivered = match stored {
+            Some(stored) => Delivered {
+                count: stored.delivered,
+                nodes: None,
+                stored: Some(StoredAt {
+                    offset: stored.offset,
+                    epoch: stored.epoch,
+                }),
+            },
+            None => Delivered {
+                count: self.publish_frame(&topic, &self.msg_frame(&topic, &payload), None),
+                nodes: None,
+                stored: None,
+            },
+        };
+        Box::pin(std::future::ready(Ok(delivered)))
     }
 
     fn broadcast(&self, payload: Bytes) -> Routed<'_, Delivered> {
         let count = self.broadcast_frame(&self.push_frame(&payload));
-        Box::pin(std::future::ready(Ok(Delivered { count, nodes: None })))
+        Box::pin(std::future::ready(Ok(Delivered {
+            count,
+            nodes: None,
+            stored: None,
+        })))
     }
 }
 
@@ -338,7 +367,7 @@ impl Hub for Registry {
 
     fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published {
         // Only a topic with history pays for storing a copy of the payload.
-        if !self.history().is_some_and(|h| h.covers(topic)) {
+        if self.history_of(topic).is_none() {
             self.publish_frame(topic, &frame, Some(from));
             return Published::Live;
         }

@@ -48,12 +48,23 @@ pub struct NodeCount {
 }
 
 /// The answer of a publish or broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// Connections the message was queued for.
     pub count: usize,
     /// Set in a cluster.
     pub nodes: Option<NodeCount>,
+    /// Set for a publish on a topic with history: where it was stored.
+    pub stored: Option<StoredAt>,
+}
+
+/// Where history stored a publish (docs/protocol.md section 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAt {
+    /// Its offset (the first one, for a repeated idempotency key).
+    pub offset: u64,
+    /// The epoch the offset belongs to.
+    pub epoch: String,
 }
 
 /// A connection as the admin API shows it (CONN, contract section 7).
@@ -86,8 +97,15 @@ pub trait Router: Send + Sync + 'static {
     fn close(&self, to: Address, reason: CloseReason, message: Option<Bytes>) -> Routed<'_, ()>;
     /// A snapshot of one connection, closing ones included.
     fn get(&self, id: String) -> Routed<'_, ConnView>;
-    /// Queues `MSG <topic> <payload>` for every subscriber of `topic`.
-    fn publish(&self, topic: Name, payload: Bytes) -> Routed<'_, Delivered>;
+    /// Queues `MSG <topic> <payload>` for every subscriber of `topic`; on a
+    /// topic with history, stores it first, once per `idempotency_key`
+    /// within the window, and says where.
+    fn publish(
+        &self,
+        topic: Name,
+        payload: Bytes,
+        idempotency_key: Option<String>,
+    ) -> Routed<'_, Delivered>;
     /// Queues `PUSH <payload>` for every open connection.
     fn broadcast(&self, payload: Bytes) -> Routed<'_, Delivered>;
 }

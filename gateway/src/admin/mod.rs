@@ -18,7 +18,11 @@
 //!   the same, to the connection bound to the user
 //! - `GET /api/v1/topics`: topics with subscribers
 //! - `POST /api/v1/topics/{topic}/publish`: `MSG <topic> <payload>` to its
-//!   subscribers, answering how many
+//!   subscribers, answering how many (and, on a topic with history, the
+//!   offset and epoch it was stored at, once per `Idempotency-Key`)
+//! - `GET /api/v1/topics/{topic}/history`,
+//!   `DELETE /api/v1/topics/{topic}/history`: a topic's history, read or
+//!   emptied
 //! - `POST /api/v1/broadcast`: `PUSH <payload>` to every open connection
 //! - `POST /api/v1/drain`: the same drain as SIGTERM (202)
 //! - `GET /api/v1/cluster`: this node and the live nodes it knows of
@@ -27,7 +31,8 @@
 //! Every `GET` route also answers `HEAD`. With `--admin-token` everything
 //! under `/api` needs the bearer token ([`auth`]). Bodies are read by
 //! [`body`]; the route table is in [`routes`]; the listener and its limits
-//! (a whole request within 10 s, one request per connection) in
+//! (connections kept alive, one request at a time, each whole within 10 s
+//! of its first byte) in
 //! [`server`], and [`wire`] gives the HTTP layer's own errors the JSON
 //! shape. Unknown routes answer 404 and known routes with another method
 //! 405, both in the API's JSON error shape. This module never

@@ -41,23 +41,15 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
     let payload = body.message(state.framing)?;
     let key = idempotency_key(&req)?;
     state.not_draining()?;
-    let payload = Bytes::from(payload);
-    let stored = state
-        .registry
-        .publish_stored(topic, payload.clone(), key, None, None);
-    if let Some(stored) = stored {
-        return Ok(HttpResponse::Ok().json(json!({
-            "delivered_to": stored.delivered,
-            "offset": stored.offset,
-            "epoch": stored.epoch,
-        })));
-    }
-    let delivered = state.router.publish(Name::from(topic), payload).await?;
+    let delivered = state
+        .router
+        .publish(Name::from(topic), Bytes::from(payload), key)
+        .await?;
     Ok(answer(delivered))
 }
 
 /// The `Idempotency-Key` header: 1 to 128 bytes of `A-Z a-z 0-9 _ . : -`.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -71,7 +63,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
             "Idempotency-Key is 1 to 128 bytes of A-Z a-z 0-9 _ . : -".into(),
         ));
     }
-    Ok(Some(key))
+    Ok(Some(key.to_owned()))
 }
 
 /// Messages in a history page unless `limit` says otherwise.
@@ -175,11 +167,16 @@ pub async fn broadcast(state: State, body: Body) -> Result<HttpResponse, ApiErro
     Ok(answer(delivered))
 }
 
-/// `{"delivered_to": N}`, plus `"nodes"` in a cluster.
+/// `{"delivered_to": N}`, plus `"nodes"` in a cluster and `"offset"`
+/// and `"epoch"` for a publish history stored.
 fn answer(delivered: Delivered) -> HttpResponse {
-    let body = match delivered.nodes {
-        None => json!({"delivered_to": delivered.count}),
-        Some(nodes) => json!({"delivered_to": delivered.count, "nodes": nodes}),
-    };
+    let mut body = json!({"delivered_to": delivered.count});
+    if let Some(nodes) = delivered.nodes {
+        body["nodes"] = json!(nodes);
+    }
+    if let Some(stored) = delivered.stored {
+        body["offset"] = json!(stored.offset);
+        body["epoch"] = json!(stored.epoch);
+    }
     HttpResponse::Ok().json(body)
 }
