@@ -114,6 +114,9 @@ impl Engine {
                 lock(&shared.members).touch_all(Instant::now());
                 heartbeat::send(shared);
                 tokio::spawn(settle(shared.clone(), None));
+                if let Some(history) = &shared.history {
+                    let _ = history.feed.send(crate::stored::FeedCmd::Connected);
+                }
             }
             Event::Disconnected => {
                 shared.set_connected(false);

@@ -10,11 +10,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use conn_actor::{ConnHandle, ConnId, Hub, Name, Published, Settled};
+use conn_actor::{
+    ConnHandle, ConnId, HistoryRefusal, Hub, Name, Published, Resume, Settled, Subscribing,
+};
 use gateway_metrics::cluster::Route;
 
 use crate::login;
 use crate::shared::{Cmd, Shared, lock};
+use crate::stored::FeedCmd;
 use crate::wire::{Kind, Meta};
 
 pub struct ClusterHub {
@@ -31,7 +34,14 @@ impl ClusterHub {
     }
 
     fn maybe_unsubscribe(&self, topic: Name) {
-        let _ = self.shared.cmds.send(Cmd::MaybeUnsub { topic });
+        match self.shared.history_of(&topic) {
+            Some(history) => {
+                let _ = history.feed.send(FeedCmd::MaybeUnwanted { topic });
+            }
+            None => {
+                let _ = self.shared.cmds.send(Cmd::MaybeUnsub { topic });
+            }
+        }
     }
 }
 
@@ -71,6 +81,16 @@ impl Hub for ClusterHub {
 
     fn subscribe(&self, topic: Name, conn: ConnId) -> Option<Settled> {
         let shared = &self.shared;
+        if shared.history_of(&topic).is_some() {
+            // Its messages come from the stream's feed (`feed.rs`).
+            self.hub().subscribe(topic.clone(), conn);
+            let shared = shared.clone();
+            return Some(Box::pin(async move {
+                if let Some(history) = shared.history_of(&topic) {
+                    history.hear(topic).await;
+                }
+            }));
+        }
         {
             let live = lock(&shared.live_topics);
             self.hub().subscribe(topic.clone(), conn);
@@ -90,11 +110,30 @@ impl Hub for ClusterHub {
         self.maybe_unsubscribe(topic);
     }
 
-    // History in a cluster (a JetStream stream) is not built yet: a node
-    // with `--nats-url` is refused `--history-size` at start, so every
-    // publish here is live and `subscribe_at` keeps the trait's refusal.
     fn publish(&self, topic: &str, payload: &[u8], frame: Bytes, from: ConnId) -> Published {
         let shared = &self.shared;
+        if shared.history_of(topic).is_some() {
+            // Stored first; every node, this one included, delivers it from
+            // the stream's feed, in offset order.
+            let shared = shared.clone();
+            let topic = Name::from(topic);
+            let payload = Bytes::copy_from_slice(payload);
+            return Published::Storing(Box::pin(async move {
+                let Some(history) = shared.history_of(&topic) else {
+                    return Err(HistoryRefusal::Unavailable);
+                };
+                let (appended, _) = history
+                    .append(&topic, payload, None)
+                    .await
+                    .map_err(|_| HistoryRefusal::Unavailable)?;
+                if shared.registry.has_subscribers(&topic) {
+                    // The publisher's own copy, where it subscribes, is in
+                    // its mailbox before its next command is acted on.
+                    history.delivered_here(topic, appended.offset()).await;
+                }
+                Ok(())
+            }));
+        }
         shared.registry.publish_frame(topic, &frame, Some(from));
         let meta = Meta::new(Kind::Publish);
         // Refusals are counted where they happen; the local delivery stands.
@@ -106,6 +145,21 @@ impl Hub for ClusterHub {
             true,
         );
         Published::Live
+    }
+
+    fn subscribe_at(&self, topic: Name, conn: ConnId, from: Resume) -> Subscribing {
+        let shared = self.shared.clone();
+        if shared.history_of(&topic).is_none() {
+            return Subscribing::Now(Err(HistoryRefusal::NoHistory));
+        }
+        Subscribing::Later(Box::pin(async move {
+            let Some(history) = shared.history_of(&topic) else {
+                return Err(HistoryRefusal::NoHistory);
+            };
+            history
+                .subscribe_at(&shared.registry, topic, conn, from)
+                .await
+        }))
     }
 
     fn closing(&self, conn: ConnId) {

@@ -20,6 +20,7 @@
 //! login protocol.
 
 mod engine;
+mod feed;
 mod heartbeat;
 mod hub;
 mod inbox;
@@ -34,6 +35,7 @@ pub mod settings;
 mod settle;
 mod shared;
 mod start;
+mod stored;
 mod topics;
 mod wire;
 
@@ -48,6 +50,7 @@ use gateway_registry::{Registry, Router};
 pub use info::{ClusterInfo, NatsInfo, NodeInfo};
 pub use settings::Settings;
 pub use start::StartError;
+pub use stored::HistoryRouteError;
 
 use crate::shared::Shared;
 
@@ -66,13 +69,40 @@ impl Cluster {
         run: String,
         registry: Registry,
         prometheus: &MetricsRegistry,
+        history: Option<gateway_history::Settings>,
     ) -> Result<Self, StartError> {
         let metrics = ClusterMetrics::register(prometheus)
             .map_err(|err| StartError::Internal(err.to_string()))?;
-        let (shared, cmds, outbox) = Shared::new(settings, run, registry, metrics);
+        let (shared, cmds, outbox, feed) = Shared::new(settings, run, registry, metrics, history);
         let shared = Arc::new(shared);
-        start::spawn(shared.clone(), cmds, outbox)?;
+        start::spawn(shared.clone(), cmds, outbox, feed)?;
         Ok(Self { shared })
+    }
+
+    /// Whether history is on and `topic` has it.
+    pub fn has_history(&self, topic: &str) -> bool {
+        self.shared.history_of(topic).is_some()
+    }
+
+    /// `GET /api/v1/topics/{topic}/history` from the stream.
+    pub async fn history_read(
+        &self,
+        topic: &str,
+        since: Option<&gateway_history::Position>,
+        limit: usize,
+    ) -> Result<gateway_registry::HistoryPage, HistoryRouteError> {
+        match &self.shared.history {
+            Some(history) => history.read(topic, since, limit).await,
+            None => Err(HistoryRouteError::NoHistory),
+        }
+    }
+
+    /// `DELETE /api/v1/topics/{topic}/history` in the stream.
+    pub async fn history_delete(&self, topic: &str) -> Result<(), HistoryRouteError> {
+        match &self.shared.history {
+            Some(history) => history.delete(topic).await,
+            None => Err(HistoryRouteError::NoHistory),
+        }
     }
 
     /// The connections' hub.

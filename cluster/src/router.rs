@@ -17,8 +17,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use conn_actor::{CloseReason, Name};
+use gateway_history::Appended;
 use gateway_metrics::cluster::Route;
-use gateway_registry::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router};
+use gateway_registry::{
+    Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router, StoredAt,
+};
 
 use crate::shared::{Answer, Collected, NotSent, Shared, lock};
 use crate::wire::{Kind, Meta, Op, Status};
@@ -220,6 +223,38 @@ impl ClusterRouter {
         serde_json::from_slice(&answer.body).map_err(|_| RouteError::NotFound)
     }
 
+    /// A publish on a topic with history: stored in the stream, from where
+    /// every node delivers it. `delivered_to` counts this node's
+    /// subscribers (the other nodes deliver from the stream on their own,
+    /// and are not asked), so `nodes` says that only this node answered.
+    async fn publish_stored(
+        &self,
+        history: &crate::stored::ClusterHistory,
+        topic: Name,
+        payload: Bytes,
+        idempotency_key: Option<String>,
+    ) -> Result<Delivered, RouteError> {
+        let (appended, epoch) = history
+            .append(&topic, payload, idempotency_key.as_deref())
+            .await
+            .map_err(|_| RouteError::HistoryUnavailable)?;
+        let count = match appended {
+            Appended::Stored(offset) => history.delivered_here(topic, offset).await,
+            Appended::Duplicate(_) => 0,
+        };
+        Ok(Delivered {
+            count,
+            nodes: Some(NodeCount {
+                answered: 1,
+                expected: 1 + self.shared.others(),
+            }),
+            stored: Some(StoredAt {
+                offset: appended.offset(),
+                epoch: epoch.to_string(),
+            }),
+        })
+    }
+
     /// Sends a message every node acts on (with request id `q`), then asks
     /// each listed node, on its own subject, how many it delivered it to.
     /// The question follows the message from the same connection, so a
@@ -307,7 +342,7 @@ impl Router for ClusterRouter {
         &self,
         topic: Name,
         payload: Bytes,
-        _idempotency_key: Option<String>,
+        idempotency_key: Option<String>,
     ) -> Routed<'_, Delivered> {
         Box::pin(async move {
             if self.too_large(Kind::Publish, &payload) {
@@ -317,6 +352,11 @@ impl Router for ClusterRouter {
                 return Err(RouteError::TooLarge);
             }
             let shared = &self.shared;
+            if let Some(history) = shared.history_of(&topic) {
+                return self
+                    .publish_stored(history, topic, payload, idempotency_key)
+                    .await;
+            }
             let frame = shared.registry.msg_frame(&topic, &payload);
             let local = shared.registry.publish_frame(&topic, &frame, None);
             let message = (

@@ -85,6 +85,8 @@ pub enum NotSent {
 
 pub struct Shared {
     pub settings: Settings,
+    /// History in the stream, where `--history-size` turns it on.
+    pub history: Option<crate::stored::ClusterHistory>,
     pub run: String,
     pub subjects: Subjects,
     pub registry: Registry,
@@ -127,15 +129,29 @@ impl Shared {
         run: String,
         registry: Registry,
         metrics: ClusterMetrics,
+        history: Option<gateway_history::Settings>,
     ) -> (
         Self,
         mpsc::UnboundedReceiver<Cmd>,
         mpsc::UnboundedReceiver<Outgoing>,
+        Option<mpsc::UnboundedReceiver<crate::stored::FeedCmd>>,
     ) {
+        let (history, feed) = match history {
+            Some(history) => {
+                let (history, feed) = crate::stored::ClusterHistory::new(
+                    history,
+                    registry.metrics().clone(),
+                    settings.timeout,
+                );
+                (Some(history), Some(feed))
+            }
+            None => (None, None),
+        };
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let (cmds, cmds_rx) = mpsc::unbounded_channel();
         metrics.nodes.set(1);
         let shared = Self {
+            history,
             subjects: Subjects::new(&settings.prefix),
             settings,
             run,
@@ -155,7 +171,12 @@ impl Shared {
             claims: Mutex::new(HashMap::new()),
             known: tokio::sync::watch::Sender::new(false),
         };
-        (shared, cmds_rx, outbox_rx)
+        (shared, cmds_rx, outbox_rx, feed)
+    }
+
+    /// The cluster's history, where `topic` has one.
+    pub fn history_of(&self, topic: &str) -> Option<&crate::stored::ClusterHistory> {
+        self.history.as_ref().filter(|h| h.covers(topic))
     }
 
     pub fn node(&self) -> &str {

@@ -18,11 +18,14 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
+use crate::feed::Feed;
 use crate::inbox::Inbox;
 use crate::outbox;
 use crate::settings::redact;
 use crate::shared::{Cmd, Outgoing, Shared};
+use crate::stored::FeedCmd;
 use crate::wire::{HEADER, Kind, Meta};
+use gateway_history::stream::SetupError;
 
 /// Messages a subscription may hold before the client drops them.
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -38,6 +41,9 @@ pub enum StartError {
     /// Another live node holds this node's id.
     #[error("node id `{0}` is already held by a live node of this cluster")]
     DuplicateNodeId(String),
+    /// The history stream exists with other limits than the flags say.
+    #[error("{0}")]
+    HistoryStream(String),
     /// The NATS thread could not start.
     #[error("cannot start the cluster: {0}")]
     Internal(String),
@@ -48,6 +54,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
+    feed: Option<mpsc::UnboundedReceiver<FeedCmd>>,
 ) -> Result<(), StartError> {
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let bound = START_CHECK * 2 + shared.settings.timeout + Duration::from_secs(5);
@@ -64,7 +71,7 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(shared, cmds, outbox, started_tx));
+            runtime.block_on(run(shared, cmds, outbox, feed, started_tx));
         })
         .map_err(|err| StartError::Internal(err.to_string()))?;
     match started_rx.recv_timeout(bound) {
@@ -166,6 +173,7 @@ async fn run(
     shared: Arc<Shared>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
+    feed: Option<mpsc::UnboundedReceiver<FeedCmd>>,
     started: std::sync::mpsc::Sender<Result<(), StartError>>,
 ) {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -197,6 +205,22 @@ async fn run(
         // there, and readiness does not depend on it.
         shared.set_known();
     }
+    if let Some(history) = &shared.history {
+        history.attach(client.clone(), &shared.settings.prefix);
+        if reached {
+            // A stream with other limits stops the start; one that cannot
+            // be reached now is made or checked when NATS comes back
+            // (history fails closed until then).
+            match history.ensure().await {
+                Ok(epoch) => tracing::info!(%epoch, "history stream ready"),
+                Err(SetupError::Mismatch(line)) => {
+                    let _ = started.send(Err(StartError::HistoryStream(line)));
+                    return;
+                }
+                Err(err) => tracing::warn!(error = %err, "history stream not ready"),
+            }
+        }
+    }
     let mut inbox = Inbox::default();
     for subject in [
         shared.subjects.all(),
@@ -213,6 +237,9 @@ async fn run(
     }
     let _ = started.send(Ok(()));
     tokio::spawn(outbox::send(shared.clone(), client.clone(), outbox));
+    if let Some(feed) = feed {
+        tokio::spawn(Feed::run(shared.clone(), client.clone(), feed));
+    }
     Engine::new(shared, client)
         .run(inbox, cmds, events_rx)
         .await;

@@ -26,8 +26,9 @@ pub enum Resume {
 /// The answer to a positioned `SUB`.
 #[derive(Debug, Clone)]
 pub struct Subscribed {
-    /// The newest position, as clients write it.
-    pub newest: String,
+    /// The newest position: the recovery replays up to it, live messages
+    /// follow it.
+    pub newest: gateway_history::Position,
     /// What comes before the live messages.
     pub replay: Replay,
 }
@@ -53,8 +54,10 @@ pub enum HistoryRefusal {
     Unavailable,
 }
 
+/// What a connection waits for before it acts on its next frame.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
+
 /// What a `PUB` did with history.
-#[derive(Debug, Clone)]
 pub enum Published {
     /// The topic has no history: its subscribers got the plain frame.
     Live,
@@ -63,6 +66,22 @@ pub enum Published {
     Stored(Bytes),
     /// History could not store it: delivered nowhere.
     Refused(HistoryRefusal),
+    /// Being stored in a cluster's stream, from where every node delivers
+    /// it, this one included: the connection acts on its next frame only
+    /// once this completes, by when its own copy (where it subscribes) is
+    /// in its mailbox. `Err`: not stored, delivered nowhere.
+    Storing(Pending<Result<(), HistoryRefusal>>),
+}
+
+/// The answer to a positioned `SUB`, now or once history has been read.
+pub enum Subscribing {
+    /// Answered at once (a single node's history).
+    Now(Result<Subscribed, HistoryRefusal>),
+    /// A cluster's stream is being read: the connection holds its frames
+    /// until this completes. It is subscribed already (or unsubscribed
+    /// again on `Err`), so live messages may reach its mailbox meanwhile;
+    /// it drops those at or below the newest offset the answer gives.
+    Later(Pending<Result<Subscribed, HistoryRefusal>>),
 }
 
 /// Completes once a `HELLO` or `SUB` has taken effect beyond this process
@@ -92,14 +111,9 @@ pub trait Hub: Send + Sync + 'static {
     /// `SUB <topic> <position>` (with history on): subscribe `conn` so that
     /// the topic's messages reach it with their offset, and say what comes
     /// before the live ones. A hub without history refuses it.
-    fn subscribe_at(
-        &self,
-        topic: Name,
-        conn: ConnId,
-        from: Resume,
-    ) -> Result<Subscribed, HistoryRefusal> {
+    fn subscribe_at(&self, topic: Name, conn: ConnId, from: Resume) -> Subscribing {
         let _ = (topic, conn, from);
-        Err(HistoryRefusal::NoHistory)
+        Subscribing::Now(Err(HistoryRefusal::NoHistory))
     }
     /// A close was asked for: route nothing more to `conn`.
     fn closing(&self, conn: ConnId);

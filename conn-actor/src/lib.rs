@@ -28,7 +28,9 @@ pub use admission::{Admission, Refusal, Slot};
 pub use codec::{FrameCodec, Framing, body};
 pub use connection::Connection;
 pub use context::{Limits, WorkerContext};
-pub use hub::{HistoryRefusal, Hub, Published, Replay, Resume, Settled, Subscribed};
+pub use hub::{
+    HistoryRefusal, Hub, Pending, Published, Replay, Resume, Settled, Subscribed, Subscribing,
+};
 pub use mailbox::{ConnHandle, fan_out};
 pub use messages::{CloseReason, ConnInfo};
 pub use names::{ConnId, Name, TopicList};

@@ -60,6 +60,11 @@ pub struct ConnState {
     /// Those of them subscribed with a position (section 13): their
     /// messages carry their offset.
     pub(crate) positioned: TopicList,
+    /// Positioned topics whose recovery may overlap what arrives live (a
+    /// cluster's): a delivered `MSG <topic>@<offset>` at or below the
+    /// offset is one the recovery had already, and is dropped; the entry
+    /// goes with the first message above it.
+    pub(crate) floors: Vec<(Arc<str>, u64)>,
     /// The user bound by `HELLO`.
     pub(crate) user: Option<Arc<str>>,
     pub(crate) counters: Counters,
@@ -80,6 +85,7 @@ impl Recyclable for ConnState {
         if self.positioned.capacity() > KEEP_TOPICS {
             self.positioned = TopicList::new();
         }
+        self.floors = Vec::new();
         self.user = None;
         self.counters = Counters::default();
         true
@@ -91,6 +97,7 @@ impl Recyclable for ConnState {
             && self.out.written == 0
             && self.topics.is_empty()
             && self.positioned.is_empty()
+            && self.floors.is_empty()
             && self.user.is_none()
             && self.counters == Counters::default()
     }

@@ -485,19 +485,11 @@ impl Args {
             1,
             1 << 20,
         );
-        within("--history-replicas", self.history_replicas, 1, 5);
+        let replicas = within("--history-replicas", self.history_replicas, 1, 5);
         let topics = gateway_history::TopicPatterns::parse(&self.history_topics)
             .map_err(|err| problems.push(format!("--history-topics: {err}")))
             .ok()?;
         if size == 0 {
-            return None;
-        }
-        if self.nats_url.is_some() {
-            problems.push(
-                "--history-size with --nats-url: history in a cluster (a JetStream stream) \
-                 is not built yet; run history on a single node"
-                    .into(),
-            );
             return None;
         }
         Some(gateway_history::Settings {
@@ -509,6 +501,7 @@ impl Args {
             },
             topics,
             recover_max: recover_max as usize,
+            replicas: replicas as usize,
         })
     }
 }

@@ -71,14 +71,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .cluster
             .as_ref()
             .map(|_| Arc::from(format!("{}.{run}-", config.node_id)));
-        let registry =
-            Registry::with_history(metrics.clone(), codec, id_prefix, config.history.clone());
+        // A single node keeps history in memory, in the registry; a
+        // cluster keeps it in its stream, behind the cluster's hub.
+        let local_history = config.history.clone().filter(|_| config.cluster.is_none());
+        let registry = Registry::with_history(metrics.clone(), codec, id_prefix, local_history);
         let cluster = match config.cluster.clone() {
             Some(settings) => Some(Cluster::start(
                 settings,
                 run,
                 registry.clone(),
                 &prometheus,
+                config.history.clone(),
             )?),
             None => None,
         };

@@ -1,12 +1,16 @@
-//! Topic history (docs/protocol.md section 13, not yet served): what lets a
-//! client that comes back get every message it missed on a topic, or be
-//! told plainly that it cannot.
+//! Topic history (docs/protocol.md section 13): what lets a client that
+//! comes back get every message it missed on a topic, or be told plainly
+//! that it cannot.
 //!
 //! This crate owns the vocabulary of history (an [`Epoch`] naming one
-//! history, a [`Position`] in it, the messages [`Read`] after one) and the
-//! stores behind one interface, [`History`]: append, read after a
+//! history, a [`Position`] in it, the messages [`Read`] after one) and its
+//! two stores, each with the same four operations: append, read after a
 //! position, the newest position, delete. [`MemoryHistory`] is a single
-//! node's store, bounded by message count per topic, age and bytes in all.
+//! node's store ([`History`]), bounded by message count per topic, age and
+//! bytes in all; it is synchronous, so the registry appends and delivers
+//! under one lock. [`StreamHistory`] is a cluster's, a JetStream stream
+//! shared by every node, and asynchronous: each operation is a round trip
+//! to NATS, awaited by the one that asked (`gateway-cluster`).
 //! It knows nothing of connections, frames or the network: the registry
 //! calls it on publish, and the connection side only ever sees positioned
 //! frames.
@@ -18,10 +22,12 @@
 
 mod memory;
 mod position;
+pub mod stream;
 mod topics;
 
 pub use memory::{KEY_OVERHEAD, Limits, MESSAGE_OVERHEAD, MemoryHistory};
 pub use position::{Epoch, InvalidEpoch, InvalidPosition, Position};
+pub use stream::{StreamHistory, StreamRead};
 pub use topics::{InvalidPatterns, TopicPatterns};
 
 /// History as the flags set it up (`--history-*`).
@@ -33,6 +39,8 @@ pub struct Settings {
     pub topics: TopicPatterns,
     /// The most messages one recovery replays.
     pub recover_max: usize,
+    /// Cluster: replicas of the stream (`--history-replicas`).
+    pub replicas: usize,
 }
 
 use std::time::Instant;

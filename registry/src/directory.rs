@@ -224,6 +224,14 @@ impl<H: Endpoint> Directory<H> {
         })
     }
 
+    /// Queues `frame` for the topic's positioned subscribers only (a
+    /// `LOST`); returns how many.
+    pub fn publish_positioned(&self, topic: &str, frame: &Bytes) -> usize {
+        self.topics.get(topic).map_or(0, |subscribers| {
+            H::deliver_all(&subscribers.snapshot().positioned, frame, None)
+        })
+    }
+
     /// Queues `frame` for every open connection; returns how many.
     pub fn broadcast(&self, frame: &Bytes) -> usize {
         self.conns

@@ -87,7 +87,7 @@ pub enum HistoryReadError {
 }
 
 /// `MSG <topic>@<offset> <payload>`, unframed.
-fn positioned_frame(topic: &str, offset: u64, payload: &[u8]) -> Bytes {
+pub fn positioned_frame(topic: &str, offset: u64, payload: &[u8]) -> Bytes {
     let offset = offset.to_string();
     conn_actor::body(&[
         b"MSG ",
@@ -116,6 +116,33 @@ fn count(metrics: &GatewayMetrics, store: &MemoryHistory, evicted: Evicted) {
 }
 
 impl Registry {
+    /// A cluster's stored message, queued for the topic's subscribers on
+    /// this node (plain ones get `MSG <topic> <payload>`, positioned ones
+    /// `MSG <topic>@<offset> <payload>`). The caller delivers a topic's
+    /// messages one at a time in offset order; returns how many it reached.
+    pub fn deliver_stored(&self, topic: &str, offset: u64, payload: &[u8]) -> usize {
+        let plain = self.msg_frame(topic, payload);
+        let positioned = positioned_frame(topic, offset, payload);
+        self.read().publish_split(topic, &plain, &positioned, None)
+    }
+
+    /// `LOST <topic> <position>` for the topic's positioned subscribers on
+    /// this node: their continuity broke after `position`.
+    pub fn deliver_lost(&self, topic: &str, position: &Position) -> usize {
+        let position = position.to_string();
+        let frame = conn_actor::body(&[b"LOST ", topic.as_bytes(), b" ", position.as_bytes()]);
+        self.read().publish_positioned(topic, &frame)
+    }
+
+    /// A cluster's positioned subscription, made before its recovery reads
+    /// the stream, so that every message delivered from then on reaches
+    /// it (the connection drops those the recovery also replays).
+    pub fn subscribe_positioned(&self, topic: Name, conn: ConnId) {
+        let mut dir = self.write();
+        dir.subscribe_positioned(topic, conn);
+        self.update_gauges(&dir);
+    }
+
     /// The history of `topic`, where it has one.
     pub fn history_of(&self, topic: &str) -> Option<&LocalHistory> {
         self.history().filter(|h| h.covers(topic))
@@ -228,10 +255,7 @@ impl Registry {
             epoch: history.epoch().clone(),
             offset: read.newest,
         };
-        Ok(Subscribed {
-            newest: newest.to_string(),
-            replay,
-        })
+        Ok(Subscribed { newest, replay })
     }
 
     /// `GET /api/v1/topics/{topic}/history`: after `since` (the newest

@@ -21,6 +21,6 @@ pub mod rfc3339;
 mod router;
 
 pub use directory::{Directory, Endpoint};
-pub use history::{HistoryPage, HistoryReadError, LocalHistory};
+pub use history::{HistoryPage, HistoryReadError, LocalHistory, positioned_frame};
 pub use local::Registry;
 pub use router::{Address, ConnView, Delivered, NodeCount, RouteError, Routed, Router, StoredAt};

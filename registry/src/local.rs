@@ -8,8 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use conn_actor::{
-    CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, HistoryRefusal, Hub, Name, Published,
-    Resume, Settled, Subscribed,
+    CloseReason, ConnHandle, ConnId, ConnInfo, FrameCodec, Hub, Name, Published, Resume, Settled,
+    Subscribing,
 };
 use gateway_metrics::GatewayMetrics;
 
@@ -73,7 +73,9 @@ impl Registry {
         self.0.history.as_ref()
     }
 
-    pub(crate) fn metrics(&self) -> &GatewayMetrics {
+    /// The gateway's metrics, for what counts beside the registry (a
+    /// cluster's history).
+    pub fn metrics(&self) -> &GatewayMetrics {
         &self.0.metrics
     }
 
@@ -383,13 +385,8 @@ impl Hub for Registry {
         }
     }
 
-    fn subscribe_at(
-        &self,
-        topic: Name,
-        conn: ConnId,
-        from: Resume,
-    ) -> Result<Subscribed, HistoryRefusal> {
-        Registry::subscribe_at(self, topic, conn, from)
+    fn subscribe_at(&self, topic: Name, conn: ConnId, from: Resume) -> Subscribing {
+        Subscribing::Now(Registry::subscribe_at(self, topic, conn, from))
     }
 
     fn closing(&self, conn: ConnId) {

@@ -36,6 +36,9 @@ pub enum RouteError {
     /// A node that may hold the target did not answer in time: the outcome
     /// is unknown (it may still be carried out when that node wakes).
     Timeout,
+    /// A publish on a topic with history could not be stored (a
+    /// cluster's stream is unreachable): it was delivered nowhere.
+    HistoryUnavailable,
 }
 
 /// Nodes that answered a cluster-wide request, of those expected.

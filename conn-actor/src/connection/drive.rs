@@ -80,6 +80,10 @@ impl Connection {
             mail_only = true;
             self.on_mail(mail);
         }
+        if std::mem::take(&mut self.resume_after_mail) && !self.held {
+            mail_only = false;
+            self.resume_frames(ctx);
+        }
         let mut reads = 0;
         while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {

@@ -29,7 +29,7 @@ use crate::admission::Slot;
 use crate::codec::{FrameCodec, body};
 use crate::command::{self, Command};
 use crate::context::WorkerContext;
-use crate::hub::{HistoryRefusal, Published, Replay, Resume, Settled};
+use crate::hub::{HistoryRefusal, Published, Replay, Resume, Settled, Subscribed, Subscribing};
 use crate::mailbox::{self, Address, ConnHandle, Mail};
 use crate::messages::{CloseReason, ConnInfo, last_frame};
 use crate::names::ConnId;
@@ -110,6 +110,9 @@ pub struct Connection {
     /// An answer waits for the hub (a cluster-wide `HELLO` or `SUB`):
     /// frames are neither read nor acted on until it is sent.
     pub(crate) held: bool,
+    /// A hold ended without acting on the frames behind it: the driver
+    /// does so in its next turn, after the mail that came meanwhile.
+    pub(crate) resume_after_mail: bool,
     /// This turn's write was put off to the next turn (`drive.rs`).
     pub(crate) write_deferred: bool,
     /// WebSocket messages that arrived while `held`, in order; allocated
@@ -155,6 +158,7 @@ impl Connection {
             close_timer_armed: false,
             auth,
             held: false,
+            resume_after_mail: false,
             write_deferred: false,
             deferred: None,
         });
@@ -213,7 +217,7 @@ impl Connection {
         {
             return match sub {
                 _ if self.auth == Auth::Pending => self.reply(&[b"ERR unauthorized"]),
-                Ok((topic, argument)) => self.subscribe_at(topic, argument),
+                Ok((topic, argument)) => self.subscribe_at(ctx, topic, argument),
                 Err(err) => self.reply(&[err.reply()]),
             };
         }
@@ -317,12 +321,14 @@ impl Connection {
                     hub.unsubscribe(topics.remove(at), self.id);
                 }
                 self.state.positioned.retain(|t| &**t != topic);
+                self.state.floors.retain(|(t, _)| &**t != topic);
                 self.reply(&[b"OK UNSUB ", topic.as_bytes()]);
             }
             Command::Pub { topic, payload } => {
                 let frame = body(&[b"MSG ", topic.as_bytes(), b" ", payload]);
                 let own = match hub.publish(topic, payload, frame.clone(), self.id) {
                     Published::Refused(_) => return self.reply(&[b"ERR history-unavailable"]),
+                    Published::Storing(storing) => return self.hold_for_store(ctx, storing),
                     Published::Stored(positioned)
                         if self.state.positioned.iter().any(|t| &**t == topic) =>
                     {
@@ -345,7 +351,7 @@ impl Connection {
     /// that every live message (which comes through the mailbox, in a later
     /// turn) follows them; the hub registered the subscription and read
     /// history at one instant, so none is missing or twice in between.
-    fn subscribe_at(&mut self, topic: &str, argument: &str) {
+    fn subscribe_at(&mut self, ctx: &mut Context<Self>, topic: &str, argument: &str) {
         let from = match argument {
             "LATEST" => Resume::Latest,
             position => match position.parse::<gateway_history::Position>() {
@@ -363,21 +369,53 @@ impl Connection {
             return self.reply(&[b"ERR too-many-subscriptions"]);
         }
         let name: Arc<str> = Arc::from(topic);
-        let subscribed = match self.worker.hub.subscribe_at(name.clone(), self.id, from) {
+        // Taken before the answer, as a plain SUB's: a second SUB of the
+        // topic meanwhile is `already-subscribed`.
+        self.state.topics.push(name.clone());
+        self.state.positioned.push(name.clone());
+        match self.worker.hub.subscribe_at(name.clone(), self.id, from) {
+            Subscribing::Now(answer) => self.subscribed_at(name, answer),
+            Subscribing::Later(reading) => {
+                self.held = true;
+                ctx.wait(reading.into_actor(self).map(move |answer, act, _| {
+                    act.held = false;
+                    act.subscribed_at(name, answer);
+                    // The mail that came meanwhile (live messages the
+                    // recovery may also hold) is taken before any later
+                    // frame is acted on.
+                    act.resume_after_mail = true;
+                }));
+            }
+        }
+    }
+
+    /// Answers a positioned `SUB`: `OK SUB`, then what history replays,
+    /// queued in this turn, before any live message still in the mailbox;
+    /// those at or below the newest offset are dropped as they come
+    /// (`floors`).
+    fn subscribed_at(&mut self, name: Arc<str>, answer: Result<Subscribed, HistoryRefusal>) {
+        let subscribed = match answer {
             Ok(subscribed) => subscribed,
-            Err(HistoryRefusal::NoHistory) => return self.reply(&[b"ERR no-history"]),
-            Err(HistoryRefusal::Unavailable) => {
-                return self.reply(&[b"ERR history-unavailable"]);
+            Err(refusal) => {
+                self.state.topics.retain(|t| *t != name);
+                self.state.positioned.retain(|t| *t != name);
+                let answer: &[u8] = match refusal {
+                    HistoryRefusal::NoHistory => b"ERR no-history",
+                    HistoryRefusal::Unavailable => b"ERR history-unavailable",
+                };
+                return self.reply(&[answer]);
             }
         };
-        self.state.topics.push(name.clone());
-        self.state.positioned.push(name);
-        let head = [
-            b"OK SUB ",
-            topic.as_bytes(),
-            b" ",
-            subscribed.newest.as_bytes(),
-        ];
+        if !self.state.topics.contains(&name) {
+            // Unsubscribed meanwhile (a close): nothing to answer for.
+            return;
+        }
+        let newest = subscribed.newest.to_string();
+        self.state.floors.retain(|(t, _)| *t != name);
+        self.state
+            .floors
+            .push((name.clone(), subscribed.newest.offset));
+        let head = [b"OK SUB ", name.as_bytes(), b" ", newest.as_bytes()];
         match subscribed.replay {
             Replay::Latest => self.reply(&head),
             Replay::Lost => self.reply(&[&head[..], &[b" LOST"]].concat()),
@@ -389,6 +427,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// A `PUB` being stored in a cluster's stream: the connection holds
+    /// its frames until it is, so that its own copy (delivered through its
+    /// mailbox by the stream's feed) comes before the answers to its later
+    /// commands, and a refusal is answered in their place.
+    fn hold_for_store(
+        &mut self,
+        ctx: &mut Context<Self>,
+        storing: crate::hub::Pending<Result<(), HistoryRefusal>>,
+    ) {
+        self.held = true;
+        ctx.wait(storing.into_actor(self).map(|stored, act, _| {
+            act.held = false;
+            if stored.is_err() {
+                act.reply(&[b"ERR history-unavailable"]);
+            }
+            act.resume_after_mail = true;
+        }));
     }
 
     /// Answers now, or once the hub has `settled`; until then the
@@ -560,7 +617,11 @@ impl Connection {
     /// Acts on what was posted to the connection since its last turn.
     pub(crate) fn on_mail(&mut self, mail: Mail) {
         match mail {
-            Mail::Deliver(frame) => self.enqueue(frame),
+            Mail::Deliver(frame) => {
+                if self.state.floors.is_empty() || self.above_floor(&frame) {
+                    self.enqueue(frame);
+                }
+            }
             Mail::Close { reason, message } => self.begin_close(reason, message),
             Mail::Heartbeat => {
                 if let Transport::Ws(ws) = &mut self.transport
@@ -581,6 +642,39 @@ impl Connection {
                 } else {
                     self.worker.metrics.dropped(DropReason::Closed, 1);
                 }
+            }
+        }
+    }
+
+    /// Whether a delivery is new to the client: a `MSG <topic>@<offset>`
+    /// of a topic whose recovery replayed up to a floor is dropped at or
+    /// below it; the first one above it lifts the floor, as every later
+    /// one comes in offset order.
+    fn above_floor(&mut self, frame: &[u8]) -> bool {
+        let Some(rest) = frame.strip_prefix(b"MSG ") else {
+            return true;
+        };
+        let floors = &mut self.state.floors;
+        let Some(at) = floors.iter().position(|(topic, _)| {
+            rest.strip_prefix(topic.as_bytes())
+                .is_some_and(|r| r.first() == Some(&b'@'))
+        }) else {
+            return true;
+        };
+        let (topic, floor) = &floors[at];
+        let digits = &rest[topic.len() + 1..];
+        let end = digits
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let offset = std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok());
+        match offset {
+            Some(offset) if offset <= *floor => false,
+            _ => {
+                floors.swap_remove(at);
+                true
             }
         }
     }

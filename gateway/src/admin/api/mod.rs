@@ -79,6 +79,7 @@ impl From<RouteError> for ApiError {
             RouteError::Unavailable => ApiError::ClusterUnavailable,
             RouteError::TooLarge => ApiError::TooLargeForCluster,
             RouteError::Timeout => ApiError::ClusterTimeout,
+            RouteError::HistoryUnavailable => ApiError::HistoryUnavailable,
         }
     }
 }

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use bytes::Bytes;
 use conn_actor::{Name, command};
+use gateway_cluster::HistoryRouteError;
 use gateway_history::Position;
 use gateway_registry::{Delivered, HistoryReadError, rfc3339};
 use serde::Deserialize;
@@ -90,6 +91,13 @@ fn no_history(topic: &str) -> ApiError {
     ApiError::NoHistory(format!("the topic `{topic}` has no history"))
 }
 
+fn history_error(err: HistoryRouteError, topic: &str) -> ApiError {
+    match err {
+        HistoryRouteError::NoHistory => no_history(topic),
+        HistoryRouteError::Unavailable => ApiError::HistoryUnavailable,
+    }
+}
+
 /// `GET /api/v1/topics/{topic}/history?since=<position>&limit=N`: the
 /// messages after `since`, or the newest `limit`, oldest first.
 pub async fn history(state: State, req: HttpRequest, body: Body) -> Result<HttpResponse, ApiError> {
@@ -116,10 +124,17 @@ pub async fn history(state: State, req: HttpRequest, body: Body) -> Result<HttpR
             ApiError::BadPosition(format!("`{text}` is not a position (<epoch>:<offset>)"))
         })?),
     };
-    let page = state
-        .registry
-        .history_read(&topic, since.as_ref(), limit)
-        .map_err(|HistoryReadError::NoHistory| no_history(&topic))?;
+    let page = match &state.cluster {
+        // A cluster's history is its stream.
+        Some(cluster) => cluster
+            .history_read(&topic, since.as_ref(), limit)
+            .await
+            .map_err(|err| history_error(err, &topic))?,
+        None => state
+            .registry
+            .history_read(&topic, since.as_ref(), limit)
+            .map_err(|HistoryReadError::NoHistory| no_history(&topic))?,
+    };
     let messages: Vec<_> = page
         .messages
         .iter()
@@ -152,10 +167,16 @@ pub async fn delete_history(
 ) -> Result<HttpResponse, ApiError> {
     body.none()?;
     let topic = topic_of(&req)?;
-    state
-        .registry
-        .history_delete(&topic)
-        .map_err(|HistoryReadError::NoHistory| no_history(&topic))?;
+    match &state.cluster {
+        Some(cluster) => cluster
+            .history_delete(&topic)
+            .await
+            .map_err(|err| history_error(err, &topic))?,
+        None => state
+            .registry
+            .history_delete(&topic)
+            .map_err(|HistoryReadError::NoHistory| no_history(&topic))?,
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
