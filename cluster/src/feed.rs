@@ -109,6 +109,8 @@ struct Sequencer {
     waiters: Vec<(u64, oneshot::Sender<usize>)>,
     /// Tells a start or repair result from an older hearing of the topic.
     generation: u64,
+    /// Started over in a new stream: `LOST` once the newest is known.
+    lost_on_start: bool,
     subscription: JoinHandle<()>,
 }
 
@@ -200,6 +202,12 @@ impl Feed {
                     let _ = done.send(0);
                 }
             },
+            FeedCmd::EpochChanged => {
+                let topics: Vec<Name> = self.topics.keys().cloned().collect();
+                for topic in topics {
+                    self.restart(topic);
+                }
+            }
             FeedCmd::Connected => {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
@@ -279,9 +287,38 @@ impl Feed {
                 queue: VecDeque::new(),
                 waiters: Vec::new(),
                 generation,
+                lost_on_start: false,
                 subscription,
             },
         );
+    }
+
+    /// Starts a heard topic over in a new stream: its newest offset is
+    /// read again, and its positioned subscribers are told `LOST` then.
+    fn restart(&mut self, topic: Name) {
+        let Some(seq) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        let waiters = match std::mem::replace(&mut seq.phase, Phase::Ready) {
+            Phase::Starting(waiters) => waiters,
+            _ => Vec::new(),
+        };
+        seq.phase = Phase::Starting(waiters);
+        seq.lost_on_start = true;
+        let generation = seq.generation;
+        let shared = self.shared.clone();
+        let finished = self.done.clone();
+        tokio::spawn(async move {
+            let newest = match history(&shared).store() {
+                Ok(store) => store.newest(&topic).await.ok().map(|(_, offset)| offset),
+                Err(_) => None,
+            };
+            let _ = finished.send(Done::Started {
+                topic,
+                generation,
+                newest,
+            });
+        });
     }
 
     fn arrival(&mut self, topic: Name, generation: u64, message: &Message) {
@@ -387,6 +424,14 @@ impl Feed {
                     for waiter in waiters {
                         let _ = waiter.send(());
                     }
+                }
+                if std::mem::take(&mut seq.lost_on_start)
+                    && let Some(epoch) = history(&self.shared).epoch()
+                {
+                    let offset = seq.last;
+                    self.shared
+                        .registry
+                        .deliver_lost(&topic, &Position { epoch, offset });
                 }
                 self.drain(&topic);
             }

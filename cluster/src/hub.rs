@@ -123,7 +123,7 @@ impl Hub for ClusterHub {
                     return Err(HistoryRefusal::Unavailable);
                 };
                 let (appended, _) = history
-                    .append(&topic, payload, None)
+                    .append(shared.is_connected(), &topic, payload, None)
                     .await
                     .map_err(|_| HistoryRefusal::Unavailable)?;
                 if shared.registry.has_subscribers(&topic) {

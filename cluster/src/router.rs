@@ -235,7 +235,12 @@ impl ClusterRouter {
         idempotency_key: Option<String>,
     ) -> Result<Delivered, RouteError> {
         let (appended, epoch) = history
-            .append(&topic, payload, idempotency_key.as_deref())
+            .append(
+                self.shared.is_connected(),
+                &topic,
+                payload,
+                idempotency_key.as_deref(),
+            )
             .await
             .map_err(|_| RouteError::HistoryUnavailable)?;
         let count = match appended {

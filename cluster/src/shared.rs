@@ -506,7 +506,7 @@ pub fn for_tests(
         timeout: Duration::from_millis(timeout_ms),
         pending_bytes,
     };
-    let (shared, _cmds, outbox) = Shared::new(settings, "r1".into(), registry, cluster);
+    let (shared, _cmds, outbox, _) = Shared::new(settings, "r1".into(), registry, cluster, None);
     let shared = Arc::new(shared);
     shared.set_connected(true);
     (shared, outbox)

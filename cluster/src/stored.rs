@@ -46,6 +46,10 @@ pub enum FeedCmd {
     },
     /// NATS is back: make sure the stream is there, and read its epoch.
     Connected,
+    /// The stream was made anew: every heard topic starts over from the
+    /// new stream's newest offset, and its positioned subscribers get
+    /// `LOST`.
+    EpochChanged,
 }
 
 /// A cluster's history, shared by the connections, the admin API and the
@@ -132,6 +136,7 @@ impl ClusterHistory {
         if changed {
             tracing::warn!(old = %known.as_ref().map(Epoch::as_str).unwrap_or(""), new = %epoch,
                 "the history stream was made anew: positions of the old epoch recover as LOST");
+            let _ = self.feed.send(FeedCmd::EpochChanged);
         }
         *known = Some(epoch.clone());
         changed
@@ -142,14 +147,26 @@ impl ClusterHistory {
     }
 
     /// Stores a publish: `Stored` or `Duplicate` with its offset.
+    /// Refused at once while NATS is away: a publish the client buffered
+    /// then would reach the stream later, after its 503.
     pub async fn append(
         &self,
+        connected: bool,
         topic: &str,
         payload: Bytes,
         idempotency_key: Option<&str>,
     ) -> Result<(Appended, Epoch), HistoryError> {
         let store = self.store()?;
-        let appended = match store.append(topic, payload, idempotency_key).await {
+        let mut tried = if connected {
+            store.append(topic, payload.clone(), idempotency_key).await
+        } else {
+            Err(HistoryError::Unavailable("NATS is not connected".into()))
+        };
+        if tried == Err(HistoryError::StreamMissing) && self.ensure().await.is_ok() {
+            // Deleted meanwhile, and made anew (a new epoch).
+            tried = store.append(topic, payload, idempotency_key).await;
+        }
+        let appended = match tried {
             Ok(appended) => appended,
             Err(err) => {
                 self.metrics.history_appends.inc(AppendResult::Failed);

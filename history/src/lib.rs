@@ -118,6 +118,10 @@ pub enum HistoryError {
     /// stored.
     #[error("history is unavailable: {0}")]
     Unavailable(String),
+    /// A cluster's stream is not there (deleted): it is made anew, under
+    /// a new epoch, before the next try.
+    #[error("the history stream is missing")]
+    StreamMissing,
 }
 
 /// A history store: one per process, shared by every topic with history.

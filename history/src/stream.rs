@@ -324,13 +324,17 @@ impl StreamHistory {
             let id = format!("{}/{key}", token(topic));
             headers.insert("Nats-Msg-Id", HeaderValue::from(id.as_str()));
         }
+        let missing = |err: jetstream::context::PublishError| match err.kind() {
+            jetstream::context::PublishErrorKind::StreamNotFound => HistoryError::StreamMissing,
+            _ => unavailable(err),
+        };
         let ack = self
             .js
             .publish_with_headers(self.subject(topic), headers, payload)
             .await
-            .map_err(unavailable)?
+            .map_err(missing)?
             .await
-            .map_err(unavailable)?;
+            .map_err(missing)?;
         Ok(if ack.duplicate {
             Appended::Duplicate(ack.sequence)
         } else {

@@ -54,13 +54,22 @@ impl NatsServer {
         NatsServer::start_with_config("")
     }
 
+    /// Starts a server with JetStream (section 13's history), its store
+    /// in the server's own scratch directory, kept across
+    /// [`NatsServer::restart`].
+    pub fn start_jetstream() -> NatsServer {
+        NatsServer::start_with_config("jetstream { store_dir: \"{dir}/js\" }")
+    }
+
     /// Starts a server with extra configuration lines (e.g.
-    /// `max_payload: 2048`).
+    /// `max_payload: 2048`); `{dir}` stands for the server's scratch
+    /// directory.
     pub fn start_with_config(config: &str) -> NatsServer {
         let dir = crate::scratch::fresh_dir("nats");
         let config = (!config.is_empty()).then(|| {
             let path = dir.join("nats.conf");
-            std::fs::write(&path, config).expect("write nats.conf");
+            let text = config.replace("{dir}", &dir.display().to_string());
+            std::fs::write(&path, text).expect("write nats.conf");
             path
         });
         let mut server = NatsServer {

@@ -14,7 +14,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// A client of either transport, as text lines.
-trait Lines {
+pub(crate) trait Lines {
     fn say(&mut self, frame: &str);
     fn hear(&mut self) -> String;
     fn expect_line(&mut self, expected: &str) {
@@ -66,7 +66,7 @@ fn each_client(flags: &[&str], test: impl Fn(&Gateway, &mut dyn FnMut() -> Box<d
 
 /// `OK SUB <topic> <epoch>:<offset>[ rest]`: the epoch, the offset and the
 /// rest.
-fn ok_sub(line: &str, topic: &str) -> (String, u64, String) {
+pub(crate) fn ok_sub(line: &str, topic: &str) -> (String, u64, String) {
     let rest = line
         .strip_prefix(&format!("OK SUB {topic} "))
         .unwrap_or_else(|| panic!("not an OK SUB {topic}: {line}"));
@@ -80,7 +80,7 @@ fn ok_sub(line: &str, topic: &str) -> (String, u64, String) {
 }
 
 /// `MSG <topic>@<offset> <payload>`: the offset and the payload.
-fn positioned(line: &str, topic: &str) -> (u64, String) {
+pub(crate) fn positioned(line: &str, topic: &str) -> (u64, String) {
     let rest = line
         .strip_prefix(&format!("MSG {topic}@"))
         .unwrap_or_else(|| panic!("not a positioned MSG on {topic}: {line}"));
@@ -89,7 +89,12 @@ fn positioned(line: &str, topic: &str) -> (u64, String) {
 }
 
 /// A publish through the admin API, with an optional idempotency key.
-fn admin_publish(gw: &Gateway, topic: &str, data: &str, key: Option<&str>) -> http::Response {
+pub(crate) fn admin_publish(
+    gw: &Gateway,
+    topic: &str,
+    data: &str,
+    key: Option<&str>,
+) -> http::Response {
     let body = json!({ "data": data }).to_string();
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(key) = key {
@@ -634,19 +639,4 @@ fn a_tokens_topics_claim_applies_to_a_positioned_sub() {
     c.expect("ERR forbidden");
     c.send("SUB mine/a LATEST");
     ok_sub(&Lines::hear(&mut c), "mine/a");
-}
-
-#[test]
-fn history_in_a_cluster_is_refused_at_start_for_now() {
-    let exited = gateway_tests::gateway::run_to_exit(
-        &["--history-size", "10", "--nats-url", "nats://127.0.0.1:1"],
-        &[],
-        Duration::from_secs(10),
-    );
-    assert!(!exited.status.success());
-    assert!(
-        exited.stderr.contains("--history-size"),
-        "{}",
-        exited.stderr
-    );
 }

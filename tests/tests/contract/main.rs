@@ -18,6 +18,7 @@ mod browser_client;
 mod close;
 mod cluster;
 mod cluster_faults;
+mod cluster_history;
 mod cluster_outage;
 mod commands;
 mod conn_logs;
