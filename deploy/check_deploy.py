@@ -419,7 +419,10 @@ def cmd_cluster(compose_config_path):
     check("nats" in services, "service nats")
     nats_cmd = [str(a) for a in (services.get("nats", {}).get("command") or [])]
     nats_port = nats_cmd[nats_cmd.index("--port") + 1] if "--port" in nats_cmd[:-1] else "4222"
-    check("--jetstream" not in nats_cmd and "-js" not in nats_cmd, "nats runs core NATS (no JetStream)")
+    check("--jetstream" in nats_cmd or "-js" in nats_cmd, "nats runs JetStream (history's stream)")
+    store = nats_cmd[nats_cmd.index("--store_dir") + 1] if "--store_dir" in nats_cmd[:-1] else None
+    mounts = [str(v).split(":")[1] for v in services.get("nats", {}).get("volumes") or [] if ":" in str(v)]
+    check(store is not None and store in mounts, f"nats keeps its store ({store}) on a volume: {mounts}")
     base = gateway_env(cfg)
     ids = []
     for name in CLUSTER_NODES:
@@ -432,6 +435,8 @@ def cmd_cluster(compose_config_path):
         ids.append(env.get("GATEWAY_NODE_ID"))
         differs = [k for k, v in base.items() if env.get(k) != v]
         check(not differs, f"{name}: the gateway service's environment, plus the cluster's", ", ".join(differs))
+        check(str(env.get("GATEWAY_HISTORY_SIZE", "0")).split(":-")[-1].rstrip("}") not in ("", "0"),
+              f"{name}: history on (GATEWAY_HISTORY_SIZE={env.get('GATEWAY_HISTORY_SIZE')})")
         check("cluster" in (svc.get("profiles") or []), f"{name}: only under the profile cluster")
         for key in ("stop_grace_period", "stop_signal", "ulimits"):
             check(svc.get(key) == services[SERVICE].get(key), f"{name}: {key} as the gateway service's")

@@ -19,6 +19,7 @@ usage: smoke.py COMMAND [ARGS...]   (run from the repository root)
   push CLIENT ADMIN TOKEN               an admin push reaches a connected user (401 without
                                         the token)
   cross CLIENT_A CLIENT_B TIMEOUT       a publish on B reaches a subscriber on A
+  recover CLIENT_A ADMIN_B TOKEN TIMEOUT  a client of A recovers what B published while it was away
   hold CLIENT OUT                       hold a client open, write what it reads to OUT
   targets PROM JOB N TIMEOUT            N targets of JOB, and every target, up; prints
                                         how many targets are up
@@ -302,6 +303,36 @@ def cmd_cross(client_a, client_b, timeout):
     fail(f"no publish on {client_b} reached the subscriber on {client_a} within {timeout}s")
 
 
+def cmd_recover(client_a, admin_b, token, timeout):
+    """A client on A leaves with its position; a publish on B meanwhile
+    is replayed when it comes back to A (history in the NATS stream)."""
+    topic = "smoke.history"
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        c = Client(client_a)
+        c.send(f"SUB {topic} LATEST")
+        got = c.read()
+        c.close()
+        if got.startswith(f"OK SUB {topic} "):
+            break
+        if time.monotonic() > deadline:
+            fail(f"SUB {topic} LATEST answered {got!r}")
+        time.sleep(0.5)
+    position = got.split()[3]
+    url = f"http://{admin_b}/api/v1/topics/{topic}/publish"
+    status, body = http("POST", url, {"data": "missed while away"},
+                        {"Authorization": f"Bearer {token}"})
+    if status != 200:
+        fail(f"POST {url} answered {status}: {body[:200]!r}")
+    offset = json.loads(body)["offset"]
+    c = Client(client_a)
+    c.send(f"SUB {topic} {position}")
+    c.expect(f"OK SUB {topic} {position.split(':')[0]}:{offset} RECOVERED 1")
+    c.expect(f"MSG {topic}@{offset} missed while away")
+    c.close()
+    print(f"  ok: a client of {client_a} came back from {position} and got the message published on {admin_b} meanwhile (offset {offset})")
+
+
 def cmd_hold(client, out):
     c = Client(client, timeout=60)
     c.send("HELLO smoke-held")
@@ -377,6 +408,7 @@ def main():
         "session": (cmd_session, 1),
         "push": (cmd_push, 3),
         "cross": (cmd_cross, 3),
+        "recover": (cmd_recover, 4),
         "hold": (cmd_hold, 2),
         "targets": (cmd_targets, 4),
         "alert": (cmd_alert, 3),

@@ -306,6 +306,13 @@ if [[ $N -ge 2 ]]; then
     IFS=$'\t' read -r name_a client_a _ <<< "${GATEWAYS[0]}"
     IFS=$'\t' read -r name_b client_b _ <<< "${GATEWAYS[1]}"
     "${HELPER[@]}" cross "$client_a" "$client_b" 15 || die "a publish on $name_b did not reach $name_a"
+    if [[ " ${PROFILES[*]:-} " == *" cluster "* ]]; then
+        step "a client that comes back recovers what it missed (history in JetStream)"
+        IFS=$'\t' read -r _ _ admin_b <<< "${GATEWAYS[1]}"
+        "${HELPER[@]}" recover "$client_a" "$admin_b" "$GATEWAY_ADMIN_TOKEN" 30 \
+            || die "a client of $name_a did not recover what $name_b published"
+        RECOVERED=1
+    fi
 fi
 
 # ---------------------------------------------------------------------------
@@ -344,5 +351,6 @@ fi
 STEP="tear down"
 PASSED="deploy smoke passed: $N gateways, $M Prometheus targets up, alert $ALERT fired"
 [[ $N -ge 2 ]] && PASSED+=", a publish crossed from $name_b to $name_a"
+[[ -n "${RECOVERED:-}" ]] && PASSED+=", a client of $name_a recovered what $name_b published while it was away"
 [[ -n "$CUT" ]] && PASSED+=", alert $CUT fired with NATS stopped"
 exit 0

@@ -439,7 +439,14 @@ impl Connection {
         storing: crate::hub::Pending<Result<(), HistoryRefusal>>,
     ) {
         self.held = true;
-        ctx.wait(storing.into_actor(self).map(|stored, act, _| {
+        let stored = async move {
+            let stored = storing.await;
+            // The feed delivered the own copy from another thread, through
+            // this worker's inbox: wait until it is in the mailbox.
+            mailbox::behind_queued().await;
+            stored
+        };
+        ctx.wait(stored.into_actor(self).map(|stored, act, _| {
             act.held = false;
             if stored.is_err() {
                 act.reply(&[b"ERR history-unavailable"]);

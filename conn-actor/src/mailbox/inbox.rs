@@ -49,6 +49,8 @@ pub(crate) enum Job {
     /// A delivery or a fan-out that came past [`MAX_QUEUED_BYTES`]: its
     /// targets are slow consumers.
     Overflow(Targets),
+    /// Answered once every job queued before it is posted.
+    Marker(oneshot::Sender<()>),
 }
 
 /// The connections a job was for.
@@ -67,7 +69,7 @@ impl Job {
         match self {
             Job::Deliver(_, frame) | Job::Fanout { frame, .. } => frame.len(),
             Job::Close(_, _, message) => message.as_ref().map_or(0, Bytes::len),
-            Job::Inspect(..) | Job::Overflow(_) => 0,
+            Job::Inspect(..) | Job::Overflow(_) | Job::Marker(_) => 0,
         }
     }
 
@@ -194,6 +196,9 @@ async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
             Job::Overflow(Targets::One(slot)) => {
                 table::post(slot, Mail::Overflow);
             }
+            Job::Marker(done) => {
+                let _ = done.send(());
+            }
             Job::Overflow(Targets::Members {
                 members,
                 range,
@@ -204,6 +209,18 @@ async fn run(mut rx: UnboundedReceiver<Job>, queued: Arc<AtomicUsize>) {
                 }
             }
         }
+    }
+}
+
+/// Completes once everything queued to this worker's connections before
+/// the call is in their rows of the table: what another thread delivered
+/// before it said so (a cluster's feed, before a held `PUB` is let go) is
+/// then taken ahead of the connection's next frame. Call on a worker.
+pub(crate) fn behind_queued() -> impl std::future::Future<Output = ()> {
+    let (done, posted) = oneshot::channel();
+    Inbox::current().send(Job::Marker(done));
+    async move {
+        let _ = posted.await;
     }
 }
 

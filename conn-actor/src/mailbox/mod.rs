@@ -44,7 +44,7 @@ mod inbox;
 mod sweep;
 mod table;
 
-pub(crate) use inbox::close_in_order;
 pub use inbox::{ConnHandle, fan_out};
+pub(crate) use inbox::{behind_queued, close_in_order};
 pub(crate) use sweep::{register as watch_idle, remove as unwatch_idle, touch as note_activity};
 pub(crate) use table::{Address, Mail, close, open, take_all};
