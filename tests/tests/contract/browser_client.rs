@@ -14,8 +14,10 @@
 //! once and in order, as many as `RECOVERED <n>` said; after a restart (a
 //! new epoch) `lost` fires, then live messages flow. Without history a
 //! `recover: true` subscription is held to what it can do: subscribe
-//! plainly, say so once, and report `lost` after each reconnect. Recovery
-//! in a cluster is not here: a cluster keeps no history yet.
+//! plainly, say so once, and report `lost` after each reconnect. In a
+//! cluster (history in `nats-server -js`): the page's node stopped, it
+//! fails over to the next URL and recovers there what was published
+//! meanwhile.
 //!
 //! Like `browser`, these need Chromium on `PATH` and skip without it
 //! unless `GATEWAY_TEST_REQUIRE_CHROMIUM=1`.
@@ -802,4 +804,39 @@ fn after_a_restart_a_new_epoch_fires_lost_then_live_messages_flow() {
     let lost_at = index_of(&log, |e| e["event"] == "lost");
     let after = index_of(&log, |e| e["payload"] == "after");
     assert!(time(lost[0]) >= back && lost_at < after, "{log:#?}");
+}
+
+#[test]
+fn in_a_cluster_the_page_fails_over_to_node_2_and_recovers_what_was_published_meanwhile() {
+    if !gateway_tests::nats::nats_present() {
+        return;
+    }
+    let Some(mut page) = Page::open_if_chromium() else {
+        return;
+    };
+    let nats = gateway_tests::nats::NatsServer::start_jetstream();
+    let url = nats.url();
+    let node =
+        |id: &str| page.gateway(&["--nats-url", &url, "--node-id", id, "--history-size", "100"]);
+    let (one, two) = (node("n1"), node("n2"));
+    crate::cluster::wait_members(&[&one, &two], &["n1", "n2"]);
+    let urls = [ws_url(one.ws_addr()), ws_url(two.ws_addr())];
+    page.start(
+        "fo",
+        &urls,
+        json!({"user": "fo", "minDelay": 1000, "maxDelay": 1000}),
+        &[("news", true)],
+    );
+    page.wait("fo", "subscribed", |l| events(l, "subscribed").len() == 1);
+    publish(&two, "news", "one");
+    page.wait("fo", "the first message", |l| {
+        messages(l, "news").len() == 1
+    });
+    // Node 1 stops (SIGKILL); what node 2 publishes meanwhile is in the
+    // stream, and the page, back on node 2, recovers it.
+    drop(one);
+    let log = recovers_what_it_missed(&mut page, &two, "fo");
+    let connected = in_state(&log, "connected");
+    assert_eq!(connected[0]["url"], urls[0].as_str(), "{log:#?}");
+    assert_eq!(connected[1]["url"], urls[1].as_str(), "{log:#?}");
 }
