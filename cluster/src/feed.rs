@@ -16,6 +16,10 @@
 //!   positioned subscribers get `LOST <topic> <position>` and the gap is
 //!   counted `lost`.
 //!
+//! After a NATS reconnect every heard topic reads back at once what it
+//! missed while away, rather than waiting for its next message to show
+//! the gap.
+//!
 //! Starting to hear a topic: the feed subscription first, then the newest
 //! offset read from the stream; what the feed brought meanwhile at or
 //! below it is dropped, and the `SUB`s waiting are answered only then, so
@@ -114,6 +118,13 @@ struct Sequencer {
     subscription: JoinHandle<()>,
 }
 
+/// What a read back from the stream found after a topic's last offset.
+struct Repair {
+    complete: bool,
+    messages: Vec<Entry>,
+    newest: u64,
+}
+
 enum Done {
     Started {
         topic: Name,
@@ -123,7 +134,7 @@ enum Done {
     Repaired {
         topic: Name,
         generation: u64,
-        read: Option<(bool, Vec<Entry>)>,
+        read: Option<Repair>,
     },
 }
 
@@ -209,6 +220,20 @@ impl Feed {
                 }
             }
             FeedCmd::Connected => {
+                // What the stream republished while NATS was away never
+                // came: every heard topic reads back what it missed.
+                let ready: Vec<Name> = self
+                    .topics
+                    .iter()
+                    .filter(|(_, seq)| matches!(seq.phase, Phase::Ready))
+                    .map(|(topic, _)| topic.clone())
+                    .collect();
+                for topic in ready {
+                    if let Some(seq) = self.topics.get_mut(&topic) {
+                        seq.phase = Phase::Repairing;
+                    }
+                    self.repair(topic);
+                }
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
                     if let Err(err) = history(&shared).ensure().await {
@@ -358,14 +383,7 @@ impl Feed {
                         .deliver_stored(topic, msg.offset, &msg.payload)
                 };
                 seq.last = msg.offset;
-                let offset = msg.offset;
-                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut seq.waiters)
-                    .into_iter()
-                    .partition(|(wanted, _)| *wanted <= offset);
-                seq.waiters = waiting;
-                for (_, waiter) in ready {
-                    let _ = waiter.send(count);
-                }
+                release(seq, count);
             }
             Step::Gap => {
                 seq.phase = Phase::Repairing;
@@ -390,7 +408,11 @@ impl Feed {
                     .read_after(&topic, after, REPAIR_MAX)
                     .await
                     .ok()
-                    .map(|read| (read.complete, read.messages)),
+                    .map(|read| Repair {
+                        complete: read.complete,
+                        messages: read.messages,
+                        newest: read.newest,
+                    }),
                 Err(_) => None,
             };
             let _ = finished.send(Done::Repaired {
@@ -439,53 +461,74 @@ impl Feed {
                 topic,
                 generation,
                 read,
-            } => {
-                let shared = self.shared.clone();
-                let Some(seq) = self.topics.get_mut(&topic) else {
-                    return;
-                };
-                if seq.generation != generation {
-                    return;
-                }
-                let Some(next) = seq.queue.front().cloned() else {
-                    seq.phase = Phase::Ready;
-                    return;
-                };
-                let (complete, found) = read.unwrap_or((false, Vec::new()));
-                let missing: Vec<Entry> = found
-                    .into_iter()
-                    .filter(|m| m.offset > seq.last && m.offset < next.offset)
-                    .collect();
-                let metrics = shared.registry.metrics();
-                if complete {
-                    metrics.history_gaps.inc(GapResult::Repaired);
-                } else {
-                    metrics.history_gaps.inc(GapResult::Lost);
-                    let resumes_after = missing.first().map_or(next.prev, |m| m.offset - 1);
-                    if let Some(epoch) = history(&shared).epoch() {
-                        shared.registry.deliver_lost(
-                            &topic,
-                            &Position {
-                                epoch,
-                                offset: resumes_after,
-                            },
-                        );
-                    }
-                    tracing::warn!(%topic, after = seq.last, before = next.offset,
-                        "history gap could not be repaired: positioned subscribers told LOST");
-                }
-                for entry in missing {
-                    shared
-                        .registry
-                        .deliver_stored(&topic, entry.offset, &entry.payload);
-                    seq.last = entry.offset;
-                }
-                // What follows the gap is trusted to follow on now.
+            } => self.repaired(topic, generation, read),
+        }
+    }
+
+    /// A read back from the stream ended: the messages between the
+    /// topic's last offset and the first queued one (or, after a
+    /// reconnect, the newest) are delivered in order; what the stream no
+    /// longer holds is told `LOST` to the positioned subscribers.
+    fn repaired(&mut self, topic: Name, generation: u64, read: Option<Repair>) {
+        let shared = self.shared.clone();
+        let Some(seq) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if seq.generation != generation {
+            return;
+        }
+        let next = seq.queue.front().cloned();
+        let Some(read) = read else {
+            // The stream did not answer. A queued message proves a gap:
+            // tell it; with none, nothing is known to be missing, and the
+            // next message will show any gap again.
+            if let Some(next) = &next {
+                lost(&shared, &topic, next.prev, seq.last, next.offset);
                 seq.last = seq.last.max(next.prev);
-                seq.phase = Phase::Ready;
-                self.drain(&topic);
+            }
+            seq.phase = Phase::Ready;
+            self.drain(&topic);
+            return;
+        };
+        let bound = next.as_ref().map_or(u64::MAX, |m| m.offset);
+        let missing: Vec<Entry> = read
+            .messages
+            .into_iter()
+            .filter(|m| m.offset > seq.last && m.offset < bound)
+            .collect();
+        let behind = !missing.is_empty() || next.is_some() || read.newest > seq.last;
+        if behind {
+            if read.complete {
+                shared
+                    .registry
+                    .metrics()
+                    .history_gaps
+                    .inc(GapResult::Repaired);
+            } else {
+                let resumes_after = match (missing.first(), &next) {
+                    (Some(first), _) => first.offset - 1,
+                    (None, Some(next)) => next.prev,
+                    (None, None) => read.newest,
+                };
+                lost(&shared, &topic, resumes_after, seq.last, bound);
             }
         }
+        let mut count = 0;
+        for entry in missing {
+            count = shared
+                .registry
+                .deliver_stored(&topic, entry.offset, &entry.payload);
+            seq.last = entry.offset;
+        }
+        // What follows the gap is trusted to follow on now.
+        if let Some(next) = &next {
+            seq.last = seq.last.max(next.prev);
+        } else if !read.complete {
+            seq.last = seq.last.max(read.newest);
+        }
+        release(seq, count);
+        seq.phase = Phase::Ready;
+        self.drain(&topic);
     }
 
     /// Acts on the queued messages of a topic that is ready again, until
@@ -504,6 +547,36 @@ impl Feed {
             self.follow(topic, msg);
         }
     }
+}
+
+/// Answers those waiting for an offset now delivered, with how many
+/// subscribers the last delivery reached.
+fn release(seq: &mut Sequencer, count: usize) {
+    let last = seq.last;
+    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut seq.waiters)
+        .into_iter()
+        .partition(|(wanted, _)| *wanted <= last);
+    seq.waiters = waiting;
+    for (_, waiter) in ready {
+        let _ = waiter.send(count);
+    }
+}
+
+/// A gap the stream could not fill: positioned subscribers are told where
+/// delivery goes on from, and it is counted.
+fn lost(shared: &Shared, topic: &str, resumes_after: u64, last: u64, before: u64) {
+    shared.registry.metrics().history_gaps.inc(GapResult::Lost);
+    if let Some(epoch) = history(shared).epoch() {
+        shared.registry.deliver_lost(
+            topic,
+            &Position {
+                epoch,
+                offset: resumes_after,
+            },
+        );
+    }
+    tracing::warn!(%topic, after = last, before,
+        "history gap could not be repaired: positioned subscribers told LOST");
 }
 
 #[cfg(test)]
