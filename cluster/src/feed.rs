@@ -405,7 +405,7 @@ impl Feed {
         tokio::spawn(async move {
             let read = match history(&shared).store() {
                 Ok(store) => store
-                    .read_after(&topic, after, REPAIR_MAX)
+                    .read_after(&topic, after, REPAIR_MAX, false)
                     .await
                     .ok()
                     .map(|read| Repair {

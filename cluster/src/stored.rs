@@ -257,7 +257,7 @@ impl ClusterHistory {
             }
             Resume::After(position) => {
                 let read = store
-                    .read_after(topic, position.offset, recover_max + 1)
+                    .read_after(topic, position.offset, recover_max, true)
                     .await
                     .map_err(refused)?;
                 self.note_epoch(&read.epoch);
@@ -312,7 +312,7 @@ impl ClusterHistory {
         let page = match since {
             Some(position) => {
                 let read = store
-                    .read_after(topic, position.offset, limit)
+                    .read_after(topic, position.offset, limit, false)
                     .await
                     .map_err(|_| HistoryRouteError::Unavailable)?;
                 self.note_epoch(&read.epoch);
@@ -330,7 +330,7 @@ impl ClusterHistory {
                 // The newest `limit`: the subject holds at most
                 // `--history-size`, so it is read whole.
                 let read = store
-                    .read_after(topic, 0, self.settings.limits.size)
+                    .read_after(topic, 0, self.settings.limits.size, false)
                     .await
                     .map_err(|_| HistoryRouteError::Unavailable)?;
                 self.note_epoch(&read.epoch);

@@ -368,12 +368,15 @@ impl StreamHistory {
     }
 
     /// The messages after offset `after` on `topic`, at most `limit`, and
-    /// whether the stream held every one of them.
+    /// whether the stream held every one of them. With `all_or_none`, none
+    /// are read where more than `limit` are held (a recovery that would be
+    /// `LOST` anyway reads nothing).
     pub async fn read_after(
         &self,
         topic: &str,
         after: u64,
         limit: usize,
+        all_or_none: bool,
     ) -> Result<StreamRead, HistoryError> {
         let subject = self.subject(topic);
         let stream = self
@@ -406,7 +409,10 @@ impl StreamHistory {
         let ((epoch, state), after_held) = (state?, held?);
         let reader = reader.map_err(unavailable)?;
         let found = reader.cached_info().num_pending;
-        let wanted = (found as usize).min(limit);
+        let wanted = match all_or_none && found as usize > limit {
+            true => 0,
+            false => (found as usize).min(limit),
+        };
         let mut messages = Vec::with_capacity(wanted);
         let mut marker = false;
         let mut newest = after;
@@ -457,7 +463,7 @@ impl StreamHistory {
                 "the stream sent fewer messages than it holds".into(),
             ));
         }
-        if found as usize > limit || found == 0 {
+        if found as usize > wanted || found == 0 {
             // The newest is past what was read (or nothing was): ask.
             newest = newest.max(self.newest(topic).await?.1);
         }

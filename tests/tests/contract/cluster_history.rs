@@ -475,3 +475,38 @@ fn recovery_on_one_node_while_the_other_publishes_without_pause_has_no_hole_and_
         }
     });
 }
+
+#[test]
+fn more_missed_than_recover_max_is_lost_and_the_admin_api_pages_through_them() {
+    if !nats_present() {
+        return;
+    }
+    let (_nats, a, b) = pair(&["--history-recover-max", "2"]);
+    let (epoch, start) = epoch_of(&b, "t");
+    let offsets: Vec<u64> = ["x", "y", "z"]
+        .iter()
+        .map(|d| published(&admin_publish(&a, "t", d, None)).0)
+        .collect();
+    let mut c = b.connect();
+    c.say(&format!("SUB t {epoch}:{start}"));
+    assert_eq!(
+        ok_sub(&c.hear(), "t"),
+        (epoch.clone(), offsets[2], "LOST".to_owned())
+    );
+    // Within the bound: recovered.
+    let mut d = b.connect();
+    d.say(&format!("SUB t {epoch}:{}", offsets[0]));
+    assert_eq!(
+        ok_sub(&d.hear(), "t"),
+        (epoch.clone(), offsets[2], "RECOVERED 2".to_owned())
+    );
+    let page = get_ok(
+        &b,
+        &format!("/api/v1/topics/t/history?since={epoch}:{start}&limit=2"),
+    );
+    assert_eq!(page["complete"], true, "{page}");
+    assert_eq!(page["offset"], offsets[2], "{page}");
+    assert_eq!(page["messages"][0]["data"], "x", "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2), "{page}");
+    b.wait_metric_eq("gateway_recoveries_total", &[("result", "lost")], 1.0);
+}
