@@ -603,6 +603,7 @@ class Run:
         R["topics"] = {"steps": []}
         s_start = Sample(self)
         rss_start = {n.name: rss_kib(n.pid) for n in live}
+        R["topics"]["node_rss_kib_before"] = rss_start
         done = 0
         for step in range(a.topic_steps):
             s0 = Sample(self)
@@ -632,6 +633,7 @@ class Run:
             time.sleep(3)
             i1 = Sample(self)
             di = delta(i0, i1, self, names)
+            f["node_rss_kib"] = {x.name: rss_kib(x.pid) for x in live}
             f["idle_nats_thread_cpu_pct"] = round(
                 sum(di["nats_thread_cpu_s"].values()) / len(names) / di["seconds"] * 100, 1)
             R["topics"]["steps"].append(f)

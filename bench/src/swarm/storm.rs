@@ -67,8 +67,11 @@ impl Pool {
         }
     }
 
-    async fn post(&self, path: &str, body: &[u8]) -> Result<Response> {
+    /// Posts once a connection is free; returns the answer and when the
+    /// request was sent (the wait for a connection left out).
+    async fn post(&self, path: &str, body: &[u8]) -> Result<(Response, Instant)> {
         let _room = self.room.acquire().await?;
+        let sent = Instant::now();
         let taken = self
             .idle
             .lock()
@@ -88,7 +91,7 @@ impl Pool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(client);
         }
-        r
+        r.map(|r| (r, sent))
     }
 }
 
@@ -270,13 +273,12 @@ async fn one(
     let token = format!("s {user} {ok_ns}");
     let body = json!({"data": token}).to_string();
     let pool = &pools[(slot + 1) % pools.len()];
-    let t0 = Instant::now();
-    match pool
+    let t0 = match pool
         .post(&format!("/api/v1/users/{user}/send"), body.as_bytes())
         .await
     {
-        Ok(resp) if resp.status == 202 => {}
-        Ok(resp) => {
+        Ok((resp, sent)) if resp.status == 202 => sent,
+        Ok((resp, _)) => {
             r.send_error = Some(format!("{user}: {} {}", resp.status, resp.text()));
             r.held = Some(h);
             return r;
@@ -286,7 +288,7 @@ async fn one(
             r.held = Some(h);
             return r;
         }
-    }
+    };
     // 3. It arrives on the new connection, and nothing before it.
     match h.expect(b"PUSH s ", ARRIVAL).await {
         Ok(f) if f[b"PUSH ".len()..] == *token.as_bytes() => {
