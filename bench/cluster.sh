@@ -19,7 +19,7 @@
 # and a node killed under its users (the reconnect storm).
 #
 #   bench/cluster.sh --users N --nodes K [--parallel N] [--broadcasts N]
-#                    [--producers N] [--no-build] [--out DIR]
+#                    [--producers N] [--topic-steps N] [--no-build] [--out DIR]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,13 +41,13 @@ need_value() { # OPTION ARGC: an option that takes a value must have one
 }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rounds|--duration|--warmup|--subscribers|--publishers|--users|--nodes|--parallel|--broadcasts|--producers|--out)
+        --rounds|--duration|--warmup|--subscribers|--publishers|--users|--nodes|--parallel|--broadcasts|--producers|--topic-steps|--out)
             need_value "$1" $# ;;
     esac
     case "$1" in
         --users) USERS=$2; shift ;;
         --nodes) NODES=$2; shift ;;
-        --parallel|--broadcasts|--producers) SCALE_ARGS+=("$1" "$2"); shift ;;
+        --parallel|--broadcasts|--producers|--topic-steps) SCALE_ARGS+=("$1" "$2"); shift ;;
         --rounds) ROUNDS=$2; FANOUT_ONLY+=("$1"); shift ;;
         --duration) DURATION=$2; FANOUT_ONLY+=("$1"); shift ;;
         --warmup) WARMUP=$2; FANOUT_ONLY+=("$1"); shift ;;
