@@ -11,29 +11,37 @@ broadcast producer. In turn:
   first     N/K users log in on cluster node n1 while the others only
             answer its login claims;
   rest      the other nodes' users log in, all nodes at once;
-  idle      3 s with every user held: NATS traffic at rest (heartbeats);
-  topics    every user subscribes to its own topic (t.<user>): NATS
-            interest grows by one subject per user;
-  broadcast admin broadcasts to every connection, one after another from
-            each producer: deliveries/s, p99, order;
+  idle      5 s with every user held: memory, NATS traffic at rest
+            (heartbeats);
+  broadcast admin broadcasts to every connection, back to back from each
+            producer (deliveries/s), then one every 1.5 s (latency);
+            order checked per producer on every connection;
   storm     the last node is killed (SIGKILL) while it holds its N/K users:
             they log in again on the survivors, and each gets a user send
             (admin POST /users/{u}/send through another survivor) made
             after its OK HELLO, which must arrive;
-  after     a broadcast to everyone again, and every connection checked.
+  after     a broadcast to everyone again, and every connection checked;
+  topics    once membership is calm, every user subscribes to its own
+            topic (t.<user>), in --topic-steps steps: NATS interest grows by
+            one subject per user; the cost of a SUB at each size.
+
+After each phase the nodes' and nats-server's logs are read for membership
+trouble (missed heartbeats, nodes gone, NATS lost, slow consumers); a live
+node found gone fails the run.
 
 Memory and CPU come from /proc (the nodes' VmRSS and CPU time, the CPU of
 each node's `nats` thread) and from nats-server's /varz and /subsz.
 
     bench/cluster_scale.py --users N --nodes K [--parallel 200]
         [--broadcasts 50] [--producers 2] [--cluster-timeout 1000]
+        [--topic-steps 4] [--storm-timeout 300]
         [--gateway target/release/gateway] [--bench target/release/gateway-bench]
         [--out DIR]
 
 Results: DIR/results.json (every figure), DIR/table.md (the summary, also
 printed), the logs of NATS and the nodes. Progress goes to stderr. Exit 1
 when a correctness condition broke (an error, a message missing, out of
-order or lost), 2 for bad input.
+order or lost, a live node found gone), 2 for bad input.
 """
 
 import argparse
@@ -571,7 +579,7 @@ class Run:
         self.trouble("after")
         if a.topic_steps:
             R["calm_before_topics_s"] = self.calm()
-            self.topics(swarms, users)
+            self.topics(swarms)
 
     def calm(self, quiet=10, most=120):
         """Waits until the nodes logged no membership trouble for `quiet`
@@ -591,7 +599,7 @@ class Run:
         log(f"calm: no membership trouble for {quiet}s after {took}s")
         return took
 
-    def topics(self, swarms, users):
+    def topics(self, swarms):
         """Every user subscribes to its own topic, in steps: NATS interest
         (and each node's NATS subscriptions) grow by one per user; the cost
         of a SUB is measured at each size."""
