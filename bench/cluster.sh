@@ -12,6 +12,14 @@
 #
 # Results go to target/bench/cluster-<time>/ (results.jsonl, table.md, logs).
 # Exit status 1 when a run failed or broke a correctness condition.
+#
+# Where the cluster stops (docs/cluster.md, "Limits"): with --users and
+# --nodes it runs bench/cluster_scale.py instead: N users over K nodes and
+# one node without NATS, logins, memory, one topic per user, broadcasts,
+# and a node killed under its users (the reconnect storm).
+#
+#   bench/cluster.sh --users N --nodes K [--parallel N] [--broadcasts N]
+#                    [--producers N] [--topic-steps N] [--no-build] [--out DIR]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,22 +32,51 @@ SUBSCRIBERS=1000
 PUBLISHERS=4
 BUILD=1
 OUT=""
+USERS=""
+NODES=""
+SCALE_ARGS=()
+FANOUT_ONLY=()
+need_value() { # OPTION ARGC: an option that takes a value must have one
+    [ "$2" -ge 2 ] || { echo "cluster.sh: $1 needs a value" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rounds) ROUNDS=$2; shift ;;
-        --duration) DURATION=$2; shift ;;
-        --warmup) WARMUP=$2; shift ;;
-        --subscribers) SUBSCRIBERS=$2; shift ;;
-        --publishers) PUBLISHERS=$2; shift ;;
+        --rounds|--duration|--warmup|--subscribers|--publishers|--users|--nodes|--parallel|--broadcasts|--producers|--topic-steps|--out)
+            need_value "$1" $# ;;
+    esac
+    case "$1" in
+        --users) USERS=$2; shift ;;
+        --nodes) NODES=$2; shift ;;
+        --parallel|--broadcasts|--producers|--topic-steps) SCALE_ARGS+=("$1" "$2"); shift ;;
+        --rounds) ROUNDS=$2; FANOUT_ONLY+=("$1"); shift ;;
+        --duration) DURATION=$2; FANOUT_ONLY+=("$1"); shift ;;
+        --warmup) WARMUP=$2; FANOUT_ONLY+=("$1"); shift ;;
+        --subscribers) SUBSCRIBERS=$2; FANOUT_ONLY+=("$1"); shift ;;
+        --publishers) PUBLISHERS=$2; FANOUT_ONLY+=("$1"); shift ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 command -v nats-server >/dev/null || { echo "cluster.sh: nats-server not found (apt-get install nats-server)" >&2; exit 2; }
+if [ -n "$USERS$NODES" ] || [ ${#SCALE_ARGS[@]} -gt 0 ]; then
+    if [ -z "$USERS" ] || [ -z "$NODES" ]; then
+        echo "cluster.sh: --users and --nodes go together" >&2
+        exit 2
+    fi
+    [ ${#FANOUT_ONLY[@]} -eq 0 ] || { echo "cluster.sh: ${FANOUT_ONLY[*]} not with --users (the fanout comparison's options)" >&2; exit 2; }
+    for v in "$USERS" "$NODES"; do
+        [[ "$v" =~ ^[0-9]+$ ]] || { echo "cluster.sh: --users and --nodes take whole numbers, not '$v'" >&2; exit 2; }
+    done
+    if [ "$BUILD" = 1 ]; then
+        cargo build --release -p gateway -p gateway-bench
+    fi
+    [ -z "$OUT" ] || SCALE_ARGS+=(--out "$OUT")
+    exec python3 bench/cluster_scale.py --users "$USERS" --nodes "$NODES" "${SCALE_ARGS[@]}"
+fi
 if [ "$BUILD" = 1 ]; then
     cargo build --release -p gateway -p gateway-bench
 fi

@@ -13,3 +13,4 @@ pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod swarm;

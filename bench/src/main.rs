@@ -106,6 +106,9 @@ enum Cmd {
     /// Clients that leave, miss messages and all come back at once with
     /// their positions (needs --history-size): recovery time, all live.
     Recover(scenario::recover::RecoverArgs),
+    /// One load-generator process of a cluster run over several processes,
+    /// steered by JSON commands on stdin (bench/cluster_scale.py).
+    Swarm,
     /// Print the gateway/baseline table from result lines.
     Report {
         /// Leave the targets and verdicts out (a quick run's 2-second cases
@@ -144,6 +147,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Cmd::Swarm = cli.cmd {
+        return match rt.block_on(gateway_bench::swarm::run()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway-bench swarm: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (line, code) = rt.block_on(run(&cli));
     emit(&line);
     code
@@ -165,6 +177,7 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
         Cmd::Admin(_) => "admin",
         Cmd::Recover(_) => "recover",
         Cmd::Report { .. } => "report",
+        Cmd::Swarm => "swarm",
     };
     let mut line = json!({
         "scenario": name,
@@ -239,5 +252,6 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
         Cmd::Admin(a) => scenario::admin::run(&ctx, a).await,
         Cmd::Recover(a) => scenario::recover::run(&ctx, a).await,
         Cmd::Report { .. } => bail!("report takes no server"),
+        Cmd::Swarm => bail!("swarm is steered through stdin"),
     }
 }

@@ -41,7 +41,9 @@ impl LatencySink {
         }
     }
 
-    fn add(&self, samples: &[u64]) {
+    /// Records samples already in microseconds, under one lock: for tasks
+    /// too many to each keep a [`Recorder`]'s buffer.
+    pub fn add(&self, samples: &[u64]) {
         let mut h = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         for &s in samples {
             h.saturating_record(s.max(1));
@@ -59,6 +61,23 @@ impl LatencySink {
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The histogram as `[value_us, count]` pairs, one per recorded value
+    /// bucket: what another process merges into its own.
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        let h = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Empties the histogram.
+    pub fn reset(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reset();
     }
 
     /// `{"count","p50_us","p99_us","p999_us","max_us","mean_us"}`.
