@@ -126,9 +126,9 @@ impl Hub for ClusterHub {
                     .append(shared.is_connected(), &topic, payload, None)
                     .await
                     .map_err(|_| HistoryRefusal::Unavailable)?;
-                if shared.registry.has_subscribers(&topic) {
-                    // The publisher's own copy, where it subscribes, is in
-                    // its mailbox before its next command is acted on.
+                if shared.registry.is_subscribed(&topic, from) {
+                    // The publisher's own copy is in its mailbox before its
+                    // next command is acted on.
                     history.delivered_here(topic, appended.offset()).await;
                 }
                 Ok(())

@@ -328,6 +328,13 @@ impl<H: Endpoint> Directory<H> {
         self.topics.get(topic).map_or(0, |t| t.members.len())
     }
 
+    /// Whether `conn` subscribes to `topic`.
+    pub fn is_subscribed(&self, topic: &str, conn: ConnId) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| t.members.contains_key(&conn))
+    }
+
     /// The topics a connection follows.
     pub fn topics_of(&self, conn: ConnId) -> Vec<Name> {
         self.conns

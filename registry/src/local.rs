@@ -156,6 +156,11 @@ impl Registry {
         self.read().subscribers(topic) > 0
     }
 
+    /// Whether `conn` subscribes to `topic`.
+    pub fn is_subscribed(&self, topic: &str, conn: ConnId) -> bool {
+        self.read().is_subscribed(topic, conn)
+    }
+
     /// Queues a frame for every open connection.
     pub fn broadcast_frame(&self, frame: &Bytes) -> usize {
         self.read().broadcast(frame)
