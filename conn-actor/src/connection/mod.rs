@@ -658,28 +658,11 @@ impl Connection {
     /// below it; the first one above it lifts the floor, as every later
     /// one comes in offset order.
     fn above_floor(&mut self, frame: &[u8]) -> bool {
-        let Some(rest) = frame.strip_prefix(b"MSG ") else {
-            return true;
-        };
         let floors = &mut self.state.floors;
-        let Some(at) = floors.iter().position(|(topic, _)| {
-            rest.strip_prefix(topic.as_bytes())
-                .is_some_and(|r| r.first() == Some(&b'@'))
-        }) else {
-            return true;
-        };
-        let (topic, floor) = &floors[at];
-        let digits = &rest[topic.len() + 1..];
-        let end = digits
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(digits.len());
-        let offset = std::str::from_utf8(&digits[..end])
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok());
-        match offset {
-            Some(offset) if offset <= *floor => false,
-            _ => {
+        match floor_verdict(frame, floors) {
+            Floor::Other => true,
+            Floor::AtOrBelow => false,
+            Floor::Above(at) => {
                 floors.swap_remove(at);
                 true
             }
@@ -743,9 +726,62 @@ impl Actor for Connection {
     }
 }
 
+/// Where a delivery stands against the floors of recovering topics.
+#[derive(Debug, PartialEq, Eq)]
+enum Floor {
+    /// Not a positioned `MSG` of a topic with a floor.
+    Other,
+    /// At or below its topic's floor: the recovery replayed it.
+    AtOrBelow,
+    /// Above the floor at this index: new, and the floor can go.
+    Above(usize),
+}
+
+/// Reads `MSG <topic>@<offset> ...` against `floors`.
+fn floor_verdict(frame: &[u8], floors: &[(Arc<str>, u64)]) -> Floor {
+    let Some(rest) = frame.strip_prefix(b"MSG ") else {
+        return Floor::Other;
+    };
+    let found = floors.iter().enumerate().find_map(|(at, (topic, floor))| {
+        let digits = rest.strip_prefix(topic.as_bytes())?.strip_prefix(b"@")?;
+        Some((at, *floor, digits))
+    });
+    let Some((at, floor, digits)) = found else {
+        return Floor::Other;
+    };
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let offset = std::str::from_utf8(&digits[..end])
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok());
+    match offset {
+        Some(offset) if offset <= floor => Floor::AtOrBelow,
+        _ => Floor::Above(at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Connection;
+    use super::{Connection, Floor, floor_verdict};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_recovery_floor_drops_what_it_replayed_and_lets_the_rest_through() {
+        let floors = [(Arc::<str>::from("a"), 7), (Arc::<str>::from("ab"), 3)];
+        assert_eq!(floor_verdict(b"MSG a@7 x", &floors), Floor::AtOrBelow);
+        assert_eq!(floor_verdict(b"MSG a@2 x y", &floors), Floor::AtOrBelow);
+        assert_eq!(floor_verdict(b"MSG a@8 x", &floors), Floor::Above(0));
+        // A topic that only starts like one with a floor is its own.
+        assert_eq!(floor_verdict(b"MSG ab@3 x", &floors), Floor::AtOrBelow);
+        assert_eq!(floor_verdict(b"MSG ab@4 ", &floors), Floor::Above(1));
+        // Plain messages, other topics and other frames pass.
+        assert_eq!(floor_verdict(b"MSG a 7", &floors), Floor::Other);
+        assert_eq!(floor_verdict(b"MSG b@1 x", &floors), Floor::Other);
+        assert_eq!(floor_verdict(b"PUSH a@1", &floors), Floor::Other);
+        assert_eq!(floor_verdict(b"MSG a@", &floors), Floor::Above(0));
+    }
 
     /// The actor runs as one tokio task holding actix's `ContextFut`, in a
     /// cell aligned to 128 bytes: with tokio 1.54 a future of up to 533
