@@ -252,26 +252,29 @@ impl TlsStream {
     /// Reads more ciphertext into `incoming`; the buffer is allocated only
     /// once the socket has bytes for it.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            if self.incoming.len() >= MAX_INCOMING {
-                return Poll::Ready(Err(io::Error::new(
-                    ErrorKind::InvalidData,
-                    "TLS message too large",
-                )));
+        ready!(self.tcp.poll_read_ready(cx))?;
+        if self.incoming.len() >= MAX_INCOMING {
+            return Poll::Ready(Err(io::Error::new(
+                ErrorKind::InvalidData,
+                "TLS message too large",
+            )));
+        }
+        self.incoming.reserve(READ_SIZE);
+        // Through tokio's `poll_read`, which notes a short read as the
+        // socket drained: the next poll waits without a `recv` that would
+        // only say so.
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.incoming) {
+            Poll::Ready(Ok(0)) => {
+                self.tcp_eof = true;
+                fit(&mut self.incoming);
+                Poll::Ready(Ok(()))
             }
-            self.incoming.reserve(READ_SIZE);
-            match self.tcp.try_read_buf(&mut self.incoming) {
-                Ok(0) => {
-                    self.tcp_eof = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                    // Readiness was stale; the next poll registers again.
-                    fit(&mut self.incoming);
-                }
-                Err(err) => return Poll::Ready(Err(err)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => {
+                // Readiness was stale; the task is registered again.
+                fit(&mut self.incoming);
+                Poll::Pending
             }
         }
     }
