@@ -7,7 +7,7 @@
 #                [--profile release|profiling]
 #                [--configs "pinned default"] [--workers "1 2 8"]
 #                [--server-cpus LIST] [--loadgen-cpus LIST]
-#                [--duration SECS] [--warmup SECS] [--tls]
+#                [--duration SECS] [--warmup SECS] [--tls | --tls-both]
 #
 # --tls: the gateway speaks TLS (a self-signed certificate made with openssl
 # in the output directory, marked as no CA: rustls refuses a CA certificate
@@ -15,6 +15,9 @@
 # column is then the same gateway over plain TCP, so the ratios are the
 # cost of TLS. GATEWAY_BIN and BASELINE_BIN name other binaries to compare
 # (say, two builds of the gateway, the baseline column being the older).
+# --tls-both: both servers speak TLS; with BASELINE_BIN an earlier gateway
+# build, the table is an A/B of two builds over TLS (handshake CPU in
+# churn, record CPU in echo).
 #
 # Each server configuration runs the whole matrix (--configs, both by default):
 #   pinned   the server on CPU set --server-cpus (default 0) with one worker
@@ -83,6 +86,7 @@ LOADGEN_CPUS=""
 DURATION_OPT=""
 WARMUP_OPT=""
 TLS=0
+TLS_BOTH=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -99,7 +103,8 @@ while [ $# -gt 0 ]; do
         --duration) DURATION_OPT=$2; shift ;;
         --warmup) WARMUP_OPT=$2; shift ;;
         --tls) TLS=1 ;;
-        -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
+        --tls-both) TLS=1; TLS_BOTH=1 ;;
+        -h|--help) sed -n '2,62p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -277,7 +282,7 @@ run_case() {
     fi
     local tls_server="" tls_bench=""
     # A case over TLS of its own (idle-tls, idle-wss) brings its flags.
-    if [ "$kind" = gateway ] && [ "$OWN_TLS" = 0 ]; then
+    if { [ "$kind" = gateway ] || [ "$TLS_BOTH" = 1 ]; } && [ "$OWN_TLS" = 0 ]; then
         tls_server=$GATEWAY_TLS_ARGS; tls_bench=$BENCH_TLS_ARGS
     fi
     # shellcheck disable=SC2086
@@ -339,7 +344,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 done
 
 {
-    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && echo ', gateway over TLS, baseline the same gateway over TCP' ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
+    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && if [ "$TLS_BOTH" = 1 ]; then echo ", both over TLS (baseline $BASELINE_BIN)"; else echo ', gateway over TLS, baseline the same gateway over TCP'; fi ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
     for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
     for scenario in $ONLY; do
