@@ -9,8 +9,10 @@
 //! (`SSL_MODE_RELEASE_BUFFERS`): ciphertext read but not yet a whole
 //! record, plaintext decrypted but not yet read, ciphertext encrypted but
 //! not yet taken by the socket. Between reads and writes a connection keeps
-//! only rustls's own state: its keys, the session and the protocol state,
-//! about 3.2 KiB.
+//! only rustls's own state: its record keys, the key schedule and the
+//! protocol state, about 3.3 KiB (docs/benchmarks.md, "TLS buffers
+//! released while idle", itemises it). It does not do the record layer
+//! itself: rustls encrypts, decrypts and answers key updates.
 //!
 //! Which certificate is served, and reloading it, is the caller's business
 //! (the `ServerConfig`'s certificate resolver); this module only runs the
