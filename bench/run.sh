@@ -7,7 +7,7 @@
 #                [--profile release|profiling]
 #                [--configs "pinned default"] [--workers "1 2 8"]
 #                [--server-cpus LIST] [--loadgen-cpus LIST]
-#                [--duration SECS] [--warmup SECS] [--tls]
+#                [--duration SECS] [--warmup SECS] [--tls | --tls-both]
 #
 # --tls: the gateway speaks TLS (a self-signed certificate made with openssl
 # in the output directory, marked as no CA: rustls refuses a CA certificate
@@ -15,6 +15,9 @@
 # column is then the same gateway over plain TCP, so the ratios are the
 # cost of TLS. GATEWAY_BIN and BASELINE_BIN name other binaries to compare
 # (say, two builds of the gateway, the baseline column being the older).
+# --tls-both: both servers speak TLS; with BASELINE_BIN an earlier gateway
+# build, the table is an A/B of two builds over TLS (handshake CPU in
+# churn, record CPU in echo).
 #
 # Each server configuration runs the whole matrix (--configs, both by default):
 #   pinned   the server on CPU set --server-cpus (default 0) with one worker
@@ -51,6 +54,9 @@
 # GATEWAY_BIN and BASELINE_BIN replace the two servers' binaries: with
 # BASELINE_BIN set to an earlier gateway build, the table is an A/B of two
 # gateway builds (the "baseline" column is then the earlier build).
+# idle-tls and idle-wss run the gateway alone, over TLS and over WebSocket
+# on TLS (a self-signed certificate as --tls makes), beside its plain idle
+# case in the same table; IDLE_ARGS applies to all three.
 # ECHO_ARGS, CHURN_ARGS, FANOUT_ARGS, IDLE_ARGS and KICK_ARGS replace a
 # scenario's gateway-bench arguments, for loads sized to a larger machine:
 #   FANOUT_ARGS="--subscribers 5000 --publishers 8" bench/run.sh --workers 8
@@ -69,7 +75,7 @@ cd "$ROOT"
 QUICK=0
 ROUNDS=""
 FRAMING=lines
-ONLY="echo churn churn-pool-off fanout idle kick"
+ONLY="echo churn churn-pool-off fanout idle idle-tls idle-wss kick"
 BUILD=1
 OUT=""
 PROFILE=release
@@ -80,6 +86,7 @@ LOADGEN_CPUS=""
 DURATION_OPT=""
 WARMUP_OPT=""
 TLS=0
+TLS_BOTH=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -96,7 +103,8 @@ while [ $# -gt 0 ]; do
         --duration) DURATION_OPT=$2; shift ;;
         --warmup) WARMUP_OPT=$2; shift ;;
         --tls) TLS=1 ;;
-        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
+        --tls-both) TLS=1; TLS_BOTH=1 ;;
+        -h|--help) sed -n '2,62p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -203,13 +211,19 @@ if [ -z "$GATEWAY_MISSING" ] && [ ! -x "$GATEWAY_BIN" ]; then
 fi
 
 GATEWAY_TLS_ARGS=""; BENCH_TLS_ARGS=""
-if [ "$TLS" = 1 ]; then
+NEED_CERT=$TLS
+case " $ONLY " in *" idle-tls "*|*" idle-wss "*) NEED_CERT=1 ;; esac
+if [ "$NEED_CERT" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" -days 2 -subj /CN=localhost \
         -addext subjectAltName=DNS:localhost \
         -addext basicConstraints=critical,CA:FALSE > "$OUT/tls-cert.log" 2>&1
-    GATEWAY_TLS_ARGS="--tls-cert $OUT/tls-cert.pem --tls-key $OUT/tls-key.pem"
-    BENCH_TLS_ARGS="--tls-ca $OUT/tls-cert.pem"
+fi
+CERT_ARGS="--tls-cert $OUT/tls-cert.pem --tls-key $OUT/tls-key.pem"
+CA_ARGS="--tls-ca $OUT/tls-cert.pem"
+if [ "$TLS" = 1 ]; then
+    GATEWAY_TLS_ARGS=$CERT_ARGS
+    BENCH_TLS_ARGS=$CA_ARGS
 fi
 
 json_escape() {
@@ -228,8 +242,9 @@ record_error() { # server scenario variant message
         "$2" "$1" "$variant" "$CONFIG" "$FRAMING" "$(json_escape "$4")" >> "$RESULTS"
 }
 
-SERVER_PID=""; CLIENT=""; ADMIN=""
-# start_server KIND LOGNAME EXTRA_ARGS...: sets SERVER_PID, CLIENT, ADMIN.
+SERVER_PID=""; CLIENT=""; ADMIN=""; WS=""
+# start_server KIND LOGNAME EXTRA_ARGS...: sets SERVER_PID, CLIENT, ADMIN
+# and WS (the WebSocket listener's address, where there is one).
 start_server() {
     local kind=$1 log=$2; shift 2
     local bin=$BASELINE_BIN
@@ -252,6 +267,7 @@ start_server() {
     fi
     CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
     ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
+    WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<< "$line")
 }
 
 trap stop_server EXIT
@@ -265,7 +281,8 @@ run_case() {
         return
     fi
     local tls_server="" tls_bench=""
-    if [ "$kind" = gateway ]; then
+    # A case over TLS of its own (idle-tls, idle-wss) brings its flags.
+    if { [ "$kind" = gateway ] || [ "$TLS_BOTH" = 1 ]; } && [ "$OWN_TLS" = 0 ]; then
         tls_server=$GATEWAY_TLS_ARGS; tls_bench=$BENCH_TLS_ARGS
     fi
     # shellcheck disable=SC2086
@@ -278,16 +295,18 @@ run_case() {
     local vflag=() tflag=()
     [ -n "$variant" ] && vflag=(--variant "$variant")
     [ -n "$LOAD_THREADS" ] && tflag=(--threads "$LOAD_THREADS")
+    local target=$CLIENT
+    [ "$TARGET_WS" = 1 ] && target=$WS
     # shellcheck disable=SC2086
-    "${PIN_LOAD[@]}" "$BENCH_BIN" --target "$CLIENT" --admin "$ADMIN" --pid "$SERVER_PID" \
+    "${PIN_LOAD[@]}" "$BENCH_BIN" --target "$target" --admin "$ADMIN" --pid "$SERVER_PID" \
         --label "$kind" --config "$CONFIG" "${vflag[@]}" "${tflag[@]}" --framing "$FRAMING" $tls_bench \
         --duration "$DURATION" --warmup "$WARMUP" \
         "$scenario" $bench_args >> "$RESULTS" || true
     stop_server
 }
 
-case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS
-    VARIANT=""; SERVER_ARGS=""; KINDS="gateway baseline"
+case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS OWN_TLS TARGET_WS
+    VARIANT=""; SERVER_ARGS=""; KINDS="gateway baseline"; OWN_TLS=0; TARGET_WS=0
     case "$1" in
         echo) SCEN=echo; BENCH_ARGS=$ECHO_ARGS ;;
         churn) SCEN=churn; BENCH_ARGS=$CHURN_ARGS ;;
@@ -295,6 +314,11 @@ case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS
             BENCH_ARGS=$CHURN_ARGS; KINDS=gateway ;;
         fanout) SCEN=fanout; BENCH_ARGS=$FANOUT_ARGS ;;
         idle) SCEN=idle; BENCH_ARGS=$IDLE_ARGS; SERVER_ARGS="--max-connections 12000" ;;
+        idle-tls) SCEN=idle; VARIANT=tls; KINDS=gateway; OWN_TLS=1
+            SERVER_ARGS="--max-connections 12000 $CERT_ARGS"; BENCH_ARGS="$IDLE_ARGS $CA_ARGS" ;;
+        idle-wss) SCEN=idle; VARIANT=wss; KINDS=gateway; OWN_TLS=1; TARGET_WS=1
+            SERVER_ARGS="--max-connections 12000 --ws-listen 127.0.0.1:0 $CERT_ARGS"
+            BENCH_ARGS="$IDLE_ARGS $CA_ARGS --transport ws" ;;
         kick) SCEN=kick; BENCH_ARGS=$KICK_ARGS ;;
         *) echo "run.sh: unknown scenario $1" >&2; exit 2 ;;
     esac
@@ -320,7 +344,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 done
 
 {
-    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && echo ', gateway over TLS, baseline the same gateway over TCP' ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
+    echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && if [ "$TLS_BOTH" = 1 ]; then echo ", both over TLS (baseline $BASELINE_BIN)"; else echo ', gateway over TLS, baseline the same gateway over TCP'; fi ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
     echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
     for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
     for scenario in $ONLY; do

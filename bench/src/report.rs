@@ -153,6 +153,40 @@ const ROWS: &[Row] = &[
         "/server_cpu_us_per",
         Target::Info,
     ),
+    // The gateway alone over TLS and over WebSocket on TLS, beside its
+    // plain idle rows above (`run.sh` cases idle-tls and idle-wss).
+    Row {
+        scenario: "idle",
+        variant: Some("tls"),
+        baseline_variant: Some("none"),
+        metric: "RSS KiB/conn (TLS)",
+        pointer: "/rss_per_conn_kib",
+        target: Target::AtMost(4.0),
+    },
+    Row {
+        scenario: "idle",
+        variant: Some("tls"),
+        baseline_variant: Some("none"),
+        metric: "server CPU µs/connect (TLS)",
+        pointer: "/server_cpu_us_per",
+        target: Target::Info,
+    },
+    Row {
+        scenario: "idle",
+        variant: Some("wss"),
+        baseline_variant: Some("none"),
+        metric: "RSS KiB/conn (wss)",
+        pointer: "/rss_per_conn_kib",
+        target: Target::AtMost(4.5),
+    },
+    Row {
+        scenario: "idle",
+        variant: Some("wss"),
+        baseline_variant: Some("none"),
+        metric: "server CPU µs/connect (wss)",
+        pointer: "/server_cpu_us_per",
+        target: Target::Info,
+    },
     row(
         "kick",
         None,
@@ -531,6 +565,25 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("gateway kick: did not run: 404"));
+    }
+
+    #[test]
+    fn idle_over_tls_and_wss_is_held_to_its_own_bound() {
+        let lines = vec![
+            json!({"server":"gateway","scenario":"idle","variant":null,"results":{"rss_per_conn_kib":1.9}}),
+            json!({"server":"baseline","scenario":"idle","variant":null,"results":{"rss_per_conn_kib":3.0}}),
+            json!({"server":"gateway","scenario":"idle","variant":"tls","results":{"rss_per_conn_kib":3.9}}),
+            json!({"server":"gateway","scenario":"idle","variant":"wss","results":{"rss_per_conn_kib":4.6}}),
+        ];
+        let t = super::render(&lines, true);
+        assert!(
+            t.contains("| idle (tls) | RSS KiB/conn (TLS) | 3.90 | – | – | ≤ 4 | PASS |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| idle (wss) | RSS KiB/conn (wss) | 4.60 | – | – | ≤ 4.5 | FAIL |"),
+            "{t}"
+        );
     }
 
     #[test]
