@@ -19,7 +19,10 @@
 # and a node killed under its users (the reconnect storm).
 #
 #   bench/cluster.sh --users N --nodes K [--parallel N] [--broadcasts N]
-#                    [--producers N] [--topic-steps N] [--no-build] [--out DIR]
+#                    [--producers N] [--topic-steps N] [--gateway PATH]
+#                    [--no-build] [--out DIR]
+# (--gateway: the node binary to run, another build to compare; the load is
+# still target/release/gateway-bench.)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,13 +44,13 @@ need_value() { # OPTION ARGC: an option that takes a value must have one
 }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rounds|--duration|--warmup|--subscribers|--publishers|--users|--nodes|--parallel|--broadcasts|--producers|--topic-steps|--out)
+        --rounds|--duration|--warmup|--subscribers|--publishers|--users|--nodes|--parallel|--broadcasts|--producers|--topic-steps|--gateway|--out)
             need_value "$1" $# ;;
     esac
     case "$1" in
         --users) USERS=$2; shift ;;
         --nodes) NODES=$2; shift ;;
-        --parallel|--broadcasts|--producers|--topic-steps) SCALE_ARGS+=("$1" "$2"); shift ;;
+        --parallel|--broadcasts|--producers|--topic-steps|--gateway) SCALE_ARGS+=("$1" "$2"); shift ;;
         --rounds) ROUNDS=$2; FANOUT_ONLY+=("$1"); shift ;;
         --duration) DURATION=$2; FANOUT_ONLY+=("$1"); shift ;;
         --warmup) WARMUP=$2; FANOUT_ONLY+=("$1"); shift ;;
@@ -55,7 +58,7 @@ while [ $# -gt 0 ]; do
         --publishers) PUBLISHERS=$2; FANOUT_ONLY+=("$1"); shift ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
