@@ -119,6 +119,9 @@ pub struct FrameReader<R> {
     scanned: usize,
     /// The server's WebSocket Close was read: the stream is over.
     closed: bool,
+    /// Most bytes one read may take (`--read-buffer`); `None` reads into
+    /// whatever room the buffer has, at least 4 KiB.
+    chunk: Option<usize>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -138,7 +141,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_frame,
             scanned: 0,
             closed: false,
+            chunk: None,
         }
+    }
+
+    /// Limits each read to `chunk` bytes (at least 1), as a client with a
+    /// read buffer of that size would read: a smaller buffer takes what the
+    /// server sent in more reads.
+    pub fn set_read_chunk(&mut self, chunk: usize) {
+        self.chunk = Some(chunk.max(1));
     }
 
     /// The wrapped reader.
@@ -153,10 +164,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads once from the stream into the buffer; 0 means EOF.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        match self.chunk {
+            None => {
+                if self.buf.capacity() - self.buf.len() < 4096 {
+                    self.buf.reserve(16 * 1024);
+                }
+                self.inner.read_buf(&mut self.buf).await
+            }
+            Some(chunk) => {
+                self.buf.reserve(chunk);
+                self.inner.read_buf(&mut (&mut self.buf).limit(chunk)).await
+            }
         }
-        self.inner.read_buf(&mut self.buf).await
     }
 
     /// Takes one complete frame out of the buffer, without reading; `Err`

@@ -55,6 +55,10 @@ struct Cli {
     /// Load generator threads (default: the CPUs this process may use).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Most bytes a client takes from its socket in one read (default: the
+    /// room in its 16 KiB buffer, at least 4 KiB).
+    #[arg(long, global = true, value_name = "BYTES")]
+    read_buffer: Option<usize>,
     /// No progress bar.
     #[arg(long, global = true)]
     quiet: bool,
@@ -191,6 +195,8 @@ async fn run(cli: &Cli) -> (Value, ExitCode) {
             (TransportArg::Ws, false) => "ws",
             (TransportArg::Ws, true) => "wss",
         },
+        "threads": cli.threads,
+        "read_buffer": cli.read_buffer,
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -241,6 +247,7 @@ async fn scenario_run(cli: &Cli) -> Result<Outcome> {
             .map(gateway_bench::net::tls_connector)
             .transpose()?
             .map(scenario::Tls),
+        read_buffer: cli.read_buffer,
     };
     match &cli.cmd {
         Cmd::Echo(a) => scenario::echo::run(&ctx, a).await,

@@ -2,8 +2,11 @@
 //! Measures messages/s and round-trip latency.
 //!
 //! Each connection writes D pings, then for every `PONG` read sends one more
-//! ping (all replies taken from one read answered with one write), so exactly
-//! D stay in flight. A reply must carry the payload sent.
+//! ping (all replies taken from one read answered with one write, or with one
+//! write per ping under `--write-split frame`), so exactly D stay in flight.
+//! A reply must carry the payload sent. `--spread` yields to the other
+//! connections after each write, so that writes are spread over time rather
+//! than sent in bursts per connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +19,9 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, Ctx, Outcome, Timed, Window, collect_ok, run_indexed, timed_results};
+use super::{
+    Client, Ctx, Outcome, Timed, Window, WriteSplit, collect_ok, run_indexed, timed_results,
+};
 use crate::stats::{LatencySink, Recorder};
 
 /// Parameters of `echo`.
@@ -31,6 +36,12 @@ pub struct EchoArgs {
     /// Payload bytes per ping.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// The pings answering one read in one write, or one write each.
+    #[arg(long, value_enum, default_value_t = WriteSplit::Batch)]
+    pub write_split: WriteSplit,
+    /// Yield to the other connections after each write.
+    #[arg(long)]
+    pub spread: bool,
 }
 
 /// How long in-flight pings may take to come back after the run.
@@ -66,8 +77,12 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     let mut tasks = tokio::task::JoinSet::new();
     for c in conns {
         let (ping, pong, rec, done) = (ping.clone(), pong.clone(), sink.recorder(), done.clone());
-        let depth = args.depth.max(1);
-        tasks.spawn(async move { one_conn(c, window, depth, &ping, &pong, rec, &done).await });
+        let how = How {
+            depth: args.depth.max(1),
+            split: args.write_split,
+            spread: args.spread,
+        };
+        tasks.spawn(async move { one_conn(c, window, how, &ping, &pong, rec, &done).await });
     }
     let mut measured = 0u64;
     let mut results = Vec::new();
@@ -87,6 +102,8 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
             "connections": args.connections,
             "depth": args.depth,
             "payload": args.payload,
+            "write_split": args.write_split,
+            "spread": args.spread,
         }),
         results: timed_results(
             ("msgs_per_sec", "messages"),
@@ -99,26 +116,60 @@ pub async fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Outcome> {
     })
 }
 
+/// How one connection sends.
+#[derive(Clone, Copy, Debug)]
+struct How {
+    depth: usize,
+    split: WriteSplit,
+    spread: bool,
+}
+
+/// Writes `n` pings: in one write, or one write each; then yields when
+/// `how.spread`.
+async fn send_pings(
+    c: &mut Client,
+    n: usize,
+    ping: &[u8],
+    how: How,
+    out: &mut BytesMut,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let writes = match how.split {
+        WriteSplit::Batch => 1,
+        WriteSplit::Frame => n,
+    };
+    for _ in 0..writes {
+        for _ in 0..n / writes {
+            c.framing.encode(ping, out);
+        }
+        c.wr.write_all(out).await?;
+        out.clear();
+        if how.spread {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}
+
 /// One connection's loop; returns (replies in the window, mismatched replies).
 async fn one_conn(
     mut c: Client,
     window: Window,
-    depth: usize,
+    how: How,
     ping: &[u8],
     pong: &[u8],
     mut rec: Recorder,
     done: &AtomicU64,
 ) -> Result<(u64, u64)> {
+    let depth = how.depth;
     let mut inflight: VecDeque<Instant> = VecDeque::with_capacity(depth);
     let mut out = BytesMut::with_capacity(depth * (ping.len() + 8));
     let (mut measured, mut mismatched) = (0u64, 0u64);
     let now = Instant::now();
-    for _ in 0..depth {
-        c.framing.encode(ping, &mut out);
-        inflight.push_back(now);
-    }
-    c.wr.write_all(&out).await?;
-    out.clear();
+    inflight.extend(std::iter::repeat_n(now, depth));
+    send_pings(&mut c, depth, ping, how, &mut out).await?;
     let drain_deadline = window.end + DRAIN;
     loop {
         let n = match tokio::time::timeout_at(drain_deadline, c.rd.fill()).await {
@@ -145,14 +196,8 @@ async fn one_conn(
         }
         done.fetch_add(replies as u64, Ordering::Relaxed);
         if now < window.end {
-            for _ in 0..replies {
-                c.framing.encode(ping, &mut out);
-                inflight.push_back(now);
-            }
-            if !out.is_empty() {
-                c.wr.write_all(&out).await?;
-                out.clear();
-            }
+            inflight.extend(std::iter::repeat_n(now, replies));
+            send_pings(&mut c, replies, ping, how, &mut out).await?;
         } else if inflight.is_empty() {
             break;
         }

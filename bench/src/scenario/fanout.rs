@@ -10,6 +10,12 @@
 //! Flow control: publishers together keep at most `--window` publishes ahead
 //! of the average subscriber, so the load generator measures the server's
 //! throughput rather than filling its queues until it drops slow consumers.
+//!
+//! How the load is generated is a set of flags, since the server's cost per
+//! delivery depends on it: how many publishes go in one write (`--batch`),
+//! whether they go as one write or one each (`--write-split`), whether a
+//! publisher yields after each write (`--spread`), and who connects first
+//! (`--connect-order`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +30,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::{
-    Client, CpuProbe, Ctx, Outcome, Window, collect_ok, per_server_cpu_sec, run_indexed,
-    server_cpu_us_per,
+    Client, CpuProbe, Ctx, Outcome, Window, WriteSplit, collect_ok, per_server_cpu_sec,
+    run_indexed, server_cpu_us_per,
 };
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -45,6 +51,39 @@ pub struct FanoutArgs {
     /// The topic.
     #[arg(long, default_value = "bench.fanout")]
     pub topic: String,
+    /// Most publishes a publisher sends at once (fewer when the window
+    /// has less room).
+    #[arg(long, default_value_t = 16)]
+    pub batch: u64,
+    /// The publishes sent at once in one write, or one write each.
+    #[arg(long, value_enum, default_value_t = WriteSplit::Batch)]
+    pub write_split: WriteSplit,
+    /// A publisher yields to the other tasks after each write.
+    #[arg(long)]
+    pub spread: bool,
+    /// Who connects first; it decides which clients share the server's
+    /// first accepts (and, with several workers, which worker).
+    #[arg(long, value_enum, default_value_t = ConnectOrder::SubscribersFirst)]
+    pub connect_order: ConnectOrder,
+}
+
+/// `--connect-order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectOrder {
+    /// Every subscriber set up, then the publishers.
+    SubscribersFirst,
+    /// The publishers, then the subscribers.
+    PublishersFirst,
+}
+
+/// How a publisher sends.
+#[derive(Clone, Copy, Debug)]
+struct How {
+    window: u64,
+    batch: u64,
+    split: WriteSplit,
+    spread: bool,
 }
 
 /// How long subscribers wait for the last messages after the run.
@@ -85,6 +124,16 @@ pub async fn run_spread(
 ) -> Result<Outcome> {
     let mut failures = Vec::new();
     let topic = args.topic.clone();
+    let connect_pubs = || {
+        run_indexed(args.publishers, 16, |_| {
+            let ctx = ctx.clone();
+            async move { Client::connect(&ctx, true).await }
+        })
+    };
+    let early_pubs = match args.connect_order {
+        ConnectOrder::PublishersFirst => Some(connect_pubs().await),
+        ConnectOrder::SubscribersFirst => None,
+    };
     let subs = run_indexed(args.subscribers, 128, |i| {
         let mut ctx = ctx.clone();
         if let Some(t) = sub_targets.get(i % sub_targets.len().max(1)) {
@@ -100,11 +149,10 @@ pub async fn run_spread(
     })
     .await;
     let subs = collect_ok("subscriber setups", subs, &mut failures);
-    let pubs = run_indexed(args.publishers, 16, |_| {
-        let ctx = ctx.clone();
-        async move { Client::connect(&ctx, true).await }
-    })
-    .await;
+    let pubs = match early_pubs {
+        Some(p) => p,
+        None => connect_pubs().await,
+    };
     let pubs = collect_ok("publisher connects", pubs, &mut failures);
     if subs.is_empty() || pubs.is_empty() {
         bail!("setup failed: {failures:?}");
@@ -143,9 +191,14 @@ pub async fn run_spread(
     let mut pub_tasks = tokio::task::JoinSet::new();
     for (id, c) in pubs.into_iter().enumerate() {
         let (shared, topic, done) = (shared.clone(), args.topic.clone(), done.clone());
-        let w = args.window.max(1);
+        let how = How {
+            window: args.window.max(1),
+            batch: args.batch.max(1),
+            split: args.write_split,
+            spread: args.spread,
+        };
         pub_tasks
-            .spawn(async move { (id, publisher(c, id, topic, shared, window, w, done).await) });
+            .spawn(async move { (id, publisher(c, id, topic, shared, window, how, done).await) });
     }
     let mut finals = vec![0u64; npub];
     while let Some(j) = pub_tasks.join_next().await {
@@ -198,6 +251,10 @@ pub async fn run_spread(
             "subscribers": args.subscribers,
             "publishers": args.publishers,
             "window": args.window,
+            "batch": args.batch,
+            "write_split": args.write_split,
+            "spread": args.spread,
+            "connect_order": args.connect_order,
         }),
         results: json!({
             "deliveries_per_sec": round2(t.measured as f64 / secs),
@@ -222,9 +279,10 @@ async fn publisher(
     topic: String,
     shared: Arc<Shared>,
     window: Window,
-    max_inflight: u64,
+    how: How,
     done: Arc<AtomicU64>,
 ) -> Result<u64> {
+    let max_inflight = how.window;
     // Anything the server answers to a publisher is an error frame.
     let mut rd = c.rd;
     let errors = tokio::spawn(async move {
@@ -249,18 +307,32 @@ async fn publisher(
             let _ = tokio::time::timeout_at(wake, notified).await;
             continue;
         }
-        let n = (max_inflight - ahead).min(16);
+        let n = (max_inflight - ahead).min(how.batch);
         let ts = shared.base.elapsed().as_nanos() as u64;
+        // Counted as published before the write, so that no other publisher
+        // fills the same room meanwhile.
+        shared.published.fetch_add(n, Ordering::AcqRel);
+        done.fetch_add(n, Ordering::Relaxed);
         for _ in 0..n {
             let fields = format!("{seq} {ts}");
             c.framing
                 .encode_parts(&[prefix.as_bytes(), fields.as_bytes()], &mut out);
             seq += 1;
+            if how.split == WriteSplit::Frame {
+                c.wr.write_all(&out).await?;
+                out.clear();
+                if how.spread {
+                    tokio::task::yield_now().await;
+                }
+            }
         }
-        shared.published.fetch_add(n, Ordering::AcqRel);
-        done.fetch_add(n, Ordering::Relaxed);
-        c.wr.write_all(&out).await?;
-        out.clear();
+        if !out.is_empty() {
+            c.wr.write_all(&out).await?;
+            out.clear();
+            if how.spread {
+                tokio::task::yield_now().await;
+            }
+        }
         if errors.is_finished() {
             break;
         }

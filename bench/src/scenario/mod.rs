@@ -50,6 +50,19 @@ pub struct Ctx {
     pub progress: bool,
     /// Speak TLS to the target, with this client configuration.
     pub tls: Option<Tls>,
+    /// Most bytes a client takes in one read (`--read-buffer`); `None`: up
+    /// to the room in its 16 KiB buffer.
+    pub read_buffer: Option<usize>,
+}
+
+/// How a client splits what it has to send into writes (`--write-split`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteSplit {
+    /// Everything ready at once in one write.
+    Batch,
+    /// One write per frame, as a client without a write buffer does.
+    Frame,
 }
 
 /// A TLS client configuration for a run.
@@ -127,8 +140,12 @@ impl Client {
             }
             Framing::Lines | Framing::Length => Vec::new(),
         };
+        let mut rd = FrameReader::with_buffered(r, ctx.framing, MAX_FRAME_IN, &early);
+        if let Some(n) = ctx.read_buffer {
+            rd.set_read_chunk(n);
+        }
         Ok(Self {
-            rd: FrameReader::with_buffered(r, ctx.framing, MAX_FRAME_IN, &early),
+            rd,
             wr: w,
             framing: ctx.framing,
         })

@@ -196,6 +196,7 @@ pub fn ctx_for(target: SocketAddr) -> Ctx {
         pid: None,
         progress: false,
         tls: None,
+        read_buffer: None,
     }
 }
 
