@@ -60,6 +60,10 @@
 # ECHO_ARGS, CHURN_ARGS, FANOUT_ARGS, IDLE_ARGS and KICK_ARGS replace a
 # scenario's gateway-bench arguments, for loads sized to a larger machine:
 #   FANOUT_ARGS="--subscribers 5000 --publishers 8" bench/run.sh --workers 8
+# echo-frame, fanout-w16 and fanout-w4 are the matrix's shallow-queue
+# shapes: echo with one write per ping, fanout with a window of 16 and 4
+# (fanout's own is 32); their rows are held to at most the baseline's CPU
+# per unit of work. bench/sweep.sh sweeps the load generator's other knobs.
 set -euo pipefail
 
 # Scenario arguments from the environment win over the defaults below.
@@ -75,7 +79,7 @@ cd "$ROOT"
 QUICK=0
 ROUNDS=""
 FRAMING=lines
-ONLY="echo churn churn-pool-off fanout idle idle-tls idle-wss kick"
+ONLY="echo echo-frame churn churn-pool-off fanout fanout-w16 fanout-w4 idle idle-tls idle-wss kick"
 BUILD=1
 OUT=""
 PROFILE=release
@@ -104,7 +108,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP_OPT=$2; shift ;;
         --tls) TLS=1 ;;
         --tls-both) TLS=1; TLS_BOTH=1 ;;
-        -h|--help) sed -n '2,62p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,66p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -313,6 +317,12 @@ case_args() { # SCENARIO -> sets SCEN VARIANT SERVER_ARGS BENCH_ARGS KINDS OWN_T
         churn-pool-off) SCEN=churn; VARIANT=pool-off; SERVER_ARGS="--pool-max-idle 0"
             BENCH_ARGS=$CHURN_ARGS; KINDS=gateway ;;
         fanout) SCEN=fanout; BENCH_ARGS=$FANOUT_ARGS ;;
+        # Shallow queues: the server finds fewer frames per wake-up, which
+        # is what the gateway's margin depends on (docs/benchmarks.md,
+        # "Does the efficiency hold for other load generators").
+        echo-frame) SCEN=echo; VARIANT=frame; BENCH_ARGS="$ECHO_ARGS --write-split frame" ;;
+        fanout-w16) SCEN=fanout; VARIANT=w16; BENCH_ARGS="$FANOUT_ARGS --window 16" ;;
+        fanout-w4) SCEN=fanout; VARIANT=w4; BENCH_ARGS="$FANOUT_ARGS --window 4" ;;
         idle) SCEN=idle; BENCH_ARGS=$IDLE_ARGS; SERVER_ARGS="--max-connections 12000" ;;
         idle-tls) SCEN=idle; VARIANT=tls; KINDS=gateway; OWN_TLS=1
             SERVER_ARGS="--max-connections 12000 $CERT_ARGS"; BENCH_ARGS="$IDLE_ARGS $CA_ARGS" ;;

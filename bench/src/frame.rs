@@ -304,6 +304,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_chunk_limits_each_read() {
+        let wire: &[u8] = b"PING a\nPING b\n";
+        let mut r = FrameReader::new(wire, Framing::Lines, 16);
+        r.set_read_chunk(3);
+        assert_eq!(r.fill().await.ok(), Some(3));
+        assert_eq!(r.buffered(), 3);
+        let mut got = Vec::new();
+        while let Ok(Some(f)) = r.next_frame().await {
+            got.push(f.to_vec());
+        }
+        assert_eq!(got, vec![b"PING a".to_vec(), b"PING b".to_vec()]);
+    }
+
+    #[tokio::test]
     async fn lines_drop_cr() {
         let got = frames(Framing::Lines, b"PING\r\nPONG a b\n\n").await;
         assert_eq!(got, vec![b"PING".to_vec(), b"PONG a b".to_vec(), vec![]]);
