@@ -59,15 +59,6 @@ pub struct StreamRead {
     pub after: u64,
 }
 
-/// What the stream holds now (`gateway_history_messages`, `_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamHeld {
-    /// Messages in the stream, delete markers included.
-    pub messages: u64,
-    /// Their bytes as the stream counts them (subject, headers, payload).
-    pub bytes: u64,
-}
-
 /// Why the stream could not be set up at start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -159,11 +150,6 @@ impl StreamHistory {
             limits,
             replicas,
         }
-    }
-
-    /// The stream's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Where `topic`'s messages are stored.
@@ -299,15 +285,6 @@ impl StreamHistory {
             .await
             .map_err(unavailable)?;
         Ok((created_epoch(info.created), info.state))
-    }
-
-    /// What the stream holds now.
-    pub async fn held(&self) -> Result<StreamHeld, HistoryError> {
-        let (_, state) = self.state().await?;
-        Ok(StreamHeld {
-            messages: state.messages,
-            bytes: state.bytes,
-        })
     }
 
     /// Stores `payload` on `topic`, once per `idempotency_key` within
