@@ -1,5 +1,6 @@
-//! Several gateway nodes as one service over core NATS (contract section
-//! 10). This is the only crate that knows NATS.
+//! Several gateway nodes as one service over NATS (contract section 10),
+//! and history in a cluster (section 13). With the history crate's stream
+//! store (`gateway_history::StreamHistory`), the only crate that knows NATS.
 //!
 //! A [`Cluster`] wraps the node's `gateway_registry::Registry` on both
 //! sides of the routing seam: [`Cluster::hub`] is the connections' `Hub`

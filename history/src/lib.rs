@@ -11,9 +11,9 @@
 //! under one lock. [`StreamHistory`] is a cluster's, a JetStream stream
 //! shared by every node, and asynchronous: each operation is a round trip
 //! to NATS, awaited by the one that asked (`gateway-cluster`).
-//! It knows nothing of connections, frames or the network: the registry
-//! calls it on publish, and the connection side only ever sees positioned
-//! frames.
+//! Neither store knows connections or frames, and only the stream knows
+//! the network: the registry (single node) or the cluster calls them on
+//! publish, and the connection side only ever sees positioned frames.
 //!
 //! Time is passed in (`now`) rather than read, so every rule about age is
 //! unit-tested without waiting.

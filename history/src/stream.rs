@@ -187,42 +187,38 @@ impl StreamHistory {
     fn difference(&self, found: &stream::Config) -> Option<String> {
         let want = self.config();
         let name = &self.name;
-        let differs = |what: &str, has: String, flag: &str, says: String| {
-            Some(format!(
-                "history stream {name} has {what} {has}, but {flag} says {says}"
-            ))
-        };
-        if found.max_messages_per_subject != want.max_messages_per_subject {
-            return differs(
+        // Each limit as the stream says it, the flag that sets it, and the
+        // flag's value written the same way.
+        let limits = [
+            (
                 "max_msgs_per_subject",
-                found.max_messages_per_subject.to_string(),
                 "--history-size",
+                found.max_messages_per_subject.to_string(),
                 want.max_messages_per_subject.to_string(),
-            );
-        }
-        if found.max_age != want.max_age {
-            return differs(
+            ),
+            (
                 "max_age",
-                format!("{}s", found.max_age.as_secs()),
                 "--history-ttl",
+                format!("{}s", found.max_age.as_secs()),
                 format!("{}s", want.max_age.as_secs()),
-            );
-        }
-        if found.max_bytes != want.max_bytes {
-            return differs(
+            ),
+            (
                 "max_bytes",
-                found.max_bytes.to_string(),
                 "--history-max-bytes",
+                found.max_bytes.to_string(),
                 want.max_bytes.to_string(),
-            );
-        }
-        if found.num_replicas != want.num_replicas {
-            return differs(
+            ),
+            (
                 "replicas",
-                found.num_replicas.to_string(),
                 "--history-replicas",
+                found.num_replicas.to_string(),
                 want.num_replicas.to_string(),
-            );
+            ),
+        ];
+        if let Some((what, flag, has, says)) = limits.iter().find(|(_, _, has, says)| has != says) {
+            return Some(format!(
+                "history stream {name} has {what} {has}, but {flag} says {says}"
+            ));
         }
         if found.subjects != want.subjects || found.republish != want.republish {
             return Some(format!(
