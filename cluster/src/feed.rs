@@ -330,6 +330,11 @@ impl Feed {
         };
         seq.phase = Phase::Starting(waiters);
         seq.lost_on_start = true;
+        // Offsets waited for belong to the old stream: the new one may
+        // never reach them, so their waiters are answered now.
+        for (_, waiter) in seq.waiters.drain(..) {
+            let _ = waiter.send(0);
+        }
         let generation = seq.generation;
         let shared = self.shared.clone();
         let finished = self.done.clone();
