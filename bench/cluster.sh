@@ -27,6 +27,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# start_nats, start_node and stop_started; its option defaults are set
+# again below.
+. bench/lib.sh
 
 ROUNDS=3
 DURATION=5
@@ -91,43 +94,11 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 START=$(date +%s)
 
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-# NATS on free ports; the ports file names its client and monitoring ports.
-mkdir -p "$OUT/nats"
-nats-server -a 127.0.0.1 -p -1 -m -1 --ports_file_dir "$OUT/nats" > "$OUT/nats.log" 2>&1 &
-NATS_PID=$!
-PIDS+=("$NATS_PID")
-PORTS=""
-for _ in $(seq 1 100); do
-    PORTS=$(cat "$OUT"/nats/*.ports 2>/dev/null || true)
-    [ -n "$PORTS" ] && break
-    sleep 0.1
-done
-[ -n "$PORTS" ] || { echo "cluster.sh: nats-server wrote no ports file" >&2; exit 1; }
-NATS_URL=$(jq -r '.nats[0]' <<< "$PORTS")
-MONITOR=$(jq -r '.monitoring[0]' <<< "$PORTS" | sed 's#^http://##; s#/.*##')
-
-# start_node NAME: starts a gateway joined to NATS; sets CLIENT and NODE_PID.
-start_node() {
-    local name=$1 line=""
-    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --nats-url "$NATS_URL" --node-id "$name" > "$OUT/$name.out" 2> "$OUT/$name.err" &
-    NODE_PID=$!
-    PIDS+=("$NODE_PID")
-    for _ in $(seq 1 150); do
-        line=$(grep -m1 '^READY ' "$OUT/$name.out" 2>/dev/null || true)
-        [ -n "$line" ] && break
-        sleep 0.1
-    done
-    [ -n "$line" ] || { echo "cluster.sh: $name printed no READY line" >&2; exit 1; }
-    CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
-}
+# Stopped on exit, whatever happens.
+trap stop_started EXIT
+# NATS on free ports, its monitoring endpoint too; two nodes on it.
+# shellcheck disable=SC2119 # core NATS: no arguments
+start_nats
 start_node n1; N1=$CLIENT; N1_PID=$NODE_PID
 start_node n2; N2=$CLIENT
 

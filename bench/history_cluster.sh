@@ -21,6 +21,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# start_nats, start_node and stop_started; its option defaults are set
+# again below.
+. bench/lib.sh
 
 ROUNDS=3
 DURATION=5
@@ -65,49 +68,13 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 START=$(date +%s)
 
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-mkdir -p "$OUT/nats"
-nats-server -js -sd "$OUT/js" -a 127.0.0.1 -p -1 -m -1 --ports_file_dir "$OUT/nats" \
-    > "$OUT/nats.log" 2>&1 &
-PIDS+=("$!")
-PORTS=""
-for _ in $(seq 1 100); do
-    PORTS=$(cat "$OUT"/nats/*.ports 2>/dev/null || true)
-    [ -n "$PORTS" ] && break
-    sleep 0.1
-done
-[ -n "$PORTS" ] || { echo "history_cluster.sh: nats-server wrote no ports file" >&2; exit 1; }
-NATS_URL=$(jq -r '.nats[0]' <<< "$PORTS")
-MONITOR=$(jq -r '.monitoring[0]' <<< "$PORTS" | sed 's#^http://##; s#/.*##')
-
-# start_node NAME: a gateway with history joined to NATS; sets CLIENT,
-# ADMIN and NODE_PID.
-start_node() {
-    local name=$1 line=""
-    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --nats-url "$NATS_URL" --node-id "$name" \
-        --history-size $(( MISSED > STORM_MISSED ? MISSED * 2 : STORM_MISSED * 2 )) \
-        --history-recover-max "$MISSED" --history-topics 'hist.*,bench-recover' \
-        > "$OUT/$name.out" 2> "$OUT/$name.err" &
-    NODE_PID=$!
-    PIDS+=("$NODE_PID")
-    for _ in $(seq 1 150); do
-        line=$(grep -m1 '^READY ' "$OUT/$name.out" 2>/dev/null || true)
-        [ -n "$line" ] && break
-        sleep 0.1
-    done
-    [ -n "$line" ] || { echo "history_cluster.sh: $name printed no READY line" >&2; exit 1; }
-    CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
-    ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
-}
-start_node n1; N1=$CLIENT; N1_ADMIN=$ADMIN; N1_PID=$NODE_PID
-start_node n2; N2=$CLIENT; N2_PID=$NODE_PID
+trap stop_started EXIT
+start_nats -js -sd "$OUT/js"
+# Nodes with history on the topics of this run only.
+HISTORY_FLAGS=(--history-size $(( MISSED > STORM_MISSED ? MISSED * 2 : STORM_MISSED * 2 ))
+    --history-recover-max "$MISSED" --history-topics 'hist.*,bench-recover')
+start_node n1 "${HISTORY_FLAGS[@]}"; N1=$CLIENT; N1_ADMIN=$ADMIN; N1_PID=$NODE_PID
+start_node n2 "${HISTORY_FLAGS[@]}"; N2=$CLIENT; N2_PID=$NODE_PID
 sleep 2  # the nodes hear each other (heartbeats)
 
 fanout() { # LABEL TOPIC ROUND

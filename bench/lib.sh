@@ -1,4 +1,4 @@
-# What the side-by-side bench scripts (ws.sh, admin.sh) share: their
+# What the bench scripts share: their
 # common options, the release build, the output folder, and starting and
 # stopping one gateway. Sourced, not run.
 
@@ -73,4 +73,52 @@ start_gateway() {
 # ready_field NAME: the address READY_LINE gives for NAME (client, admin, ws).
 ready_field() {
     sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<< "$READY_LINE"
+}
+
+# What the cluster scripts (cluster.sh, history_cluster.sh) share: the
+# processes they start, stopped on exit (`trap stop_started EXIT`), a
+# nats-server on free ports and gateway nodes joined to it.
+STARTED=()
+stop_started() {
+    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+# start_nats [ARGS...]: nats-server on free loopback ports with ARGS (e.g.
+# -js -sd DIR), its log in $OUT/nats.log; sets NATS_URL and MONITOR (its
+# monitoring address), or exits.
+start_nats() {
+    local ports=""
+    mkdir -p "$OUT/nats"
+    nats-server "$@" -a 127.0.0.1 -p -1 -m -1 --ports_file_dir "$OUT/nats" \
+        > "$OUT/nats.log" 2>&1 &
+    STARTED+=("$!")
+    for _ in $(seq 1 100); do
+        ports=$(cat "$OUT"/nats/*.ports 2>/dev/null || true)
+        [ -n "$ports" ] && break
+        sleep 0.1
+    done
+    [ -n "$ports" ] || { echo "$(basename "$0"): nats-server wrote no ports file" >&2; exit 1; }
+    NATS_URL=$(jq -r '.nats[0]' <<< "$ports")
+    MONITOR=$(jq -r '.monitoring[0]' <<< "$ports" | sed 's#^http://##; s#/.*##')
+}
+
+# start_node NAME [FLAGS...]: a gateway joined to NATS_URL as node NAME,
+# with FLAGS, its output in $OUT/NAME.out and .err; sets CLIENT, ADMIN and
+# NODE_PID, or exits.
+start_node() {
+    local name=$1 line=""
+    shift
+    "$GATEWAY_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --nats-url "$NATS_URL" --node-id "$name" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err" &
+    NODE_PID=$!
+    STARTED+=("$NODE_PID")
+    for _ in $(seq 1 150); do
+        line=$(grep -m1 '^READY ' "$OUT/$name.out" 2>/dev/null || true)
+        [ -n "$line" ] && break
+        sleep 0.1
+    done
+    [ -n "$line" ] || { echo "$(basename "$0"): $name printed no READY line" >&2; exit 1; }
+    CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
+    ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
 }
