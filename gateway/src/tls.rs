@@ -71,6 +71,10 @@ impl Certificate {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // Lets a TLS 1.3 connection's record layer pass from rustls to the
+        // transport after the handshake (conn-actor's `records.rs`), which
+        // drops its keys while idle. The secrets never leave the process.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }

@@ -126,6 +126,11 @@ impl Connection {
             self.abandon(ctx);
         }
         self.arm_close_timer(ctx);
+        if self.transport.take_warmed() {
+            // TLS record keys built this turn: the sweep drops them once
+            // unused (`mailbox/sweep.rs`).
+            mailbox::keys_warm(self.mail);
+        }
         if matches!(self.phase, Phase::Lingering { .. }) && self.peer_eof {
             self.finish(ctx);
         }

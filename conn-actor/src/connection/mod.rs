@@ -638,6 +638,11 @@ impl Connection {
                 }
             }
             Mail::TimedOut => self.close_behind_queued(CloseReason::Idle),
+            Mail::Cool => {
+                if !self.transport.cool() {
+                    mailbox::keys_cooled(self.mail);
+                }
+            }
             Mail::Inspect(reply) => {
                 // The asker may have given up; nothing to do then.
                 let _ = reply.send(self.info());

@@ -46,5 +46,8 @@ mod table;
 
 pub use inbox::{ConnHandle, fan_out};
 pub(crate) use inbox::{behind_queued, close_in_order};
-pub(crate) use sweep::{register as watch_idle, remove as unwatch_idle, touch as note_activity};
+pub(crate) use sweep::{
+    cooled as keys_cooled, register as watch_idle, remove as unwatch_idle, touch as note_activity,
+    warm as keys_warm,
+};
 pub(crate) use table::{Address, Mail, close, open, take_all};

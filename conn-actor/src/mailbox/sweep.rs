@@ -8,6 +8,13 @@
 //! heartbeats (a WebSocket client) is posted [`Mail::Heartbeat`] (a ping)
 //! once it is silent for half of it. A connection costs a few bytes of its
 //! row, and a frame costs a store.
+//!
+//! The same sweep lets an idle TLS connection drop its record keys: a
+//! connection that built them marks its row ([`warm`]) and is posted
+//! [`Mail::Cool`] every tick until a tick passes in which it used none
+//! (`transport/records.rs`); it then clears the mark ([`cooled`]). A busy
+//! connection keeps its keys and gets four mails a second; an idle one
+//! holds no keys within half a second and gets none.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -18,7 +25,9 @@ use super::table::{self, Address, IdleMark, Mail};
 const TICK: Duration = Duration::from_millis(250);
 
 thread_local! {
-    /// The timeout in ticks, once this thread's sweep is running.
+    /// This thread's sweep is running.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+    /// The timeout in ticks, once a connection of this thread is under it.
     static TIMEOUT_TICKS: Cell<Option<u64>> = const { Cell::new(None) };
     static NOW: Cell<u64> = const { Cell::new(0) };
 }
@@ -27,21 +36,40 @@ fn ticks(timeout: Duration) -> u64 {
     timeout.as_millis().div_ceil(TICK.as_millis()) as u64
 }
 
+fn ensure_sweeping() {
+    if !SWEEPING.replace(true) {
+        actix_rt::spawn(sweep_forever());
+    }
+}
+
 /// Puts a connection under the idle timeout, starting this thread's sweep
 /// on first use.
 pub(crate) fn register(conn: Address, timeout: Duration, pings: bool) {
     if TIMEOUT_TICKS.get().is_none() {
         TIMEOUT_TICKS.set(Some(ticks(timeout)));
-        actix_rt::spawn(sweep_forever());
     }
+    ensure_sweeping();
     table::with_entry(conn, |entry| {
         entry.idle = IdleMark {
             tracked: true,
             pings,
             pinged: false,
+            keys_warm: entry.idle.keys_warm,
             last_tick: NOW.get(),
         }
     });
+}
+
+/// Notes that a connection built its TLS record keys: it is posted
+/// [`Mail::Cool`] from the next tick on.
+pub(crate) fn warm(conn: Address) {
+    ensure_sweeping();
+    table::with_entry(conn, |entry| entry.idle.keys_warm = true);
+}
+
+/// Notes that a connection dropped its TLS record keys.
+pub(crate) fn cooled(conn: Address) {
+    table::with_entry(conn, |entry| entry.idle.keys_warm = false);
 }
 
 /// Notes that a frame arrived.
@@ -64,21 +92,24 @@ async fn sweep_forever() {
         interval.tick().await;
         let now = NOW.get() + 1;
         NOW.set(now);
-        if let Some(timeout_ticks) = TIMEOUT_TICKS.get() {
-            sweep(timeout_ticks, now);
-        }
+        sweep(TIMEOUT_TICKS.get(), now);
     }
 }
 
-/// Kicks every connection whose last frame is older than the timeout. A
-/// frame seen during tick `t` may be up to one tick old, so a connection is
-/// kicked once a full timeout has surely passed, within two ticks after.
-fn sweep(timeout_ticks: u64, now: u64) {
+/// Kicks every connection whose last frame is older than the timeout,
+/// where one is set. A frame seen during tick `t` may be up to one tick
+/// old, so a connection is kicked once a full timeout has surely passed,
+/// within two ticks after. And asks each connection holding TLS record
+/// keys to drop them if unused.
+fn sweep(timeout_ticks: Option<u64>, now: u64) {
     table::for_each(|_, entry| {
-        let mark = &mut entry.idle;
-        if !mark.tracked {
-            return;
+        if entry.idle.keys_warm {
+            table::push(entry, Mail::Cool);
         }
+        let mark = &mut entry.idle;
+        let Some(timeout_ticks) = timeout_ticks.filter(|_| mark.tracked) else {
+            return;
+        };
         let silent = now.saturating_sub(mark.last_tick);
         let ping = mark.pings && !mark.pinged && silent > timeout_ticks / 2;
         mark.pinged |= ping;

@@ -44,6 +44,9 @@ pub(crate) enum Mail {
     /// The client has been silent for `--idle-timeout`: close (`KICK
     /// idle`) behind what is already on its way.
     TimedOut,
+    /// The worker's sweep, every tick to a connection whose TLS record
+    /// keys are built: drop them if the last tick did not use them.
+    Cool,
     /// Send a snapshot of the connection (contract section 7, CONN).
     Inspect(oneshot::Sender<ConnInfo>),
     /// A frame for the connection was dropped on the way: its worker's
@@ -70,6 +73,9 @@ pub(crate) struct IdleMark {
     pub(crate) pings: bool,
     /// Pinged during the current silence.
     pub(crate) pinged: bool,
+    /// Holds TLS record keys: posted [`Mail::Cool`] every tick until they
+    /// are dropped (`transport/records.rs`).
+    pub(crate) keys_warm: bool,
     pub(crate) last_tick: u64,
 }
 

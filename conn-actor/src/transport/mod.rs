@@ -15,6 +15,7 @@
 //! (TCP, or TLS for `wss`).
 
 pub mod carrier;
+mod records;
 pub mod tls;
 pub mod ws;
 
@@ -70,6 +71,27 @@ impl Transport {
             Poll::Ready(Err(err)) if err.kind() == ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Whether the transport just built keys it can drop while idle (TLS
+    /// 1.3's record keys): the connection then goes under its worker's
+    /// sweep, which calls [`Self::cool`] every tick.
+    pub fn take_warmed(&mut self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(tls) => tls.take_warmed(),
+            Transport::Ws(ws) => ws.carrier().take_warmed(),
+        }
+    }
+
+    /// Drops such keys if unused since the last call; returns whether they
+    /// are still held.
+    pub fn cool(&mut self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(tls) => tls.cool(),
+            Transport::Ws(ws) => ws.carrier().cool(),
         }
     }
 

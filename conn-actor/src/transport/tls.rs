@@ -8,11 +8,17 @@
 //! only while it holds bytes, as nginx has OpenSSL release its buffers
 //! (`SSL_MODE_RELEASE_BUFFERS`): ciphertext read but not yet a whole
 //! record, plaintext decrypted but not yet read, ciphertext encrypted but
-//! not yet taken by the socket. Between reads and writes a connection keeps
-//! only rustls's own state: its record keys, the key schedule and the
-//! protocol state, about 3.3 KiB (docs/benchmarks.md, "TLS buffers
-//! released while idle", itemises it). It does not do the record layer
-//! itself: rustls encrypts, decrypts and answers key updates.
+//! not yet taken by the socket.
+//!
+//! rustls runs the handshake. Once it is done, a TLS 1.3 connection's
+//! record layer passes to `records.rs` (rustls's kernel-connection API
+//! hands over the traffic secrets and keeps only the key schedule), which
+//! builds its keys when traffic comes and drops them when its worker's
+//! sweep finds them unused ([`TlsStream::cool`]): an idle TLS 1.3
+//! connection holds about 1.1 KiB here rather than rustls's 3.3 KiB
+//! (docs/benchmarks.md, "TLS 1.3's record layer after the handshake").
+//! A TLS 1.2 connection stays with rustls for its whole life: rustls
+//! encrypts, decrypts and refuses renegotiation.
 //!
 //! Which certificate is served, and reloading it, is the caller's business
 //! (the `ServerConfig`'s certificate resolver); this module only runs the
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use rustls::ProtocolVersion;
 pub use rustls::ServerConfig;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
@@ -32,6 +39,8 @@ use rustls::unbuffered::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::records::{self, Records};
 
 /// Room made for each read from the socket: a whole record of the
 /// largest size (16 KiB of data and its overhead) fits in one read.
@@ -87,7 +96,7 @@ pub async fn handshake(
         UnbufferedServerConnection::new(acceptor.config.clone()).map_err(io::Error::other)?;
     let mut stream = TlsStream::new(tcp, conn);
     match tokio::time::timeout(within, poll_fn(|cx| stream.poll_handshake(cx))).await {
-        Ok(Ok(())) => Ok(stream),
+        Ok(Ok(())) => Ok(stream.hand_over(&acceptor.config)?),
         Ok(Err(err)) => Err(HandshakeError::Failed(err)),
         Err(_) => Err(HandshakeError::TimedOut(within)),
     }
@@ -98,7 +107,7 @@ pub async fn handshake(
 /// EOF without one an `UnexpectedEof` error.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: UnbufferedServerConnection,
+    engine: Engine,
     /// Ciphertext read and not yet processed: after processing, at most
     /// the start of one record, in a buffer of its own size; none (and no
     /// allocation) at a record boundary.
@@ -130,6 +139,16 @@ impl std::fmt::Debug for TlsStream {
     }
 }
 
+/// Who runs the record layer.
+enum Engine {
+    /// rustls: through the handshake, and for a TLS 1.2 connection its
+    /// whole life.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// A TLS 1.3 connection after its handshake (`records.rs`): rustls
+    /// keeps only its key schedule, and the keys are dropped while idle.
+    Records(Box<Records>),
+}
+
 /// rustls needs more ciphertext, or cannot go on.
 struct Stalled;
 
@@ -137,7 +156,7 @@ impl TlsStream {
     fn new(tcp: TcpStream, conn: UnbufferedServerConnection) -> Self {
         Self {
             tcp,
-            conn,
+            engine: Engine::Rustls(Box::new(conn)),
             incoming: Vec::new(),
             plaintext: Vec::new(),
             read_from: 0,
@@ -156,7 +175,9 @@ impl TlsStream {
             // `plaintext` for the first read.
             let _ = self.advance(None, |_, _| Ok(()))?;
             ready!(self.poll_send(cx))?;
-            if !self.conn.is_handshaking() {
+            if let Engine::Rustls(conn) = &self.engine
+                && !conn.is_handshaking()
+            {
                 return Poll::Ready(Ok(()));
             }
             if self.tcp_eof || self.peer_closed {
@@ -167,6 +188,116 @@ impl TlsStream {
             }
             ready!(self.poll_fill(cx))?;
         }
+    }
+
+    /// After the handshake, a TLS 1.3 connection's record layer passes to
+    /// `records.rs` where the configuration allows secret extraction and
+    /// the cipher suite is one it has; rustls keeps only the key
+    /// schedule. Anything else stays with rustls.
+    fn hand_over(mut self, config: &ServerConfig) -> io::Result<Self> {
+        let conn = match self.engine {
+            Engine::Rustls(conn)
+                if config.enable_secret_extraction
+                    && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+                    && conn.negotiated_cipher_suite().is_some_and(records::takes) =>
+            {
+                conn
+            }
+            engine => {
+                self.engine = engine;
+                return Ok(self);
+            }
+        };
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(io::Error::other)?;
+        self.engine = Engine::Records(Box::new(Records::new(secrets, kernel)?));
+        Ok(self)
+    }
+
+    /// Whether this connection just started using its record keys: it
+    /// then goes under its worker's sweep, which calls [`Self::cool`].
+    pub fn take_warmed(&mut self) -> bool {
+        match &mut self.engine {
+            Engine::Records(records) => records.take_warmed(),
+            Engine::Rustls(_) => false,
+        }
+    }
+
+    /// Drops the record keys if nothing used them since the last call;
+    /// returns whether they are still held. rustls's keys (TLS 1.2) stay.
+    pub fn cool(&mut self) -> bool {
+        match &mut self.engine {
+            Engine::Records(records) => records.cool(),
+            Engine::Rustls(_) => false,
+        }
+    }
+
+    /// Opens what was read: decrypted data to `into` while it has room,
+    /// then to `plaintext`; what must go back (a key update, an alert) to
+    /// `outgoing`.
+    fn process(&mut self, mut into: Option<&mut ReadBuf<'_>>) -> io::Result<()> {
+        let Self {
+            engine,
+            incoming,
+            plaintext,
+            read_from,
+            outgoing,
+            peer_closed,
+            ..
+        } = self;
+        let Engine::Records(records) = engine else {
+            return self.advance(into, |_, _| Ok(())).map(|_| ());
+        };
+        let (used, closed) = records.open(incoming, outgoing, |data| {
+            deliver(data, &mut into, plaintext, *read_from)
+        })?;
+        discard_front(incoming, used);
+        if closed {
+            *peer_closed = true;
+            // Nothing after a `close_notify` is read.
+            incoming.clear();
+        }
+        fit(incoming);
+        Ok(())
+    }
+
+    /// Encrypts `data` (at most `MAX_WRITE` bytes) into `outgoing`; false
+    /// where the connection can no longer send data.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<bool> {
+        if let Engine::Records(records) = &mut self.engine {
+            records.seal(data, &mut self.outgoing)?;
+            return Ok(true);
+        }
+        let len = data.len();
+        let overhead = (len / MAX_WRITE + 1) * RECORD_OVERHEAD;
+        let encrypted = self.advance(None, |traffic, outgoing| {
+            append(outgoing, len + overhead, |buf| {
+                match traffic.encrypt(data, buf) {
+                    Err(EncryptError::InsufficientSize(short)) => Err(Short(short)),
+                    other => other.map_err(|err| Fail(io::Error::other(err))),
+                }
+            })
+        })?;
+        Ok(encrypted.is_ok())
+    }
+
+    /// Queues our `close_notify` after everything written before; a
+    /// connection that can no longer send (or failed) has nothing to say.
+    fn queue_close_notify(&mut self) -> io::Result<()> {
+        if let Engine::Records(records) = &mut self.engine {
+            let _ = records.seal_close_notify(&mut self.outgoing);
+            return Ok(());
+        }
+        let _ = self.advance(None, |traffic, outgoing| {
+            append(outgoing, RECORD_OVERHEAD, |buf| {
+                match traffic.queue_close_notify(buf) {
+                    Err(EncryptError::InsufficientSize(short)) => Err(Short(short)),
+                    other => other.map_err(|err| Fail(io::Error::other(err))),
+                }
+            })
+        })?;
+        Ok(())
     }
 
     /// Runs rustls over the ciphertext read so far, until it needs more:
@@ -182,21 +313,24 @@ impl TlsStream {
         write: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<R>,
     ) -> io::Result<Result<R, Stalled>> {
         let Self {
-            conn,
+            engine: Engine::Rustls(conn),
             incoming,
             plaintext,
             read_from,
             outgoing,
             peer_closed,
             ..
-        } = self;
+        } = self
+        else {
+            return Err(io::Error::other("rustls no longer runs this connection"));
+        };
         let result = loop {
             let status = conn.process_tls_records(incoming);
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
                 Err(err) => {
-                    queue_alert(conn, outgoing);
+                    queue_alert(conn.as_mut(), outgoing);
                     return Err(io::Error::new(ErrorKind::InvalidData, err));
                 }
             };
@@ -325,7 +459,12 @@ impl TlsStream {
             }
             ready!(self.poll_fill(cx))?;
             let before = buf.filled().len();
-            let _ = self.advance(Some(buf), |_, _| Ok(()))?;
+            let processed = self.process(Some(buf));
+            if let Err(err) = processed {
+                // The alert, if any, goes out as far as the socket takes it.
+                let _ = self.poll_send(cx);
+                return Poll::Ready(Err(err));
+            }
             if self.sent < self.outgoing.len() {
                 // A key update's answer or an alert: sent now if the socket
                 // takes it, else before the next write. A failure shows at
@@ -364,16 +503,7 @@ impl TlsStream {
                 &gathered[..]
             }
         };
-        let overhead = (len / MAX_WRITE + 1) * RECORD_OVERHEAD;
-        let encrypted = self.advance(None, |traffic, outgoing| {
-            append(outgoing, len + overhead, |buf| {
-                match traffic.encrypt(data, buf) {
-                    Err(EncryptError::InsufficientSize(short)) => Err(Short(short)),
-                    other => other.map_err(|err| Fail(io::Error::other(err))),
-                }
-            })
-        })?;
-        if encrypted.is_err() {
+        if !self.encrypt(data)? {
             return Poll::Ready(Err(io::Error::new(
                 ErrorKind::NotConnected,
                 "the TLS connection can no longer send data",
@@ -389,16 +519,7 @@ impl TlsStream {
 
     fn poll_shutdown_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.closing {
-            // After everything written before; a connection that can no
-            // longer send has nothing to say.
-            let _ = self.advance(None, |traffic, outgoing| {
-                append(outgoing, RECORD_OVERHEAD, |buf| {
-                    match traffic.queue_close_notify(buf) {
-                        Err(EncryptError::InsufficientSize(short)) => Err(Short(short)),
-                        other => other.map_err(|err| Fail(io::Error::other(err))),
-                    }
-                })
-            })?;
+            self.queue_close_notify()?;
             self.closing = true;
         }
         ready!(self.poll_send(cx))?;
@@ -573,21 +694,35 @@ mod tests {
 
     /// A server configuration and a client one that trusts it.
     fn configs(version: &'static SupportedProtocolVersion) -> (TlsAcceptor, Arc<ClientConfig>) {
+        configs_with(version, None)
+    }
+
+    /// The same, the client offering only `suite` where one is given.
+    fn configs_with(
+        version: &'static SupportedProtocolVersion,
+        suite: Option<rustls::SupportedCipherSuite>,
+    ) -> (TlsAcceptor, Arc<ClientConfig>) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_provider = Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: suite.map_or(provider.cipher_suites.clone(), |s| vec![s]),
+            ..rustls::crypto::ring::default_provider()
+        });
         let issued =
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         let cert = issued.cert.der().clone();
         let key =
             rustls::pki_types::PrivateKeyDer::Pkcs8(issued.signing_key.serialize_der().into());
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&TLS13, &TLS12])
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(vec![cert.clone()], key)
             .expect("server config");
+        // As the gateway's: TLS 1.3 connections pass to `records.rs`.
+        server.enable_secret_extraction = true;
         let mut roots = RootCertStore::empty();
         roots.add(cert).expect("root");
-        let client = ClientConfig::builder_with_provider(provider)
+        let client = ClientConfig::builder_with_provider(client_provider)
             .with_protocol_versions(&[version])
             .expect("versions")
             .with_root_certificates(roots)
@@ -645,7 +780,13 @@ mod tests {
         rt: &tokio::runtime::Runtime,
         version: &'static SupportedProtocolVersion,
     ) -> (TlsStream, Client) {
-        let (acceptor, client_config) = configs(version);
+        pair_with(rt, configs(version))
+    }
+
+    fn pair_with(
+        rt: &tokio::runtime::Runtime,
+        (acceptor, client_config): (TlsAcceptor, Arc<ClientConfig>),
+    ) -> (TlsStream, Client) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = std::thread::spawn(move || {
@@ -751,11 +892,150 @@ mod tests {
     }
 
     #[test]
-    fn the_stream_fits_a_1280_byte_allocation() {
-        // rustls's connection is 1088 bytes of it; the allocator's next
-        // size class up is 1536.
+    fn the_stream_is_small_and_rustls_is_boxed_beside_it() {
+        // The socket, three empty buffers and a pointer to the engine.
         let size = std::mem::size_of::<TlsStream>();
-        assert!(size <= 1280, "TlsStream is {size} bytes");
+        assert!(size <= 144, "TlsStream is {size} bytes");
+    }
+
+    fn own_records(server: &mut TlsStream) -> &mut Records {
+        match &mut server.engine {
+            Engine::Records(records) => records,
+            Engine::Rustls(_) => panic!("rustls still runs the record layer"),
+        }
+    }
+
+    #[test]
+    fn every_tls13_suite_runs_on_the_own_record_layer_and_tls12_stays_with_rustls() {
+        let rt = runtime();
+        let big = pattern(70_000);
+        let suites = rustls::crypto::ring::default_provider().cipher_suites;
+        // The certificate is ECDSA: TLS 1.2's RSA suites cannot serve it.
+        let ecdsa_or_tls13 = |s: &rustls::SupportedCipherSuite| {
+            s.tls13().is_some() || format!("{:?}", s.suite()).contains("ECDSA")
+        };
+        for suite in suites.into_iter().filter(ecdsa_or_tls13) {
+            let version = if suite.tls13().is_some() {
+                &TLS13
+            } else {
+                &TLS12
+            };
+            let (mut server, mut client) = pair_with(&rt, configs_with(version, Some(suite)));
+            assert_eq!(
+                matches!(server.engine, Engine::Records(_)),
+                suite.tls13().is_some(),
+                "{suite:?}"
+            );
+            client.send(&big);
+            assert_eq!(
+                server_read(&rt, &mut server, big.len(), 5000),
+                big,
+                "{suite:?}"
+            );
+            let client_reads = std::thread::spawn(move || {
+                let got = client.read(140_000).expect("client read");
+                (client, got)
+            });
+            let sent = [pattern(70_000), pattern(70_000)].concat();
+            server_write(&rt, &mut server, &sent[..70_000]);
+            server_write(&rt, &mut server, &sent[70_000..]);
+            let (_client, got) = client_reads.join().expect("client thread");
+            assert!(got == sent, "{suite:?}");
+            assert_idle(&server);
+        }
+    }
+
+    #[test]
+    fn the_keys_are_dropped_once_unused_for_a_sweep_and_built_again_on_use() {
+        let rt = runtime();
+        let (mut server, mut client) = pair(&rt, &TLS13);
+        // Nothing used the keys yet: none built, nothing for the sweep.
+        assert!(!own_records(&mut server).holds_keys());
+        assert!(!server.take_warmed());
+        client.send(b"PING\n");
+        assert_eq!(server_read(&rt, &mut server, 5, 64), b"PING\n");
+        assert!(own_records(&mut server).holds_keys());
+        assert!(server.take_warmed(), "handed to the sweep once");
+        assert!(!server.take_warmed());
+        // Used since it was handed over: kept one more sweep.
+        assert!(server.cool());
+        assert!(!server.cool(), "unused for a whole sweep");
+        assert!(!own_records(&mut server).holds_keys());
+        // Both ways again, with keys built anew from the secrets.
+        server_write(&rt, &mut server, b"PONG\n");
+        assert_eq!(client.read(5).expect("client read"), b"PONG\n");
+        client.send(b"PING\n");
+        assert_eq!(server_read(&rt, &mut server, 5, 64), b"PING\n");
+        assert!(server.take_warmed());
+    }
+
+    #[test]
+    fn the_send_key_is_replaced_before_its_limit() {
+        let rt = runtime();
+        let (mut server, client) = pair(&rt, &TLS13);
+        own_records(&mut server).set_send_limit(3);
+        let client_reads = std::thread::spawn(move || {
+            let mut client = client;
+            client.read(10 * 6).expect("client read")
+        });
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            let line = format!("LINE{i}\n");
+            server_write(&rt, &mut server, line.as_bytes());
+            sent.extend_from_slice(line.as_bytes());
+        }
+        // The client read every record: each key update came before the
+        // records under the next key.
+        assert_eq!(client_reads.join().expect("client thread"), sent);
+    }
+
+    /// Sends raw bytes from the client and returns the server's read error.
+    fn server_refuses(
+        rt: &tokio::runtime::Runtime,
+        server: &mut TlsStream,
+        client: &mut Client,
+        wire: &[u8],
+    ) -> io::Error {
+        client.tcp.write_all(wire).expect("send");
+        let mut buf = [0; 64];
+        rt.block_on(within_5s(tokio::io::AsyncReadExt::read(server, &mut buf)))
+            .expect_err("refused")
+    }
+
+    #[test]
+    fn a_tampered_record_is_refused_with_bad_record_mac() {
+        let rt = runtime();
+        let (mut server, mut client) = pair(&rt, &TLS13);
+        client.tls.writer().write_all(b"PING\n").expect("plaintext");
+        let mut wire = Vec::new();
+        while client.tls.wants_write() {
+            client.tls.write_tls(&mut wire).expect("encode");
+        }
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let err = server_refuses(&rt, &mut server, &mut client, &wire);
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        let alert = client.read(1).expect_err("the server's alert");
+        assert!(format!("{alert}").contains("BadRecordMac"), "{alert}");
+        // Nothing more is accepted either way.
+        assert!(server.encrypt(b"more").is_err());
+    }
+
+    #[test]
+    fn unprotected_and_oversized_records_are_refused() {
+        let rt = runtime();
+        for (wire, alert) in [
+            // A handshake record in the clear after the handshake.
+            (&[22u8, 3, 3, 0, 1, 0][..], "UnexpectedMessage"),
+            // Longer than any ciphertext may be.
+            (&[23u8, 3, 3, 0x48, 0x01][..], "RecordOverflow"),
+        ] {
+            let (mut server, mut client) = pair(&rt, &TLS13);
+            let err = server_refuses(&rt, &mut server, &mut client, wire);
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+            let got = client.read(1).expect_err("the server's alert");
+            assert!(format!("{got}").contains(alert), "{got}");
+        }
     }
 
     #[test]

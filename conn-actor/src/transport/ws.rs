@@ -95,6 +95,11 @@ impl<S: Carrier> WsStream<S> {
         (self.inner, self.early)
     }
 
+    /// The transport underneath.
+    pub(crate) fn carrier(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     pub(crate) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

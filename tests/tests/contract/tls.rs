@@ -55,6 +55,32 @@ fn commands_over_tls_1_3_and_1_2_in_both_framings() {
     }
 }
 
+#[test]
+fn a_client_silent_long_enough_for_its_keys_to_be_dropped_is_served_as_before() {
+    // An idle TLS 1.3 connection drops its record keys within half a
+    // second (the worker's sweep) and builds them again from its secrets
+    // on the next record, whichever way it goes.
+    let pki = Pki::new("idle keys CA");
+    let gw = tls_gateway(Framing::Lines, &pki, &[]);
+    let tls = pki.client_with(&[&rustls::version::TLS13]);
+    let mut a = Client::tls(gw.client_addr(), Framing::Lines, &tls);
+    let mut b = Client::tls(gw.client_addr(), Framing::Lines, &tls);
+    a.hello("alice");
+    a.sub("news");
+    b.sub("news");
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1200));
+        // A push to the silent client first, then its own command.
+        b.send(format!("PUB news after silence {round}"));
+        b.expect(format!("MSG news after silence {round}"));
+        a.expect(format!("MSG news after silence {round}"));
+        std::thread::sleep(Duration::from_millis(1200));
+        a.check(format!("PING {round}"), format!("PONG {round}"));
+    }
+    a.quit();
+    b.quit();
+}
+
 /// Reads a raw socket until EOF, a reset or `timeout`; returns the bytes
 /// and whether the server ended the connection.
 fn read_raw_to_end(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
