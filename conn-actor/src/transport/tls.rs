@@ -893,9 +893,11 @@ mod tests {
 
     #[test]
     fn the_stream_is_small_and_rustls_is_boxed_beside_it() {
-        // The socket, three empty buffers and a pointer to the engine.
+        // The socket, three empty buffers and a pointer to the engine: 144
+        // or 152 bytes (the socket's size follows tokio's features), within
+        // mimalloc's 160-byte size class.
         let size = std::mem::size_of::<TlsStream>();
-        assert!(size <= 144, "TlsStream is {size} bytes");
+        assert!(size <= 160, "TlsStream is {size} bytes");
     }
 
     fn own_records(server: &mut TlsStream) -> &mut Records {
