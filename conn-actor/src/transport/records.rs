@@ -225,6 +225,12 @@ impl Records {
         self.send.expanded.is_some() || self.receive.expanded.is_some()
     }
 
+    /// Lets a test go on after a refusal, as if on a new connection.
+    #[cfg(test)]
+    pub(super) fn forget_failure(&mut self) {
+        self.failed = false;
+    }
+
     #[cfg(test)]
     pub(super) fn set_send_limit(&mut self, records: u64) {
         self.send_limit = records;

@@ -1024,6 +1024,44 @@ mod tests {
     }
 
     #[test]
+    fn whatever_bytes_follow_the_handshake_the_record_layer_refuses_or_waits_and_never_panics() {
+        // A small xorshift, seeded: the same bytes every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let rt = runtime();
+        let (mut server, _client) = pair(&rt, &TLS13);
+        let records = own_records(&mut server);
+        for round in 0..2000 {
+            let len = (next() % 64) as usize;
+            let mut wire: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 && wire.len() >= 5 {
+                // Half of them look like application data of a length that
+                // is all there: they get as far as the AEAD.
+                let body = (wire.len() - 5) as u16;
+                wire[..5].copy_from_slice(&[23, 3, 3, (body >> 8) as u8, body as u8]);
+            }
+            let mut out = Vec::new();
+            let mut delivered = 0;
+            match records.open(&mut wire, &mut out, |data| delivered += data.len()) {
+                // Not yet a whole record: nothing used, nothing delivered.
+                Ok((used, closed)) => assert!(used == 0 && !closed && delivered == 0, "{round}"),
+                Err(err) => {
+                    assert_eq!(err.kind(), ErrorKind::InvalidData, "{round}");
+                    assert_eq!(delivered, 0, "{round}");
+                    // Once refused, the connection stays refused; the next
+                    // round starts afresh.
+                    records.forget_failure();
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unprotected_and_oversized_records_are_refused() {
         let rt = runtime();
         for (wire, alert) in [
