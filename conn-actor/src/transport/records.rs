@@ -34,7 +34,7 @@ use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, SupportedCipherSuite};
 
 /// The largest plaintext in one record (RFC 8446 section 5.1).
-pub(super) const MAX_FRAGMENT: usize = 1 << 14;
+const MAX_FRAGMENT: usize = 1 << 14;
 /// The largest ciphertext one record may carry (section 5.2): the
 /// fragment, its content type, padding and tag.
 const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
@@ -74,7 +74,7 @@ fn send_limit(suite: SupportedCipherSuite) -> u64 {
 
 /// A record the peer sent, once opened.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Opened {
+enum Opened {
     /// Application data, handed to the caller's `deliver`.
     Data,
     /// Protocol traffic this layer handled (a key update, a warning).
