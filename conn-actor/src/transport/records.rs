@@ -17,7 +17,8 @@
 //!
 //! What the peer may send after the handshake, and what is done with it:
 //! application data (delivered), `KeyUpdate` (the receive key moves on;
-//! one asking for ours gets ours in answer, RFC 8446 section 4.6.3),
+//! one asking for ours gets ours before our next data, once however often
+//! it was asked meanwhile, RFC 8446 section 4.6.3),
 //! `close_notify` (the end) and `user_canceled` (ignored, a few times);
 //! anything else is a fatal alert sent back and an error. TLS 1.2
 //! connections never come here: rustls keeps their whole record layer.
@@ -192,6 +193,9 @@ pub(super) struct Records {
     failed: bool,
     /// Our `close_notify` went out: nothing more is sent.
     send_closed: bool,
+    /// The peer asked for a key update of ours: it goes before our next
+    /// record of data.
+    update_owed: bool,
 }
 
 impl Records {
@@ -216,6 +220,7 @@ impl Records {
             warm: false,
             failed: false,
             send_closed: false,
+            update_owed: false,
         })
     }
 
@@ -229,6 +234,12 @@ impl Records {
     #[cfg(test)]
     pub(super) fn forget_failure(&mut self) {
         self.failed = false;
+    }
+
+    /// The send key's next sequence number: 0 right after a key update.
+    #[cfg(test)]
+    pub(super) fn send_seq(&self) -> u64 {
+        self.send.seq
     }
 
     #[cfg(test)]
@@ -287,6 +298,9 @@ impl Records {
                 ErrorKind::BrokenPipe,
                 "the TLS write side is closed",
             ));
+        }
+        if std::mem::take(&mut self.update_owed) {
+            self.update_send_key(out)?;
         }
         out.reserve(data.len() + data.len().div_ceil(MAX_FRAGMENT).max(1) * 32);
         for fragment in data.chunks(MAX_FRAGMENT) {
@@ -490,11 +504,11 @@ impl Records {
             Err(err) => return Err(self.refuse(out, INTERNAL_ERROR, &err.to_string())),
         };
         self.receive = Half::new(seq, secrets)?.0;
-        if request == 1 && !self.send_closed {
-            // Asked for ours: it goes out before any more data (section
-            // 4.6.3). After our `close_notify` nothing more is sent.
-            self.update_send_key(out)?;
-        }
+        // Asked for ours: it goes out before our next record of data
+        // (section 4.6.3), so that reading never adds to what waits to be
+        // sent: a client that asks again and again and never reads is
+        // answered once, as the RFC has a silent side do.
+        self.update_owed |= request == 1;
         Ok(Opened::Handled)
     }
 

@@ -1179,8 +1179,42 @@ mod tests {
         client.send(b"PING\n");
         assert_eq!(server_read(&rt, &mut server, 5, 1024), b"PING\n");
         server_write(&rt, &mut server, b"PONG\n");
+        // Our key update went first, then PONG as the first record under
+        // the new key.
+        assert_eq!(own_records(&mut server).send_seq(), 1);
         assert_eq!(client.read(5).expect("client read"), b"PONG\n");
         assert_idle(&server);
+    }
+
+    #[test]
+    fn a_client_that_asks_for_key_updates_and_never_reads_is_answered_once() {
+        let rt = runtime();
+        let (mut server, mut client) = pair(&rt, &TLS13);
+        // The client reads what the handshake left (session tickets) first.
+        server_write(&rt, &mut server, b"HI\n");
+        assert_eq!(client.read(3).expect("client read"), b"HI\n");
+        for i in 0..100 {
+            // Each asks for ours; a byte of data between them keeps within
+            // the bound on key updates in a row.
+            client.tls.refresh_traffic_keys().expect("key update");
+            client.send(b"x");
+            assert_eq!(server_read(&rt, &mut server, 1, 16), b"x", "{i}");
+            // Reading queued nothing to send.
+            assert_idle(&server);
+        }
+        // And sent nothing: the client's socket has no byte to read.
+        client.tcp.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0; 1];
+        let waiting = client.tcp.peek(&mut byte);
+        assert_eq!(
+            waiting.map_err(|e| e.kind()),
+            Err(ErrorKind::WouldBlock),
+            "the server wrote while it only read"
+        );
+        client.tcp.set_nonblocking(false).expect("blocking");
+        server_write(&rt, &mut server, b"PONG\n");
+        assert_eq!(own_records(&mut server).send_seq(), 1);
+        assert_eq!(client.read(5).expect("client read"), b"PONG\n");
     }
 
     #[test]
