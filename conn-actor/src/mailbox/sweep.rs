@@ -134,6 +134,34 @@ fn sweep(timeout_ticks: Option<u64>, now: u64) {
 mod tests {
     use super::*;
 
+    fn cools(conn: Address) -> usize {
+        table::take_all(conn, std::task::Waker::noop())
+            .iter()
+            .filter(|mail| matches!(mail, Mail::Cool))
+            .count()
+    }
+
+    #[actix_rt::test]
+    async fn a_connection_with_warm_keys_is_posted_cool_each_tick_until_it_cooled() {
+        let (warm_one, other) = (table::open(), table::open());
+        warm(warm_one);
+        // No idle timeout on this thread: the sweep runs for the keys alone.
+        sweep(None, 1);
+        assert_eq!((cools(warm_one), cools(other)), (1, 0));
+        sweep(None, 2);
+        assert_eq!(cools(warm_one), 1, "again while its keys are held");
+        cooled(warm_one);
+        sweep(None, 3);
+        assert_eq!(cools(warm_one), 0, "none once dropped");
+        // The idle timeout's registration keeps the mark.
+        warm(warm_one);
+        register(warm_one, Duration::from_secs(300), false);
+        sweep(Some(1200), 4);
+        assert_eq!(cools(warm_one), 1);
+        table::close(warm_one);
+        table::close(other);
+    }
+
     #[test]
     fn timeouts_round_up_to_whole_ticks() {
         assert_eq!(ticks(Duration::from_secs(1)), 4);
