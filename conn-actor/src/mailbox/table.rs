@@ -1,6 +1,6 @@
 //! Each worker thread's table of its connections' mailboxes: one row per
-//! connection, holding its queue of [`Mail`] and its idle-timeout
-//! bookkeeping.
+//! connection, holding its queue of [`Mail`] and the sweep's bookkeeping
+//! (the idle timeout, and whether its TLS record keys are built).
 //!
 //! Only the thread's own inbox task, its idle sweep and its connections
 //! touch the table: posting is a queue push and, into an empty queue, one

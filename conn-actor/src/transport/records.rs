@@ -40,6 +40,8 @@ const MAX_FRAGMENT: usize = 1 << 14;
 /// fragment, its content type, padding and tag.
 const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
 const HEADER: usize = 5;
+/// The longest AEAD tag of the three ciphers (all 16 bytes).
+const MAX_TAG: usize = 16;
 
 // Content types (section 5.1) and the handshake type this layer knows.
 const ALERT: u8 = 21;
@@ -302,7 +304,8 @@ impl Records {
         if std::mem::take(&mut self.update_owed) {
             self.update_send_key(out)?;
         }
-        out.reserve(data.len() + data.len().div_ceil(MAX_FRAGMENT).max(1) * 32);
+        let records = data.len().div_ceil(MAX_FRAGMENT).max(1);
+        out.reserve(data.len() + records * (HEADER + 1 + MAX_TAG));
         for fragment in data.chunks(MAX_FRAGMENT) {
             self.seal_record(APPLICATION_DATA, fragment, out)?;
         }

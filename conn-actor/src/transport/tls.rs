@@ -989,6 +989,9 @@ mod tests {
         // The client read every record: each key update came before the
         // records under the next key.
         assert_eq!(client_reads.join().expect("client thread"), sent);
+        // And the keys were replaced: no key protected more than 3 records
+        // (without replacement the sequence would be past 10).
+        assert!(own_records(&mut server).send_seq() <= 3);
     }
 
     /// Sends raw bytes from the client and returns the server's read error.

@@ -59,7 +59,10 @@ fn commands_over_tls_1_3_and_1_2_in_both_framings() {
 fn a_client_silent_long_enough_for_its_keys_to_be_dropped_is_served_as_before() {
     // An idle TLS 1.3 connection drops its record keys within half a
     // second (the worker's sweep) and builds them again from its secrets
-    // on the next record, whichever way it goes.
+    // on the next record, whichever way it goes. What this shows is the
+    // service after the silences; that the keys are dropped is shown by
+    // the unit tests of `transport/records.rs` and `mailbox/sweep.rs` and
+    // measured by `bench/idle.sh` (docs/benchmarks.md).
     let pki = Pki::new("idle keys CA");
     let gw = tls_gateway(Framing::Lines, &pki, &[]);
     let tls = pki.client_with(&[&rustls::version::TLS13]);
