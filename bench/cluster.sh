@@ -120,40 +120,22 @@ done
 
 {
     echo "$ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up, $SUBSCRIBERS subscribers, $PUBLISHERS publishers on n1;"
-    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)) shared by nats-server, both nodes and the load generator;"
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo "$(nproc) CPUs ($(cpu_model)) shared by nats-server, both nodes and the load generator;"
+    run_stamp
     echo
-    python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def med(label, get):
-    vs = []
-    for r in rows:
-        if r.get("server") == label and r.get("ok"):
-            try:
-                v = get(r["results"])
-            except (KeyError, TypeError):
-                continue
-            if v is not None:
-                vs.append(v)
-    return (statistics.median(vs), len(vs)) if vs else (None, 0)
+    PYTHONPATH=bench python3 - "$RESULTS" <<'PY'
+import sys
+import side_by_side
+rows = side_by_side.load(sys.argv[1])
 figs = [
     ("deliveries/s", lambda r: r["deliveries_per_sec"], "{:,.0f}"),
     ("delivery p99 µs", lambda r: r["latency"]["p99_us"], "{:,.0f}"),
     ("NATS in_msgs per publish", lambda r: r["nats"]["in_per_publish"], "{:.2f}"),
     ("NATS out_msgs per publish", lambda r: r["nats"]["out_per_publish"], "{:.2f}"),
 ]
-print("| figure | one node | two nodes | two/one | rounds |")
-print("| --- | --- | --- | --- | --- |")
-for name, get, fmt in figs:
-    one, n1 = med("one-node", get)
-    two, n2 = med("two-node", get)
-    f = lambda v: fmt.format(v) if v is not None else "n/a"
-    ratio = f"{two / one:.2f}" if one and two is not None else "n/a"
-    print(f"| {name} | {f(one)} | {f(two)} | {ratio} | {min(n1, n2)} |")
-for r in rows:
-    if not r.get("ok"):
-        print(f"\nfailed: {r.get('server')}: {r.get('error') or r.get('failures')}")
+side_by_side.table(rows, figs, "figure", ("one-node", "one node"), ("two-node", "two nodes"),
+                   "two/one", second_over_first=True)
+side_by_side.failures(rows)
 PY
 } | tee "$OUT/table.md"
 echo "cluster.sh: results in $OUT" >&2

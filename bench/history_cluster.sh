@@ -102,23 +102,13 @@ echo "a storm: $STORM_CLIENTS clients each recovering $STORM_MISSED at once" >&2
 
 {
     echo "$ROUNDS round(s) of fanout, ${DURATION}s measured after ${WARMUP}s warm-up, $SUBSCRIBERS subscribers over n1 and n2, $PUBLISHERS publishers on n1;"
-    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)) shared by nats-server (JetStream, file store), both nodes and the load generator;"
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo "$(nproc) CPUs ($(cpu_model)) shared by nats-server (JetStream, file store), both nodes and the load generator;"
+    run_stamp
     echo
-    python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def med(label, get):
-    vs = []
-    for r in rows:
-        if r.get("server") == label and r.get("ok"):
-            try:
-                v = get(r["results"])
-            except (KeyError, TypeError):
-                continue
-            if v is not None:
-                vs.append(v)
-    return (statistics.median(vs), len(vs)) if vs else (None, 0)
+    PYTHONPATH=bench python3 - "$RESULTS" <<'PY'
+import sys
+import side_by_side
+rows = side_by_side.load(sys.argv[1])
 figs = [
     ("deliveries/s", lambda r: r["deliveries_per_sec"], "{:,.0f}"),
     ("client publishes/s", lambda r: r["published"] / r["seconds"], "{:,.0f}"),
@@ -127,14 +117,8 @@ figs = [
     ("NATS in_msgs per publish", lambda r: r["nats"]["in_per_publish"], "{:.2f}"),
     ("NATS out_msgs per publish", lambda r: r["nats"]["out_per_publish"], "{:.2f}"),
 ]
-print("| fanout figure | history (stream) | core NATS | history/core | rounds |")
-print("| --- | --- | --- | --- | --- |")
-for name, get, fmt in figs:
-    h, n1 = med("history", get)
-    c, n2 = med("core", get)
-    f = lambda v: fmt.format(v) if v is not None else "n/a"
-    ratio = f"{h / c:.2f}" if h is not None and c else "n/a"
-    print(f"| {name} | {f(h)} | {f(c)} | {ratio} | {min(n1, n2)} |")
+side_by_side.table(rows, figs, "fanout figure", ("history", "history (stream)"),
+                   ("core", "core NATS"), "history/core", second_over_first=False)
 print()
 print("| recovery | clients | missed each | p50 | p99 | all live | missing or twice |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -146,9 +130,7 @@ for r in rows:
     print(f"| {r['server']} | {params.get('clients')} | {params.get('missed')} | "
           f"{lat.get('p50_us', 0) / 1000:.2f} ms | {lat.get('p99_us', 0) / 1000:.2f} ms | "
           f"{res.get('all_live_secs', 'n/a')} s | {res.get('missing_or_duplicated')} |")
-for r in rows:
-    if not r.get("ok"):
-        print(f"\nfailed: {r.get('server')}: {r.get('error') or r.get('failures')}")
+side_by_side.failures(rows)
 PY
 } | tee "$OUT/table.md"
 echo "history_cluster.sh: results in $OUT" >&2

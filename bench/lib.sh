@@ -1,6 +1,6 @@
 # What the bench scripts share: their
-# common options, the release build, the output folder, and starting and
-# stopping one gateway. Sourced, not run.
+# common options, the release build, the output folder, starting and
+# stopping one gateway, and the lines that head a table. Sourced, not run.
 
 ROUNDS=3
 DURATION=5
@@ -121,4 +121,15 @@ start_node() {
     [ -n "$line" ] || { echo "$(basename "$0"): $name printed no READY line" >&2; exit 1; }
     CLIENT=$(sed -n 's/.*client=\([^ ]*\).*/\1/p' <<< "$line")
     ADMIN=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<< "$line")
+}
+
+# cpu_model: the machine's CPU model, for the line that heads a table.
+cpu_model() {
+    sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1
+}
+
+# run_stamp: when the run ended, the load average then, how long it took
+# (from START, seconds since the epoch) and the commit it ran.
+run_stamp() {
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
 }

@@ -355,7 +355,7 @@ done
 
 {
     echo "Matrix: $( [ "$QUICK" = 1 ] && echo quick || echo full ), framing $FRAMING$( [ "$TLS" = 1 ] && if [ "$TLS_BOTH" = 1 ]; then echo ", both over TLS (baseline $BASELINE_BIN)"; else echo ', gateway over TLS, baseline the same gateway over TCP'; fi ), $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up;"
-    echo "$NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)); configurations:"
+    echo "$NCPU CPUs ($(cpu_model)); configurations:"
     for config in $CONFIGS; do set_config "$config"; echo "- $DESCRIBE;"; done
     for scenario in $ONLY; do
         case_args "$scenario"

@@ -203,7 +203,7 @@ done
 
 {
     echo "Sweep: $ROUNDS round(s), ${DURATION}s measured after ${WARMUP}s warm-up, configuration $CONFIG;"
-    echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)),"
+    echo "$(nproc) CPUs ($(cpu_model)),"
     echo "$(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(( $(date +%s) - START ))s;"
     echo "built from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
     echo

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::held::{Event, Held, Tally, unix_ns};
-use super::{Errors, Ticker};
+use super::held::{Held, Tally, unix_ns};
+use super::{Errors, Ticker, leftovers};
 use crate::http::HttpClient;
 use crate::stats::LatencySink;
 
@@ -112,20 +112,7 @@ pub async fn expect(held: &mut [Held], tally: &Tally, c: &ExpectCmd) -> Result<V
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // What else the connections read meanwhile (a KICK, an end).
-    let mut ended = Errors::default();
-    let mut unexpected = Errors::default();
-    for h in held.iter_mut() {
-        for e in h.pending() {
-            match e {
-                Event::Closed(why) => ended.add(format!("{}: {why}", h.user)),
-                Event::Frame(f) => unexpected.add(format!(
-                    "{}: {:?}",
-                    h.user,
-                    String::from_utf8_lossy(&f[..f.len().min(200)])
-                )),
-            }
-        }
-    }
+    let (ended, unexpected) = leftovers(held);
     let in_order = tally.in_order.load(Ordering::Acquire);
     let first = tally.first_ns.load(Ordering::Acquire);
     let answer = json!({

@@ -200,6 +200,26 @@ pub fn ctx_for(target: SocketAddr) -> Ctx {
     }
 }
 
+/// What the held connections read that nothing waited for: the ends
+/// (a `KICK`, an EOF) and any other frame, each counted with its user.
+pub fn leftovers(held: &mut [Held]) -> (Errors, Errors) {
+    let mut ended = Errors::default();
+    let mut unexpected = Errors::default();
+    for h in held {
+        for e in h.pending() {
+            match e {
+                Event::Closed(why) => ended.add(format!("{}: {why}", h.user)),
+                Event::Frame(f) => unexpected.add(format!(
+                    "{}: {:?}",
+                    h.user,
+                    String::from_utf8_lossy(&f[..f.len().min(200)])
+                )),
+            }
+        }
+    }
+    (ended, unexpected)
+}
+
 /// Errors counted, the first kept.
 #[derive(Debug, Default)]
 pub struct Errors {
@@ -363,20 +383,7 @@ impl Swarm {
     }
 
     fn check(&mut self) -> Value {
-        let mut ended = Errors::default();
-        let mut unexpected = Errors::default();
-        for h in &mut self.held {
-            for e in h.pending() {
-                match e {
-                    Event::Closed(why) => ended.add(format!("{}: {why}", h.user)),
-                    Event::Frame(f) => unexpected.add(format!(
-                        "{}: {:?}",
-                        h.user,
-                        String::from_utf8_lossy(&f[..f.len().min(200)])
-                    )),
-                }
-            }
-        }
+        let (ended, unexpected) = leftovers(&mut self.held);
         json!({
             "held": self.held.len(),
             "ended": ended.json(),
