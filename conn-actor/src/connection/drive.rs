@@ -4,8 +4,9 @@
 //! connection's mail first (`mailbox`), then reads (into a buffer shared
 //! by every connection of the thread, handing the bytes to `input.rs`),
 //! then writes what is queued. Small frames go out copied into one slice in
-//! one `send`; a turn woken only by deliveries leaves its write to the
-//! connection's next turn, so that one write carries more frames. Closing
+//! one `send`. Deliveries reach a connection through its worker's flush
+//! list (`mailbox/table.rs`), which gathers them so that one write carries
+//! more frames: the turn they wake writes at once. Closing
 //! follows docs/protocol.md section 5: flush, shut the write side, read and
 //! discard until EOF or the close timeout; a slow consumer gets what the
 //! socket takes at once and is closed in the same turn. All of it goes
@@ -29,9 +30,6 @@ use crate::state::Written;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per actor turn before yielding to other connections.
 const READS_PER_TURN: usize = 8;
-/// Queued bytes below which a turn woken only by deliveries writes in the
-/// next turn instead.
-const DEFER_WRITES_BELOW: usize = 16 * 1024;
 
 thread_local! {
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
@@ -75,24 +73,17 @@ impl Connection {
     fn drive(&mut self, ctx: &mut Context<Self>, task: &mut task::Context<'_>) -> Poll<()> {
         // What was posted since the last turn comes first, as an actor's
         // mailbox does.
-        let mut mail_only = false;
         for mail in mailbox::take_all(self.mail, task.waker()) {
-            mail_only = true;
             self.on_mail(mail);
         }
         if std::mem::take(&mut self.resume_after_mail) && !self.held {
-            mail_only = false;
             self.resume_frames(ctx);
         }
         let mut reads = 0;
         while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {
-                Read::Data => mail_only = false,
-                Read::Blocked => break,
-                Read::Ended => {
-                    mail_only = false;
-                    break;
-                }
+                Read::Data => {}
+                Read::Blocked | Read::Ended => break,
             }
             reads += 1;
             if reads == READS_PER_TURN {
@@ -105,22 +96,8 @@ impl Connection {
         // hold the answers back so they leave with the last frame and the
         // FIN in one write.
         let close_is_next = matches!(self.phase, Phase::Ending { .. });
-        // Deliveries alone woke this turn: let the thread's other tasks (the
-        // inbox with the next publishes among them) run once first, so that
-        // one write carries more frames.
-        let defer = mail_only
-            && !self.write_deferred
-            && self.phase == Phase::Open
-            && !self.state.out.is_empty()
-            && self.state.out.pending() < DEFER_WRITES_BELOW;
-        if defer {
-            self.write_deferred = true;
-            task.waker().wake_by_ref();
-        } else {
-            self.write_deferred = false;
-            if !close_is_next && let Err(err) = self.write_queued(task) {
-                self.write_failed(ctx, err);
-            }
+        if !close_is_next && let Err(err) = self.write_queued(task) {
+            self.write_failed(ctx, err);
         }
         if matches!(self.phase, Phase::Flushing { abandon: true, .. }) {
             self.abandon(ctx);

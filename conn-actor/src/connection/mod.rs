@@ -113,8 +113,6 @@ pub struct Connection {
     /// A hold ended without acting on the frames behind it: the driver
     /// does so in its next turn, after the mail that came meanwhile.
     pub(crate) resume_after_mail: bool,
-    /// This turn's write was put off to the next turn (`drive.rs`).
-    pub(crate) write_deferred: bool,
     /// WebSocket messages that arrived while `held`, in order; allocated
     /// the first time one does.
     #[expect(
@@ -159,7 +157,6 @@ impl Connection {
             auth,
             held: false,
             resume_after_mail: false,
-            write_deferred: false,
             deferred: None,
         });
         ConnHandle::new(id, mail)

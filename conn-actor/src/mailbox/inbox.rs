@@ -121,6 +121,9 @@ impl Inbox {
                     let (tx, rx) = unbounded_channel();
                     let queued = Arc::new(AtomicUsize::new(0));
                     actix::spawn(run(rx, queued.clone()));
+                    // The table's flusher runs beside the inbox that posts
+                    // to it, on every worker.
+                    actix::spawn(table::flusher());
                     let inbox = Inbox {
                         tx,
                         queued,

@@ -13,7 +13,9 @@
 //! 2. the inbox's task, on the worker's own thread, posts the job to the
 //!    connection's row of that thread's **table** (`table.rs`): a FIFO queue
 //!    of [`Mail`] per connection, and a wake of the connection's task when
-//!    the queue was empty;
+//!    the queue was empty (for a delivery, through the worker's flush
+//!    list, which wakes listed connections a batch at a time so that their
+//!    deliveries gather);
 //! 3. the connection takes its whole queue at the start of its next turn,
 //!    in order, into its output queue (`OutQueue`), which its driver
 //!    writes.
@@ -36,9 +38,10 @@
 //! connection down (docs/benchmarks.md, "What changed the figures").
 //!
 //! What it bounds: an inbox holds at most `inbox::MAX_QUEUED_BYTES` of
-//! frames (past that its connections are slow consumers); a row holds what
-//! its inbox posts in one turn; the output queue after it holds at most
-//! `--max-pending-bytes`.
+//! frames (past that its connections are slow consumers); a row holds 64
+//! mails and what its inbox posts in one turn (at 64 it wakes its
+//! connection without waiting for the flush list); the output queue after
+//! it holds at most `--max-pending-bytes`.
 
 mod inbox;
 mod sweep;

@@ -2,14 +2,28 @@
 //! connection, holding its queue of [`Mail`] and the sweep's bookkeeping
 //! (the idle timeout, and whether its TLS record keys are built).
 //!
-//! Only the thread's own inbox task, its idle sweep and its connections
-//! touch the table: posting is a queue push and, into an empty queue, one
-//! wake of the connection's task, with no allocation and no atomic. An
+//! Only the thread's own inbox task, its idle sweep, its flusher and its
+//! connections touch the table: posting is a queue push and, into an empty
+//! queue, one wake, with no allocation and no atomic. An
 //! [`Address`] names a row by its index and a generation, so mail posted to
 //! a connection that has closed (and whose row another connection took) is
 //! dropped, as mail to a stopped actor is; and it carries the table it
 //! belongs to, so an address that strayed to another worker's thread can
 //! never reach another client's row there: it is refused.
+//!
+//! A delivery into an empty queue does not wake its connection: it puts
+//! the row at the back of the worker's **flush list**, and the worker's
+//! flusher task ([`flusher`]) wakes the listed connections a few at a time,
+//! each batch behind whatever else the worker has to run. Why: the frames
+//! a client gets in one `send` are the publishes that reach its row while
+//! it waits its turn, and the kernel's cost is per `send`, three quarters
+//! of the CPU of a fan-out (docs/benchmarks.md, "Does the efficiency hold
+//! for other load generators"). Waiting on the list, a row gathers the
+//! publishes the worker reads meanwhile, at no cost per publish (a row
+//! already listed is not woken again), and the worker keeps reading its
+//! publishers between batches rather than after every subscriber has
+//! written. Every other mail (a close, an inspection, the sweep's) wakes
+//! the connection at once, as a delivery does on a worker with no flusher.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -27,6 +41,14 @@ const FIRST_MAIL: usize = 16;
 /// Slots per chunk of the table: the table grows a chunk at a time, so
 /// it never holds more than one chunk of unused slots and never copies.
 const CHUNK: usize = 256;
+/// Listed connections the flusher wakes per turn: enough that its own
+/// turns are a small share of the worker's, few enough that what the
+/// worker reads meanwhile is handled before the next batch writes.
+const FLUSH_BATCH: usize = 16;
+/// Mail a listed row holds before its connection is woken without
+/// waiting for the flusher: a row's queue stays short whatever the list's
+/// length.
+const MOST_LISTED: usize = 64;
 
 /// Something for a connection to act on in its next turn.
 pub(crate) enum Mail {
@@ -88,8 +110,20 @@ pub(crate) struct Entry {
     /// Where the idle sweep keeps this connection (`sweep.rs`).
     pub(crate) idle: IdleMark,
     queue: VecDeque<Mail>,
+    /// On the flush list: the flusher will wake the connection if its
+    /// queue still holds mail then.
+    listed: bool,
     /// The connection's task, woken when mail arrives in an empty queue.
     waker: Option<Waker>,
+}
+
+impl Entry {
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            // Schedules the connection's task; it runs after this one.
+            waker.wake_by_ref();
+        }
+    }
 }
 
 struct Table {
@@ -99,6 +133,12 @@ struct Table {
     /// Slots below this have been handed out at least once.
     used: u32,
     free: Vec<u32>,
+    /// Rows holding deliveries their connections have not been woken for,
+    /// oldest first; an address may have closed since (it then misses).
+    flush: VecDeque<Address>,
+    /// The worker's flusher task, once it has run: until then a delivery
+    /// wakes its connection itself.
+    flusher: Option<Waker>,
 }
 
 impl Table {
@@ -114,6 +154,42 @@ impl Table {
         }
         Some(self.slot(slot.index)).filter(|e| e.open && e.generation == slot.generation)
     }
+
+    /// Queues a delivery; its connection is woken through the flush list
+    /// (see the module doc). Returns `false` when the connection is gone.
+    fn deliver(&mut self, slot: Address, frame: Bytes) -> bool {
+        let has_flusher = self.flusher.is_some();
+        let Some(entry) = self.entry(slot) else {
+            return false;
+        };
+        if entry.queue.capacity() == 0 {
+            entry.queue.reserve(FIRST_MAIL);
+        }
+        entry.queue.push_back(Mail::Deliver(frame));
+        let queued = entry.queue.len();
+        if entry.listed {
+            if queued == MOST_LISTED {
+                entry.wake();
+            }
+            return true;
+        }
+        if queued > 1 {
+            // The connection was woken for what is already queued.
+            return true;
+        }
+        if !has_flusher {
+            entry.wake();
+            return true;
+        }
+        entry.listed = true;
+        self.flush.push_back(slot);
+        if self.flush.len() == 1
+            && let Some(flusher) = &self.flusher
+        {
+            flusher.wake_by_ref();
+        }
+        true
+    }
 }
 
 static NEXT_TABLE: AtomicU32 = AtomicU32::new(0);
@@ -124,6 +200,8 @@ thread_local! {
         chunks: Vec::new(),
         used: 0,
         free: Vec::new(),
+        flush: VecDeque::new(),
+        flusher: None,
     });
 }
 
@@ -150,29 +228,32 @@ pub(crate) fn open() -> Address {
     })
 }
 
-/// Queues `mail` into `entry`, waking its connection if the queue was empty.
+/// Queues `mail` (anything but a delivery, which goes through
+/// [`post`]) into `entry`, waking its connection if the queue was empty.
+/// A queue that was not empty has a wake on its way, or a place on the
+/// flush list.
 pub(crate) fn push(entry: &mut Entry, mail: Mail) {
     if entry.queue.capacity() == 0 {
         entry.queue.reserve(FIRST_MAIL);
     }
     entry.queue.push_back(mail);
-    if entry.queue.len() == 1
-        && let Some(waker) = &entry.waker
-    {
-        // Schedules the connection's task; it runs after this one.
-        waker.wake_by_ref();
+    if entry.queue.len() == 1 {
+        entry.wake();
     }
 }
 
 /// Posts `mail` behind what the connection has not taken yet; returns
 /// `false` (and drops it) when the connection is gone.
 pub(crate) fn post(slot: Address, mail: Mail) -> bool {
-    TABLE.with_borrow_mut(|table| match table.entry(slot) {
-        Some(entry) => {
-            push(entry, mail);
-            true
-        }
-        None => false,
+    TABLE.with_borrow_mut(|table| match mail {
+        Mail::Deliver(frame) => table.deliver(slot, frame),
+        mail => match table.entry(slot) {
+            Some(entry) => {
+                push(entry, mail);
+                true
+            }
+            None => false,
+        },
     })
 }
 
@@ -181,11 +262,58 @@ pub(crate) fn post(slot: Address, mail: Mail) -> bool {
 pub(crate) fn deliver_all(slots: impl Iterator<Item = Address>, frame: &Bytes) {
     TABLE.with_borrow_mut(|table| {
         for slot in slots {
-            if let Some(entry) = table.entry(slot) {
-                push(entry, Mail::Deliver(frame.clone()));
-            }
+            table.deliver(slot, frame.clone());
         }
     });
+}
+
+/// Wakes the next [`FLUSH_BATCH`] listed connections that still have mail
+/// waiting, and records `flusher` as the task to wake when the list fills
+/// again. Returns whether more are listed.
+fn flush_batch(flusher: &Waker) -> bool {
+    TABLE.with_borrow_mut(|table| {
+        if !table.flusher.as_ref().is_some_and(|w| w.will_wake(flusher)) {
+            table.flusher = Some(flusher.clone());
+        }
+        for _ in 0..FLUSH_BATCH {
+            let Some(slot) = table.flush.pop_front() else {
+                return false;
+            };
+            if let Some(entry) = table.entry(slot) {
+                entry.listed = false;
+                if !entry.queue.is_empty() {
+                    entry.wake();
+                }
+            }
+        }
+        !table.flush.is_empty()
+    })
+}
+
+/// The worker's flusher: wakes listed connections a batch per turn, going
+/// to the back of the worker's run queue between batches, for as long as
+/// the worker runs. Spawned with the worker's inbox.
+pub(crate) async fn flusher() {
+    /// Hands deliveries back to direct wakes when the flusher ends with
+    /// its runtime (tests run one runtime after another on a thread).
+    struct Gone;
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = TABLE.try_with(|table| {
+                if let Ok(mut table) = table.try_borrow_mut() {
+                    table.flusher = None;
+                }
+            });
+        }
+    }
+    let _gone = Gone;
+    std::future::poll_fn(|cx: &mut std::task::Context<'_>| {
+        if flush_batch(cx.waker()) {
+            cx.waker().wake_by_ref();
+        }
+        std::task::Poll::<()>::Pending
+    })
+    .await
 }
 
 /// Everything posted to the connection since it last looked, oldest
@@ -239,6 +367,7 @@ pub(crate) fn close(slot: Address) {
         entry.open = false;
         entry.generation = entry.generation.wrapping_add(1);
         entry.waker = None;
+        entry.listed = false;
         entry.idle = IdleMark::default();
         let dropped = std::mem::take(&mut entry.queue);
         table.free.push(slot.index);
@@ -291,6 +420,119 @@ mod tests {
         assert!(post(slot, Mail::Deliver(Bytes::from_static(b"c"))));
         assert_eq!(counter.0.load(Ordering::Relaxed), 2);
         close(slot);
+    }
+
+    /// A connection's row with a counting waker, its task having looked
+    /// once (as a connection's first turn does).
+    fn watched() -> (Address, Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let slot = open();
+        assert!(take_all(slot, &waker).is_empty());
+        (slot, counter, waker)
+    }
+
+    fn wakes(counter: &CountingWaker) -> usize {
+        counter.0.load(Ordering::Relaxed)
+    }
+
+    /// Unregisters this thread's flusher and drops what is listed, as the
+    /// flusher's end does.
+    fn no_flusher() {
+        TABLE.with_borrow_mut(|table| {
+            table.flusher = None;
+            table.flush.clear();
+        });
+    }
+
+    #[test]
+    fn deliveries_wake_the_flusher_once_and_their_connection_in_its_turn() {
+        let flusher = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let flusher_waker = Waker::from(flusher.clone());
+        assert!(!flush_batch(&flusher_waker), "nothing listed yet");
+        let (slot, conn, waker) = watched();
+        let frame = Bytes::from_static(b"m");
+        for _ in 0..5 {
+            assert!(post(slot, Mail::Deliver(frame.clone())));
+        }
+        assert_eq!(wakes(&conn), 0, "a delivery waits for the flusher");
+        assert_eq!(wakes(&flusher), 1, "the list filled once");
+        assert!(!flush_batch(&flusher_waker));
+        assert_eq!(wakes(&conn), 1);
+        assert_eq!(take_all(slot, &waker).len(), 5);
+        // Taken before the flusher's turn: the connection is not woken
+        // for nothing.
+        post(slot, Mail::Deliver(frame.clone()));
+        assert_eq!(take_all(slot, &waker).len(), 1);
+        assert!(!flush_batch(&flusher_waker));
+        assert_eq!(wakes(&conn), 1);
+        assert_eq!(wakes(&flusher), 2);
+        // Anything else wakes the connection at once.
+        post(slot, Mail::Heartbeat);
+        assert_eq!(wakes(&conn), 2);
+        close(slot);
+        no_flusher();
+    }
+
+    #[test]
+    fn the_flusher_wakes_a_batch_per_turn_in_the_order_listed() {
+        let flusher = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        assert!(!flush_batch(&flusher));
+        let rows: Vec<_> = (0..FLUSH_BATCH * 2 + 1).map(|_| watched()).collect();
+        let (slots, counters): (Vec<Address>, Vec<Arc<CountingWaker>>) =
+            rows.iter().map(|(s, c, _)| (*s, c.clone())).unzip();
+        deliver_all(slots.iter().copied(), &Bytes::from_static(b"m"));
+        let woken = || counters.iter().filter(|c| wakes(c) == 1).count();
+        assert_eq!(woken(), 0);
+        assert!(flush_batch(&flusher));
+        assert_eq!(woken(), FLUSH_BATCH);
+        assert!(counters[..FLUSH_BATCH].iter().all(|c| wakes(c) == 1));
+        assert!(flush_batch(&flusher));
+        assert!(!flush_batch(&flusher), "the last one was the last listed");
+        assert_eq!(woken(), slots.len());
+        for slot in slots {
+            close(slot);
+        }
+        no_flusher();
+    }
+
+    #[test]
+    fn a_listed_row_wakes_its_connection_itself_once_it_holds_enough() {
+        let flusher = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        assert!(!flush_batch(&flusher));
+        let (slot, conn, waker) = watched();
+        for n in 1..=MOST_LISTED * 2 {
+            post(slot, Mail::Deliver(Bytes::from_static(b"m")));
+            let expected = usize::from(n >= MOST_LISTED);
+            assert_eq!(wakes(&conn), expected, "after {n} deliveries");
+        }
+        assert_eq!(take_all(slot, &waker).len(), MOST_LISTED * 2);
+        close(slot);
+        no_flusher();
+    }
+
+    #[test]
+    fn a_row_closed_while_listed_is_skipped_and_its_reuse_not_woken() {
+        let flusher = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        assert!(!flush_batch(&flusher));
+        let (old, old_conn, _) = watched();
+        post(
+            old,
+            Mail::Deliver(Bytes::from_static(b"for the old client")),
+        );
+        close(old);
+        let (new, new_conn, waker) = watched();
+        assert_eq!(new.index, old.index, "the slot is reused");
+        assert!(!flush_batch(&flusher));
+        assert_eq!(wakes(&old_conn) + wakes(&new_conn), 0);
+        assert!(take_all(new, &waker).is_empty());
+        // The reused row is listed afresh for its own deliveries.
+        post(new, Mail::Deliver(Bytes::from_static(b"for the new one")));
+        assert!(!flush_batch(&flusher));
+        assert_eq!(wakes(&new_conn), 1);
+        assert_eq!(bodies(take_all(new, &waker)), [&b"for the new one"[..]]);
+        close(new);
+        no_flusher();
     }
 
     #[test]
