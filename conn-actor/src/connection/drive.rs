@@ -58,10 +58,9 @@ impl ActorFuture<Connection> for IoDriver {
 enum Read {
     /// Bytes arrived and were handled.
     Data,
-    /// Nothing to read now; the task will be woken.
-    Blocked,
-    /// EOF or an error; the connection has reacted.
-    Ended,
+    /// Nothing more this turn: nothing to read now (the task will be
+    /// woken), or EOF or an error (the connection has reacted).
+    Stopped,
 }
 
 impl Connection {
@@ -83,7 +82,7 @@ impl Connection {
         while !self.peer_eof && !self.held && !matches!(self.phase, Phase::Done { .. }) {
             match self.read_once(ctx, task) {
                 Read::Data => {}
-                Read::Blocked | Read::Ended => break,
+                Read::Stopped => break,
             }
             reads += 1;
             if reads == READS_PER_TURN {
@@ -129,14 +128,14 @@ impl Connection {
                 Poll::Ready(Err(err)) => Some(Err(err)),
             });
             match read {
-                None => return Read::Blocked,
+                None => return Read::Stopped,
                 Some(Ok(0)) => {
                     if self.is_open() {
                         self.peer_gone(ctx, false);
                     } else {
                         self.peer_eof = true;
                     }
-                    return Read::Ended;
+                    return Read::Stopped;
                 }
                 Some(Ok(_)) => return Read::Data,
                 Some(Err(err)) if err.kind() == ErrorKind::WouldBlock => continue,
@@ -150,7 +149,7 @@ impl Connection {
                         self.peer_eof = true;
                         self.finish(ctx);
                     }
-                    return Read::Ended;
+                    return Read::Stopped;
                 }
             }
         }

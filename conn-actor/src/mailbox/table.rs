@@ -22,8 +22,10 @@
 //! publishes the worker reads meanwhile, at no cost per publish (a row
 //! already listed is not woken again), and the worker keeps reading its
 //! publishers between batches rather than after every subscriber has
-//! written. Every other mail (a close, an inspection, the sweep's) wakes
-//! the connection at once, as a delivery does on a worker with no flusher.
+//! written. Every other mail (a close, an inspection, the sweep's) into an
+//! empty queue wakes the connection at once, as a delivery does on a worker
+//! with no flusher; behind listed deliveries it waits with them for the
+//! flusher, as it would be taken after them anyway.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -155,9 +157,10 @@ impl Table {
         Some(self.slot(slot.index)).filter(|e| e.open && e.generation == slot.generation)
     }
 
-    /// Queues a delivery; its connection is woken through the flush list
-    /// (see the module doc). Returns `false` when the connection is gone.
-    fn deliver(&mut self, slot: Address, frame: Bytes) -> bool {
+    /// Queues a delivery of `frame()`, made only for a row that is still
+    /// there; its connection is woken through the flush list (see the
+    /// module doc). Returns `false` when the connection is gone.
+    fn deliver(&mut self, slot: Address, frame: impl FnOnce() -> Bytes) -> bool {
         let has_flusher = self.flusher.is_some();
         let Some(entry) = self.entry(slot) else {
             return false;
@@ -165,7 +168,7 @@ impl Table {
         if entry.queue.capacity() == 0 {
             entry.queue.reserve(FIRST_MAIL);
         }
-        entry.queue.push_back(Mail::Deliver(frame));
+        entry.queue.push_back(Mail::Deliver(frame()));
         let queued = entry.queue.len();
         if entry.listed {
             if queued == MOST_LISTED {
@@ -246,7 +249,7 @@ pub(crate) fn push(entry: &mut Entry, mail: Mail) {
 /// `false` (and drops it) when the connection is gone.
 pub(crate) fn post(slot: Address, mail: Mail) -> bool {
     TABLE.with_borrow_mut(|table| match mail {
-        Mail::Deliver(frame) => table.deliver(slot, frame),
+        Mail::Deliver(frame) => table.deliver(slot, || frame),
         mail => match table.entry(slot) {
             Some(entry) => {
                 push(entry, mail);
@@ -262,7 +265,7 @@ pub(crate) fn post(slot: Address, mail: Mail) -> bool {
 pub(crate) fn deliver_all(slots: impl Iterator<Item = Address>, frame: &Bytes) {
     TABLE.with_borrow_mut(|table| {
         for slot in slots {
-            table.deliver(slot, frame.clone());
+            table.deliver(slot, || frame.clone());
         }
     });
 }
