@@ -19,6 +19,7 @@ mod hub;
 mod mailbox;
 pub mod messages;
 mod names;
+pub mod park;
 mod refusals;
 mod state;
 mod throttle;

@@ -38,13 +38,26 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::drain::Drain;
 
+/// A worker's runtime: actix-rt's own (one thread, I/O and timers), which
+/// yields the core before it blocks for lack of work
+/// (`conn_actor::park`).
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(conn_actor::park::before_park)
+        .build()
+}
+
 /// Runs the gateway until it has drained. Prints `READY` once both
 /// listeners are bound.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
     let (prometheus, metrics) =
         gateway_metrics::new_registry().context("cannot register metrics")?;
-    let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+    let workers = (0..config.workers)
+        .map(|_| Arbiter::try_with_tokio_rt(worker_runtime))
+        .collect::<std::io::Result<Vec<Arbiter>>>()
+        .context("cannot start a worker")?;
     let client_cert = config
         .tls
         .clone()

@@ -122,6 +122,7 @@ impl Connection {
                 Poll::Pending => None,
                 Poll::Ready(Ok(0)) => Some(Ok(0)),
                 Poll::Ready(Ok(n)) => {
+                    crate::park::note_read();
                     self.on_input(ctx, &mut buf[..n]);
                     Some(Ok(n))
                 }
