@@ -14,13 +14,13 @@
 //! What it can cost: a thread that is ready on the same core but does not
 //! feed this worker (a CPU-bound neighbour) keeps the core until its time
 //! slice ends, milliseconds, while a client's next frame waits. So a
-//! yield that kept the worker away for longer than [`LONG_AWAY`] and was
-//! followed by at most one read of client input before the next park did
-//! not pay for itself; after [`WASTED_IN_A_ROW`] of those the worker stops
-//! yielding for [`BACK_OFF`]: two such delays a second at most, where a
-//! busy gateway, whose yields gather many frames, keeps yielding. The
-//! figures behind it are in docs/benchmarks.md, "Yielding before a
-//! worker sleeps".
+//! yield that kept the worker away for longer than 500 µs (`LONG_AWAY`)
+//! and was followed by at most one read of client input before the next
+//! park did not pay for itself; after two of those in a row
+//! (`WASTED_IN_A_ROW`) the worker stops yielding for a second
+//! (`BACK_OFF`): two such delays a second at most, where a busy gateway,
+//! whose yields gather many frames, keeps yielding. The figures behind it
+//! are in docs/benchmarks.md, "Yielding before a worker sleeps".
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
