@@ -34,10 +34,7 @@ while [ $# -gt 0 ]; do
     fi
     shift "$TAKEN"
 done
-if [ -n "$BEFORE_BIN" ] && [ ! -x "$BEFORE_BIN" ]; then
-    echo "idle.sh: --before $BEFORE_BIN is not an executable" >&2
-    exit 2
-fi
+check_before
 prepare_run idle
 AFTER_BIN=$GATEWAY_BIN
 trap stop_server EXIT

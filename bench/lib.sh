@@ -23,6 +23,15 @@ common_option() {
     esac
 }
 
+# check_before: exits when --before named something that is not an
+# executable (the scripts that compare against an earlier build).
+check_before() {
+    if [ -n "${BEFORE_BIN:-}" ] && [ ! -x "$BEFORE_BIN" ]; then
+        echo "$(basename "$0"): --before $BEFORE_BIN is not an executable" >&2
+        exit 2
+    fi
+}
+
 # prepare_run NAME: builds the release binaries (unless --no-build) and
 # makes the output folder target/bench/NAME-<time>/ with results.jsonl.
 prepare_run() {

@@ -42,10 +42,7 @@ while [ $# -gt 0 ]; do
     fi
     shift "$TAKEN"
 done
-if [ -n "$BEFORE_BIN" ] && [ ! -x "$BEFORE_BIN" ]; then
-    echo "neighbour.sh: --before $BEFORE_BIN is not an executable" >&2
-    exit 2
-fi
+check_before
 prepare_run neighbour
 AFTER_BIN=$GATEWAY_BIN
 START=$(date +%s)
