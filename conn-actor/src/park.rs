@@ -117,6 +117,15 @@ mod tests {
     const SHORT: Duration = Duration::from_micros(20);
     const LONG: Duration = Duration::from_millis(4);
 
+    /// A fresh policy, at its first park (which yields), and that park's
+    /// time.
+    fn first_yield() -> (Policy, Instant) {
+        let mut policy = Policy::new();
+        let now = Instant::now();
+        assert!(policy.should_yield(now, 0), "a fresh worker yields");
+        (policy, now)
+    }
+
     #[test]
     fn yields_while_yields_are_short_whatever_they_gather() {
         let mut policy = Policy::new();
@@ -129,9 +138,7 @@ mod tests {
 
     #[test]
     fn keeps_yielding_while_long_yields_gather_reads() {
-        let mut policy = Policy::new();
-        let now = Instant::now();
-        assert!(policy.should_yield(now, 0));
+        let (mut policy, now) = first_yield();
         for _ in 0..10 {
             policy.yielded(LONG);
             assert!(policy.should_yield(now, PAYING_READS));
@@ -140,9 +147,7 @@ mod tests {
 
     #[test]
     fn one_wasted_long_yield_alone_does_not_pause() {
-        let mut policy = Policy::new();
-        let now = Instant::now();
-        assert!(policy.should_yield(now, 0));
+        let (mut policy, now) = first_yield();
         for _ in 0..10 {
             // Wasted, then paying: never two wasted in a row.
             policy.yielded(LONG);
@@ -154,9 +159,7 @@ mod tests {
 
     #[test]
     fn long_yields_followed_by_one_read_pause_yielding_for_the_back_off() {
-        let mut policy = Policy::new();
-        let start = Instant::now();
-        assert!(policy.should_yield(start, 0));
+        let (mut policy, start) = first_yield();
         // The one frame of a lone client waited out a neighbour's slice,
         // twice in a row.
         policy.yielded(LONG);
