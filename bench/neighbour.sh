@@ -95,24 +95,26 @@ done
     echo "the client on CPU $CLIENT_CPU; $ROUNDS round(s) of ${DURATION}s after ${WARMUP}s;"
     echo "$(cpu_model), $(run_stamp)"
     echo
-    python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
+    PYTHONPATH=bench python3 - "$RESULTS" <<'EOF'
+import statistics, sys
 from collections import defaultdict
-rows = defaultdict(list)
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    res = r["results"]
-    lat = res["latency"]
-    rows[(r["variant"], r["server"])].append(
-        (res["msgs_per_sec"], lat["p50_us"], lat["p99_us"], lat["p999_us"]))
-print("| case | build | msgs/s | p50 µs | p99 µs | p99.9 µs |")
-print("| --- | --- | ---: | ---: | ---: | ---: |")
-for (case, server), runs in sorted(rows.items()):
+import side_by_side
+rows = side_by_side.load(sys.argv[1])
+runs = defaultdict(list)
+for r in rows:
+    if r.get("ok"):
+        res, lat = r["results"], r["results"]["latency"]
+        runs[(r["variant"], r["server"])].append(
+            (res["msgs_per_sec"], lat["p50_us"], lat["p99_us"], lat["p999_us"]))
+print("| case | build | msgs/s | p50 µs | p99 µs | p99.9 µs | rounds |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for (case, server), got in sorted(runs.items()):
     cells = []
     for i in range(4):
-        xs = [run[i] for run in runs]
+        xs = [run[i] for run in got]
         cells.append("%.0f (%.0f–%.0f)" % (statistics.median(xs), min(xs), max(xs)))
-    print("| %s | %s | %s |" % (case, server, " | ".join(cells)))
+    print("| %s | %s | %s | %d |" % (case, server, " | ".join(cells), len(got)))
+side_by_side.failures(rows)
 EOF
 } | tee "$OUT/table.md"
 echo "neighbour.sh: results in $OUT" >&2

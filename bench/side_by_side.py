@@ -1,7 +1,8 @@
 """Two sides of one bench run, side by side: the median over rounds of
 each figure for each side of a results.jsonl, and their ratio, as a
 Markdown table (cluster.sh: one node against two; history_cluster.sh:
-history's stream against core NATS). Imported by those scripts.
+history's stream against core NATS). Imported by those scripts, and by
+neighbour.sh for its result lines and failures.
 """
 import json
 import statistics
