@@ -53,6 +53,13 @@ const ROWS: &[Row] = &[
         "/server_cpu_us_per",
         Target::RatioAtMost(0.8),
     ),
+    row(
+        "echo",
+        None,
+        "server user-space CPU µs/msg",
+        "/server_user_cpu_us_per",
+        Target::Info,
+    ),
     row("echo", None, "p50 µs", "/latency/p50_us", Target::Info),
     row(
         "echo",
@@ -135,6 +142,13 @@ const ROWS: &[Row] = &[
         "server CPU µs/delivery",
         "/server_cpu_us_per",
         Target::RatioAtMost(0.8),
+    ),
+    row(
+        "fanout",
+        None,
+        "server user-space CPU µs/delivery",
+        "/server_user_cpu_us_per",
+        Target::Info,
     ),
     row("fanout", None, "p50 µs", "/latency/p50_us", Target::Info),
     row("fanout", None, "p99 µs", "/latency/p99_us", Target::Info),

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::{
     Client, CpuProbe, Ctx, Outcome, Window, WriteSplit, collect_ok, per_server_cpu_sec,
-    run_indexed, server_cpu_us_per,
+    run_indexed, server_cpu_us_per, server_user_cpu_us_per,
 };
 use crate::progress::Progress;
 use crate::stats::{LatencySink, Recorder, round2};
@@ -266,6 +266,7 @@ pub async fn run_spread(
             "seconds": round2(secs),
             "per_server_cpu_sec": per_server_cpu_sec(t.measured, &cpu, &window),
             "server_cpu_us_per": server_cpu_us_per(t.measured, &cpu, &window),
+            "server_user_cpu_us_per": server_user_cpu_us_per(t.measured, &cpu),
             "cpu": cpu,
             "latency": sink.summary(),
         }),

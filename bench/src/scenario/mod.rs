@@ -355,11 +355,11 @@ impl CpuProbe {
     pub fn start(pid: Option<u32>, window: Window) -> Self {
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(window.start).await;
-            let s0 = pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
+            let s0 = pid.and_then(|p| crate::procfs::cpu_ticks_split(p).ok());
             let l0 = crate::procfs::own_cpu_ticks().ok();
             let c0 = crate::procfs::cpu_jiffies().unwrap_or_default();
             tokio::time::sleep_until(window.end).await;
-            let s1 = pid.and_then(|p| crate::procfs::cpu_ticks(p).ok());
+            let s1 = pid.and_then(|p| crate::procfs::cpu_ticks_split(p).ok());
             let l1 = crate::procfs::own_cpu_ticks().ok();
             let c1 = crate::procfs::cpu_jiffies().unwrap_or_default();
             // How busy each core was, whoever kept it busy.
@@ -375,9 +375,15 @@ impl CpuProbe {
                 a.zip(b)
                     .map(|(a, b)| ((b.saturating_sub(a)) as f64 / window.secs()).round() as i64)
             };
+            let total = |ticks: Option<(u64, u64)>| ticks.map(|(user, system)| user + system);
+            let user = |ticks: Option<(u64, u64)>| ticks.map(|(user, _)| user);
+            let secs = |a: Option<u64>, b: Option<u64>| {
+                a.zip(b).map(|(a, b)| b.saturating_sub(a) as f64 / 100.0)
+            };
             serde_json::json!({
-                "server_cpu_secs": s0.zip(s1).map(|(a, b)| b.saturating_sub(a) as f64 / 100.0),
-                "server_cpu_pct": pct(s0, s1),
+                "server_cpu_secs": secs(total(s0), total(s1)),
+                "server_user_cpu_secs": secs(user(s0), user(s1)),
+                "server_cpu_pct": pct(total(s0), total(s1)),
                 "loadgen_cpu_pct": pct(l0, l1),
                 "core_busy_pct": cores,
             })
@@ -417,6 +423,10 @@ pub fn timed_results(
         "server_cpu_us_per".into(),
         server_cpu_us_per(count, &cpu, window).into(),
     );
+    results.insert(
+        "server_user_cpu_us_per".into(),
+        server_user_cpu_us_per(count, &cpu).into(),
+    );
     results.insert("cpu".into(), cpu);
     results.insert("latency".into(), latency);
     Value::Object(results)
@@ -436,6 +446,14 @@ pub fn per_server_cpu_sec(count: u64, cpu: &Value, window: &Window) -> Option<f6
 pub fn server_cpu_us_per(count: u64, cpu: &Value, window: &Window) -> Option<f64> {
     let cpu_secs = server_cpu_secs(cpu, window)?;
     (count > 0).then(|| (cpu_secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
+}
+
+/// Microseconds of the server's user-space CPU time per unit of work: the
+/// part of [`server_cpu_us_per`] the server's own code spends, outside the
+/// kernel. `None` without a reading (older result lines) or without work.
+pub fn server_user_cpu_us_per(count: u64, cpu: &Value) -> Option<f64> {
+    let user_secs = cpu.get("server_user_cpu_secs")?.as_f64()?;
+    (count > 0).then(|| (user_secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
 }
 
 /// The server's CPU seconds in the window, from the exact tick count when
