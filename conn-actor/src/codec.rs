@@ -340,6 +340,44 @@ impl FrameCodec {
         out.freeze()
     }
 
+    /// The wire length of the frame at the start of `wire`, which holds
+    /// whole frames of this codec's own making (a run of replies); `None`
+    /// when it does not start with one.
+    pub fn frame_len(&self, wire: &[u8]) -> Option<usize> {
+        if self.websocket {
+            return ws_protocol::encode::frame_len(wire).filter(|&len| len <= wire.len());
+        }
+        match self.framing {
+            Framing::Lines => memchr::memchr(b'\n', wire).map(|newline| newline + 1),
+            Framing::Length => {
+                let prefix = wire.first_chunk::<LEN_PREFIX>()?;
+                let len = LEN_PREFIX + u32::from_be_bytes(*prefix) as usize;
+                (len <= wire.len()).then_some(len)
+            }
+        }
+    }
+
+    /// Appends one whole frame made of `parts` laid end to end to `out`,
+    /// as [`Self::encode`] would make it; returns its wire length. Under
+    /// `lines` the caller guarantees no part holds a `\n`.
+    pub fn encode_onto(&self, parts: &[&[u8]], out: &mut BytesMut) -> usize {
+        let start = out.len();
+        if self.websocket {
+            // The header depends on the whole body (text when it is UTF-8):
+            // lay the body down, then move it behind its header.
+            for part in parts {
+                out.put_slice(part);
+            }
+            let wrap = self.wrap(&out[start..]);
+            out.put_slice(wrap.head());
+            out[start..].rotate_right(wrap.head().len());
+        } else {
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            self.encode_into(parts, len, out);
+        }
+        out.len() - start
+    }
+
     fn encode_into(&self, parts: &[&[u8]], len: usize, out: &mut BytesMut) {
         if self.framing == Framing::Length {
             out.put_u32(len as u32);
@@ -462,6 +500,28 @@ mod tests {
     #[test]
     fn encode_adds_the_delimiter_or_prefix() {
         assert_eq!(&LINES.encode(&[b"MSG t", b" ", b"x y"])[..], b"MSG t x y\n");
+        for codec in [LINES, LENGTH, FrameCodec::websocket(64)] {
+            for parts in [
+                &[&b"PONG "[..], b"\xc3", b"\xa9"][..],
+                &[b"PONG ", b"\xff"],
+                &[],
+            ] {
+                let mut out = BytesMut::from(&b"before"[..]);
+                let len = codec.encode_onto(parts, &mut out);
+                let whole = codec.encode(parts);
+                assert_eq!(len, whole.len());
+                assert_eq!(&out[..6], b"before");
+                assert_eq!(&out[6..], &whole[..], "{codec:?} {parts:?}");
+                assert_eq!(codec.frame_len(&out[6..]), Some(len));
+                out.extend_from_slice(&whole);
+                assert_eq!(codec.frame_len(&out[6..]), Some(len), "the first of two");
+                assert_eq!(
+                    codec.frame_len(&whole[..len - 1]),
+                    None,
+                    "{codec:?} cut short"
+                );
+            }
+        }
         assert_eq!(&LENGTH.encode(&[b"PONG"])[..], b"\x00\x00\x00\x04PONG");
         assert_eq!(&LENGTH.encode(&[b"\n"])[..], b"\x00\x00\x00\x01\n");
     }

@@ -52,6 +52,17 @@ pub fn message_header(kind: Kind, len: usize) -> Header {
     header(OpCode::Data(data), len)
 }
 
+/// The wire length of the whole server frame at the start of `wire`, read
+/// from its header; `None` when `wire` does not start with a complete
+/// header.
+pub fn frame_len(wire: &[u8]) -> Option<usize> {
+    let mut cursor = std::io::Cursor::new(wire);
+    let (_, payload) = FrameHeader::parse(&mut cursor).ok()??;
+    usize::try_from(payload)
+        .ok()?
+        .checked_add(cursor.position() as usize)
+}
+
 /// The length of the header of a message of `len` bytes.
 pub fn header_len(len: usize) -> usize {
     FrameHeader::default().len(len as u64)
@@ -116,6 +127,18 @@ mod tests {
                 message_header(Kind::Binary, len).as_bytes().len()
             );
         }
+    }
+
+    #[test]
+    fn a_frame_length_is_read_back_from_its_header() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let header = message_header(Kind::Text, len);
+            let mut wire = header.as_bytes().to_vec();
+            assert_eq!(frame_len(&wire), Some(header.as_bytes().len() + len));
+            wire.pop();
+            assert_eq!(frame_len(&wire), None, "{len}: a header cut short");
+        }
+        assert_eq!(frame_len(&[]), None);
     }
 
     #[test]
