@@ -24,6 +24,10 @@ const KEEP_TOPICS: usize = 16;
 const MAX_FRAMES: usize = 64;
 /// Slices per frame: the wrap's head, the body, the wrap's tail.
 const SLICES_PER_FRAME: usize = 3;
+/// Bytes the reply buffer takes at once: a turn's replies to a pipelined
+/// client (sixteen `PONG`s with a 64-byte payload are about 1.1 KiB) in one
+/// allocation rather than one each.
+const REPLY_CHUNK: usize = 2048;
 /// Frames of at most this many bytes in all are copied into one buffer
 /// before they are written: the kernel takes one contiguous buffer with
 /// less work than many small slices, and the copy is cheap at this size.
@@ -94,7 +98,7 @@ impl Recyclable for ConnState {
     fn is_pristine(&self) -> bool {
         self.partial.is_empty()
             && self.out.is_empty()
-            && self.out.written == 0
+            && self.out.holds_nothing()
             && self.topics.is_empty()
             && self.positioned.is_empty()
             && self.floors.is_empty()
@@ -103,17 +107,57 @@ impl Recyclable for ConnState {
     }
 }
 
-/// Frames queued for the socket, in mailbox order, as unframed bodies: a
-/// body shared by many connections is one `Bytes` referenced from each
-/// queue, and each connection's codec wraps it only as it is written.
-/// Every count here is of wire bytes, the wrap included.
+/// Frames queued for the socket, in mailbox order. A body shared by many
+/// connections is one `Bytes` referenced from each queue, unframed, and
+/// each connection's codec wraps it only as it is written. The
+/// connection's own replies are framed as they are queued and laid end to
+/// end in one buffer behind everything else ([`Self::push_reply`]): a
+/// pipelined client's answers cost no allocation each, and go out from
+/// that buffer without another copy. Every count here is of wire bytes,
+/// the wrap included.
 #[derive(Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
-    /// Wire bytes of the front frame already written.
+    frames: VecDeque<Queued>,
+    /// Wire bytes of the front of the queue already written: of the front
+    /// entry of `frames`, or of `replies` while `frames` is empty.
     written: usize,
-    /// Wire bytes queued and not yet written.
+    /// Wire bytes queued and not yet written, `replies` included.
     pending: usize,
+    /// Replies of the connection's own, framed, queued behind every entry
+    /// of `frames`. A body queued behind them first turns them into an
+    /// entry of `frames` of their own ([`Self::seal`]).
+    replies: BytesMut,
+    /// How many replies `replies` holds.
+    reply_count: usize,
+}
+
+/// One entry of the queue.
+struct Queued {
+    bytes: Bytes,
+    /// 0: `bytes` is one body, framed as it is written. Else `bytes` is
+    /// that many replies, framed already, end to end.
+    replies: usize,
+}
+
+impl Queued {
+    fn wire_len(&self, codec: &FrameCodec) -> usize {
+        match self.replies {
+            0 => codec.wire_len(&self.bytes),
+            _ => self.bytes.len(),
+        }
+    }
+
+    fn wrap(&self, codec: &FrameCodec) -> Wrap {
+        match self.replies {
+            0 => codec.wrap(&self.bytes),
+            _ => Wrap::NONE,
+        }
+    }
+
+    /// Frames this entry is, for the counters.
+    fn frames(&self) -> usize {
+        self.replies.max(1)
+    }
 }
 
 /// What one write did.
@@ -121,23 +165,64 @@ pub struct OutQueue {
 pub struct Written {
     /// Bytes the socket took.
     pub bytes: usize,
-    /// Frames that are now written whole.
+    /// Frames that are now written whole. Replies queued together count
+    /// once all of them are written.
     pub frames: usize,
 }
 
 impl OutQueue {
     /// Queues a frame body behind the others.
     pub fn push(&mut self, codec: &FrameCodec, body: Bytes) {
+        self.seal();
         self.pending += codec.wire_len(&body);
+        self.push_entry(Queued {
+            bytes: body,
+            replies: 0,
+        });
+    }
+
+    /// Queues a reply of the connection's own: `parts` laid end to end,
+    /// framed at once behind the replies queued before it.
+    pub fn push_reply(&mut self, codec: &FrameCodec, parts: &[&[u8]]) {
+        if self.replies.capacity() == 0 {
+            self.replies.reserve(REPLY_CHUNK);
+        }
+        self.pending += codec.encode_onto(parts, &mut self.replies);
+        self.reply_count += 1;
+    }
+
+    fn push_entry(&mut self, entry: Queued) {
         if self.frames.capacity() == 0 {
             self.frames.reserve(FIRST_SLOTS);
         }
-        self.frames.push_back(body);
+        self.frames.push_back(entry);
+    }
+
+    /// Turns the replies queued behind `frames` into an entry of their own,
+    /// so that what is queued next goes behind them.
+    fn seal(&mut self) {
+        if self.reply_count == 0 {
+            return;
+        }
+        let bytes = if self.replies.capacity() > 2 * self.replies.len() {
+            // Mostly room: an entry that waits for the socket would hold
+            // all of it. Copy the replies out, keep the buffer for the next.
+            let bytes = Bytes::copy_from_slice(&self.replies);
+            self.replies.clear();
+            bytes
+        } else {
+            std::mem::take(&mut self.replies).freeze()
+        };
+        let entry = Queued {
+            bytes,
+            replies: std::mem::take(&mut self.reply_count),
+        };
+        self.push_entry(entry);
     }
 
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && self.reply_count == 0
     }
 
     /// Bytes queued and not yet written.
@@ -151,25 +236,56 @@ impl OutQueue {
         self.written > 0
     }
 
-    /// Writes as much as `write` takes in one call, handing it up to
-    /// [`MAX_FRAMES`] frames at once, each wrapped by `codec` in slices of
-    /// its own around the shared body, or as one copied slice when they
-    /// are small.
+    /// Writes as much as `write` takes in one call: replies alone straight
+    /// from their buffer; everything queued as one copied slice when it is
+    /// small; else up to [`MAX_FRAMES`] entries, each body wrapped by
+    /// `codec` in slices of its own around the shared body (copied into
+    /// one slice after all when those entries are small).
     pub fn write_with(
         &mut self,
         codec: &FrameCodec,
         write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<Written> {
+        if self.frames.is_empty() {
+            // Only replies: a pipelined client's answers, in one `send`.
+            let n = write(&[IoSlice::new(&self.replies[self.written..])])?;
+            return Ok(self.consume_replies(n));
+        }
+        self.seal();
+        if self.frames.len() > 1 && self.pending <= COALESCE_MAX {
+            // The common case of a busy connection, copied straight from
+            // the entries: building the slice list first cost as much again.
+            let n = COALESCED.with_borrow_mut(|buf| {
+                let mut at = 0;
+                // The front entry may be partly written, wrap included.
+                let mut skip = self.written;
+                for entry in &self.frames {
+                    let wrap = entry.wrap(codec);
+                    for part in [wrap.head(), &entry.bytes[..], wrap.tail()] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        }
+                        let part = &part[skip..];
+                        skip = 0;
+                        buf[at..at + part.len()].copy_from_slice(part);
+                        at += part.len();
+                    }
+                }
+                write(&[IoSlice::new(&buf[..at])])
+            })?;
+            return Ok(self.consume(codec, n));
+        }
         let mut wraps = [Wrap::NONE; MAX_FRAMES];
-        for (wrap, body) in wraps.iter_mut().zip(&self.frames) {
-            *wrap = codec.wrap(body);
+        for (wrap, entry) in wraps.iter_mut().zip(&self.frames) {
+            *wrap = entry.wrap(codec);
         }
         let mut slices = [IoSlice::new(&[]); MAX_FRAMES * SLICES_PER_FRAME];
         let mut count = 0;
-        for (i, (body, wrap)) in self.frames.iter().zip(&wraps).enumerate() {
-            // The front frame may be partly written, wrap included.
+        for (i, (entry, wrap)) in self.frames.iter().zip(&wraps).enumerate() {
+            // The front entry may be partly written, wrap included.
             let mut skip = if i == 0 { self.written } else { 0 };
-            for part in [wrap.head(), &body[..], wrap.tail()] {
+            for part in [wrap.head(), &entry.bytes[..], wrap.tail()] {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
@@ -196,6 +312,23 @@ impl OutQueue {
         Ok(self.consume(codec, n))
     }
 
+    /// `n` bytes of the replies written, `frames` being empty.
+    fn consume_replies(&mut self, n: usize) -> Written {
+        self.pending -= n;
+        self.written += n;
+        let mut done = Written {
+            bytes: n,
+            frames: 0,
+        };
+        if self.written == self.replies.len() {
+            done.frames = std::mem::take(&mut self.reply_count);
+            self.written = 0;
+            self.replies.clear();
+        }
+        self.release_if_empty();
+        done
+    }
+
     fn consume(&mut self, codec: &FrameCodec, mut n: usize) -> Written {
         let mut done = Written {
             bytes: n,
@@ -206,12 +339,12 @@ impl OutQueue {
             let Some(front) = self.frames.front() else {
                 break;
             };
-            let left = codec.wire_len(front) - self.written;
+            let left = front.wire_len(codec) - self.written;
             if n >= left {
                 n -= left;
                 self.written = 0;
+                done.frames += front.frames();
                 self.frames.pop_front();
-                done.frames += 1;
             } else {
                 self.written += n;
                 n = 0;
@@ -224,24 +357,52 @@ impl OutQueue {
     /// Drops every queued frame except the rest of a partly written one;
     /// returns how many frames were dropped.
     pub fn drop_whole_frames(&mut self, codec: &FrameCodec) -> usize {
-        let keep = usize::from(self.mid_frame());
-        let dropped = self.frames.len() - keep;
-        let kept_bytes = self
+        self.seal();
+        if !self.mid_frame() {
+            return self.clear();
+        }
+        let Some(front) = self.frames.front_mut() else {
+            return 0;
+        };
+        let mut dropped: usize = 0;
+        if front.replies > 0 {
+            // A run of replies: keep it up to the end of the one being
+            // written (at a boundary, of the next), found by walking the
+            // frames from the run's start. The run holds only frames of
+            // this codec's making, so the walk cannot fail; were it to,
+            // the whole run is kept.
+            let (mut end, mut kept) = (0, 0);
+            while end <= self.written && kept < front.replies {
+                let Some(len) = codec.frame_len(&front.bytes[end..]) else {
+                    (end, kept) = (front.bytes.len(), front.replies);
+                    break;
+                };
+                end += len;
+                kept += 1;
+            }
+            dropped = front.replies - kept;
+            front.bytes.truncate(end);
+            front.replies = kept;
+        }
+        let front_left = front.wire_len(codec) - self.written;
+        dropped += self
             .frames
-            .front()
-            .filter(|_| keep == 1)
-            .map_or(0, |f| codec.wire_len(f) - self.written);
-        self.frames.truncate(keep);
-        self.pending = kept_bytes;
-        self.release_if_empty();
+            .iter()
+            .skip(1)
+            .map(Queued::frames)
+            .sum::<usize>();
+        self.frames.truncate(1);
+        self.pending = front_left;
         dropped
     }
 
     /// Drops everything, a partly written frame too; returns how many
     /// frames were dropped.
     pub fn clear(&mut self) -> usize {
-        let dropped = self.frames.len();
+        let dropped = self.frames.iter().map(Queued::frames).sum::<usize>()
+            + std::mem::take(&mut self.reply_count);
         self.frames.clear();
+        self.replies.clear();
         self.written = 0;
         self.pending = 0;
         self.release_if_empty();
@@ -252,9 +413,20 @@ impl OutQueue {
     /// that queues anything costs less than every idle connection keeping
     /// a few slots.
     fn release_if_empty(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
+        if self.is_empty() {
+            if self.frames.capacity() > 0 {
+                self.frames = VecDeque::new();
+            }
+            if self.replies.capacity() > 0 {
+                self.replies = BytesMut::new();
+            }
         }
+    }
+
+    /// Whether the queue holds no storage at all: what a recycled
+    /// connection starts with.
+    fn holds_nothing(&self) -> bool {
+        self.frames.capacity() == 0 && self.replies.capacity() == 0 && self.written == 0
     }
 }
 
@@ -382,6 +554,32 @@ mod tests {
     }
 
     #[test]
+    fn a_small_queue_goes_whole_in_one_slice_past_the_frame_limit() {
+        let count = MAX_FRAMES * 2;
+        let mut q = OutQueue::default();
+        for i in 0..count {
+            q.push(&LENGTH, Bytes::from(format!("PONG {i}")));
+        }
+        let mut out = Vec::new();
+        // Part of the first frame's prefix first: the rest follows it.
+        q.write_with(&LENGTH, take(&mut out, 2)).ok();
+        let mut slices = 0;
+        let written = q
+            .write_with(&LENGTH, |s| {
+                slices = s.len();
+                take(&mut out, usize::MAX)(s)
+            })
+            .ok();
+        assert_eq!(slices, 1);
+        assert_eq!(written.map(|w| w.frames), Some(count));
+        let whole: Vec<u8> = (0..count)
+            .flat_map(|i| LENGTH.encode(&[format!("PONG {i}").as_bytes()]).to_vec())
+            .collect();
+        assert_eq!(out, whole);
+        assert!(q.holds_nothing());
+    }
+
+    #[test]
     fn one_body_is_wrapped_for_each_framing() {
         let body = Bytes::from_static(b"MSG t x");
         let mut lines = OutQueue::default();
@@ -425,6 +623,134 @@ mod tests {
         assert!(state.reset());
         assert!(state.is_pristine());
         assert_eq!(state.out.pending(), 0);
+    }
+
+    /// What `bodies` and replies (`true`) queued in turn put on the wire.
+    fn mixed(codec: &FrameCodec, items: &[(bool, &'static [u8])]) -> (OutQueue, Vec<u8>) {
+        let mut q = OutQueue::default();
+        let mut wire = Vec::new();
+        for &(reply, bytes) in items {
+            if reply {
+                q.push_reply(codec, &[b"PONG ", bytes]);
+                wire.extend_from_slice(&codec.encode(&[b"PONG ", bytes]));
+            } else {
+                q.push(codec, Bytes::from_static(bytes));
+                wire.extend_from_slice(&codec.encode(&[bytes]));
+            }
+        }
+        (q, wire)
+    }
+
+    const MIXED: [(bool, &[u8]); 7] = [
+        (true, b"a"),
+        (true, b"\xff"),
+        (false, b"MSG t x"),
+        (true, b"b"),
+        (false, b"MSG t y"),
+        (false, b"MSG t z"),
+        (true, b"c"),
+    ];
+
+    #[test]
+    fn replies_and_bodies_go_out_in_order_however_the_writes_split() {
+        for codec in [LINES, LENGTH, FrameCodec::websocket(64)] {
+            for chunk in [1, 2, 3, 5, 7, 100] {
+                let (mut q, whole) = mixed(&codec, &MIXED);
+                assert_eq!(q.pending(), whole.len());
+                let mut out = Vec::new();
+                let mut frames = 0;
+                while !q.is_empty() {
+                    frames += q
+                        .write_with(&codec, take(&mut out, chunk))
+                        .map_or(0, |w| w.frames);
+                }
+                assert_eq!(out, whole, "{codec:?} in chunks of {chunk}");
+                assert_eq!(frames, MIXED.len());
+                assert_eq!(q.pending(), 0);
+                assert!(q.holds_nothing(), "an empty queue keeps no storage");
+            }
+        }
+    }
+
+    #[test]
+    fn replies_alone_go_out_from_their_own_buffer_in_one_slice() {
+        let mut q = OutQueue::default();
+        for _ in 0..16 {
+            q.push_reply(&LINES, &[b"PONG ", &[b'p'; 64]]);
+        }
+        let buffer = q.replies.as_ptr();
+        let mut seen = (0, std::ptr::null());
+        let written = q
+            .write_with(&LINES, |slices| {
+                seen = (slices.len(), slices[0].as_ptr());
+                Ok(slices[0].len())
+            })
+            .ok();
+        assert_eq!(
+            seen,
+            (1, buffer),
+            "written where they were built, not copied"
+        );
+        assert_eq!(
+            written,
+            Some(Written {
+                bytes: 16 * 70,
+                frames: 16
+            })
+        );
+        assert!(q.holds_nothing());
+    }
+
+    #[test]
+    fn a_few_replies_behind_which_a_body_comes_are_copied_out_of_the_buffer() {
+        let mut q = OutQueue::default();
+        q.push_reply(&LINES, &[b"PONG a"]);
+        let buffer = q.replies.as_ptr();
+        q.push(&LINES, Bytes::from_static(b"MSG t x"));
+        // The entry holds its 7 bytes, not the buffer they were built in,
+        // which stays for the replies to come.
+        assert_eq!(&q.frames[0].bytes[..], b"PONG a\n");
+        assert_ne!(q.frames[0].bytes.as_ptr(), buffer);
+        assert_eq!((q.replies.as_ptr(), q.replies.len()), (buffer, 0));
+        q.push_reply(&LINES, &[b"PONG b"]);
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            q.write_with(&LINES, take(&mut out, 100)).ok();
+        }
+        assert_eq!(out, b"PONG a\nMSG t x\nPONG b\n");
+    }
+
+    #[test]
+    fn a_slow_consumer_keeps_only_the_reply_being_written() {
+        for codec in [LINES, LENGTH, FrameCodec::websocket(64)] {
+            let (mut q, whole) = mixed(&codec, &MIXED);
+            let first = codec.encode(&[b"PONG ", b"a"]).len();
+            let mut out = Vec::new();
+            // Into the second reply of the first run.
+            q.write_with(&codec, take(&mut out, first + 2)).ok();
+            assert_eq!(q.drop_whole_frames(&codec), MIXED.len() - 2, "{codec:?}");
+            let second = codec.encode(&[b"PONG ", b"\xff"]).len();
+            assert_eq!(q.pending(), second - 2);
+            while !q.is_empty() {
+                q.write_with(&codec, take(&mut out, 100)).ok();
+            }
+            assert_eq!(out, whole[..first + second], "{codec:?}");
+            assert!(q.holds_nothing());
+        }
+        // Nothing partly written: nothing kept.
+        let (mut q, _) = mixed(&LINES, &MIXED);
+        assert_eq!(q.drop_whole_frames(&LINES), MIXED.len());
+        assert!(q.is_empty() && q.holds_nothing());
+    }
+
+    #[test]
+    fn a_reset_drops_the_reply_buffer() {
+        let mut state = ConnState::default();
+        state.out.push_reply(&LINES, &[b"OK SUB t"]);
+        assert!(!state.is_pristine());
+        assert!(state.reset());
+        assert!(state.is_pristine());
+        assert!(state.out.holds_nothing());
     }
 
     #[test]

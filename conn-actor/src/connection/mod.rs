@@ -467,9 +467,15 @@ impl Connection {
         }));
     }
 
-    /// Answers the client.
+    /// Answers the client: `parts` laid end to end, built in the queue's
+    /// reply buffer rather than allocated on their own.
     pub(crate) fn reply(&mut self, parts: &[&[u8]]) {
-        self.enqueue(body(parts));
+        if !self.takes_output() {
+            self.worker.metrics.dropped(DropReason::Closed, 1);
+            return;
+        }
+        self.state.out.push_reply(&self.codec(), parts);
+        self.check_pending();
     }
 
     /// Queues a frame body, or drops it once a close was asked for. Past
@@ -480,6 +486,12 @@ impl Connection {
             return;
         }
         self.state.out.push(&self.codec(), frame);
+        self.check_pending();
+    }
+
+    /// Past `--max-pending-bytes` after a push: the client is a slow
+    /// consumer.
+    fn check_pending(&mut self) {
         if self.state.out.pending() > self.worker.limits.max_pending_bytes {
             // The queue may only be long because nothing was written yet
             // this turn: give the socket a chance before judging the client.
