@@ -459,6 +459,18 @@ mod tests {
         }
     }
 
+    /// Writes `q` out in writes of at most `chunk` bytes, appending to
+    /// `out`; returns the frames the writes reported whole.
+    fn drain(q: &mut OutQueue, codec: &FrameCodec, chunk: usize, out: &mut Vec<u8>) -> usize {
+        let mut frames = 0;
+        while !q.is_empty() {
+            frames += q
+                .write_with(codec, take(out, chunk))
+                .map_or(0, |w| w.frames);
+        }
+        frames
+    }
+
     #[test]
     fn partial_writes_resume_mid_frame_in_order() {
         let mut q = queue(&LINES, &[b"abc", b"de", b"fgh"]);
@@ -504,12 +516,7 @@ mod tests {
             for chunk in [1, 2, 3, 5, 7, 100] {
                 let mut q = queue(&codec, &bodies);
                 let mut out = Vec::new();
-                let mut frames = 0;
-                while !q.is_empty() {
-                    frames += q
-                        .write_with(&codec, take(&mut out, chunk))
-                        .map_or(0, |w| w.frames);
-                }
+                let frames = drain(&mut q, &codec, chunk, &mut out);
                 assert_eq!(out, whole, "{:?} in chunks of {chunk}", codec.framing());
                 assert_eq!(frames, bodies.len());
             }
@@ -658,12 +665,7 @@ mod tests {
                 let (mut q, whole) = mixed(&codec, &MIXED);
                 assert_eq!(q.pending(), whole.len());
                 let mut out = Vec::new();
-                let mut frames = 0;
-                while !q.is_empty() {
-                    frames += q
-                        .write_with(&codec, take(&mut out, chunk))
-                        .map_or(0, |w| w.frames);
-                }
+                let frames = drain(&mut q, &codec, chunk, &mut out);
                 assert_eq!(out, whole, "{codec:?} in chunks of {chunk}");
                 assert_eq!(frames, MIXED.len());
                 assert_eq!(q.pending(), 0);
@@ -714,9 +716,7 @@ mod tests {
         assert_eq!((q.replies.as_ptr(), q.replies.len()), (buffer, 0));
         q.push_reply(&LINES, &[b"PONG b"]);
         let mut out = Vec::new();
-        while !q.is_empty() {
-            q.write_with(&LINES, take(&mut out, 100)).ok();
-        }
+        assert_eq!(drain(&mut q, &LINES, 100, &mut out), 3);
         assert_eq!(out, b"PONG a\nMSG t x\nPONG b\n");
     }
 
@@ -731,9 +731,7 @@ mod tests {
             assert_eq!(q.drop_whole_frames(&codec), MIXED.len() - 2, "{codec:?}");
             let second = codec.encode(&[b"PONG ", b"\xff"]).len();
             assert_eq!(q.pending(), second - 2);
-            while !q.is_empty() {
-                q.write_with(&codec, take(&mut out, 100)).ok();
-            }
+            drain(&mut q, &codec, 100, &mut out);
             assert_eq!(out, whole[..first + second], "{codec:?}");
             assert!(q.holds_nothing());
         }
