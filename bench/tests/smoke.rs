@@ -111,6 +111,13 @@ fn all_scenarios(framing: &str) {
     let s = start_baseline(framing);
     let echo = bench(&s, framing, &["echo", "--connections", "4", "--depth", "4"]);
     assert!(echo["results"]["messages"].as_u64().unwrap_or(0) > 0);
+    // The server's user-space share of its CPU per message, read with it.
+    let total = echo["results"]["server_cpu_us_per"].as_f64();
+    let user = echo["results"]["server_user_cpu_us_per"].as_f64();
+    assert!(
+        user.zip(total).is_some_and(|(u, t)| u <= t),
+        "user {user:?}, total {total:?}"
+    );
     let churn = bench(&s, framing, &["churn", "--concurrency", "2"]);
     assert!(churn["results"]["cycles"].as_u64().unwrap_or(0) > 0);
     let fanout = bench(

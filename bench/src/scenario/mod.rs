@@ -444,16 +444,20 @@ pub fn per_server_cpu_sec(count: u64, cpu: &Value, window: &Window) -> Option<f6
 /// cycle) over the window: the efficiency figure the benchmarks hold the
 /// gateway to. `None` without a CPU reading or without work.
 pub fn server_cpu_us_per(count: u64, cpu: &Value, window: &Window) -> Option<f64> {
-    let cpu_secs = server_cpu_secs(cpu, window)?;
-    (count > 0).then(|| (cpu_secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
+    micros_per(server_cpu_secs(cpu, window)?, count)
 }
 
 /// Microseconds of the server's user-space CPU time per unit of work: the
 /// part of [`server_cpu_us_per`] the server's own code spends, outside the
 /// kernel. `None` without a reading (older result lines) or without work.
 pub fn server_user_cpu_us_per(count: u64, cpu: &Value) -> Option<f64> {
-    let user_secs = cpu.get("server_user_cpu_secs")?.as_f64()?;
-    (count > 0).then(|| (user_secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
+    micros_per(cpu.get("server_user_cpu_secs")?.as_f64()?, count)
+}
+
+/// `secs` per unit of `count`, in microseconds to three places; `None`
+/// without work.
+fn micros_per(secs: f64, count: u64) -> Option<f64> {
+    (count > 0).then(|| (secs * 1e6 / count as f64 * 1000.0).round() / 1000.0)
 }
 
 /// The server's CPU seconds in the window, from the exact tick count when
