@@ -330,13 +330,9 @@ impl FrameCodec {
     /// once: for a write outside a connection's queue (a refusal).
     /// Under `lines` the caller guarantees no part holds a `\n`.
     pub fn encode(&self, parts: &[&[u8]]) -> Bytes {
-        if self.websocket {
-            let body = body(parts);
-            return [self.wrap(&body).head(), &body[..]].concat().into();
-        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut out = BytesMut::with_capacity(len + LEN_PREFIX);
-        self.encode_into(parts, len, &mut out);
+        let mut out = BytesMut::with_capacity(len + MAX_WRAP);
+        self.encode_onto(parts, &mut out);
         out.freeze()
     }
 
@@ -357,8 +353,8 @@ impl FrameCodec {
         }
     }
 
-    /// Appends one whole frame made of `parts` laid end to end to `out`,
-    /// as [`Self::encode`] would make it; returns its wire length. Under
+    /// Appends one whole frame made of `parts` laid end to end to `out`
+    /// (what [`Self::encode`] returns); returns its wire length. Under
     /// `lines` the caller guarantees no part holds a `\n`.
     pub fn encode_onto(&self, parts: &[&[u8]], out: &mut BytesMut) -> usize {
         let start = out.len();
@@ -508,7 +504,11 @@ mod tests {
             ] {
                 let mut out = BytesMut::from(&b"before"[..]);
                 let len = codec.encode_onto(parts, &mut out);
-                let whole = codec.encode(parts);
+                // What the wrap of the whole body makes of it: the header
+                // of a WebSocket message depends on all its parts at once.
+                let body = parts.concat();
+                let wrap = codec.wrap(&body);
+                let whole = [wrap.head(), &body, wrap.tail()].concat();
                 assert_eq!(len, whole.len());
                 assert_eq!(&out[..6], b"before");
                 assert_eq!(&out[6..], &whole[..], "{codec:?} {parts:?}");

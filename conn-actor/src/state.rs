@@ -170,6 +170,21 @@ pub struct Written {
     pub frames: usize,
 }
 
+/// Hands `each` what is left of one entry's `parts` (head, body, tail)
+/// once the first `skip` bytes of the queue, already written, are left
+/// out, and takes the parts it passes over from `skip`: only the front
+/// entry is ever partly written, wrap included.
+fn unwritten<'a>(skip: &mut usize, parts: [&'a [u8]; 3], mut each: impl FnMut(&'a [u8])) {
+    for part in parts {
+        if *skip >= part.len() {
+            *skip -= part.len();
+            continue;
+        }
+        each(&part[*skip..]);
+        *skip = 0;
+    }
+}
+
 impl OutQueue {
     /// Queues a frame body behind the others.
     pub fn push(&mut self, codec: &FrameCodec, body: Bytes) {
@@ -257,20 +272,17 @@ impl OutQueue {
             // the entries: building the slice list first cost as much again.
             let n = COALESCED.with_borrow_mut(|buf| {
                 let mut at = 0;
-                // The front entry may be partly written, wrap included.
                 let mut skip = self.written;
                 for entry in &self.frames {
                     let wrap = entry.wrap(codec);
-                    for part in [wrap.head(), &entry.bytes[..], wrap.tail()] {
-                        if skip >= part.len() {
-                            skip -= part.len();
-                            continue;
-                        }
-                        let part = &part[skip..];
-                        skip = 0;
-                        buf[at..at + part.len()].copy_from_slice(part);
-                        at += part.len();
-                    }
+                    unwritten(
+                        &mut skip,
+                        [wrap.head(), &entry.bytes, wrap.tail()],
+                        |part| {
+                            buf[at..at + part.len()].copy_from_slice(part);
+                            at += part.len();
+                        },
+                    );
                 }
                 write(&[IoSlice::new(&buf[..at])])
             })?;
@@ -282,18 +294,16 @@ impl OutQueue {
         }
         let mut slices = [IoSlice::new(&[]); MAX_FRAMES * SLICES_PER_FRAME];
         let mut count = 0;
-        for (i, (entry, wrap)) in self.frames.iter().zip(&wraps).enumerate() {
-            // The front entry may be partly written, wrap included.
-            let mut skip = if i == 0 { self.written } else { 0 };
-            for part in [wrap.head(), &entry.bytes[..], wrap.tail()] {
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
-                }
-                slices[count] = IoSlice::new(&part[skip..]);
-                count += 1;
-                skip = 0;
-            }
+        let mut skip = self.written;
+        for (entry, wrap) in self.frames.iter().zip(&wraps) {
+            unwritten(
+                &mut skip,
+                [wrap.head(), &entry.bytes, wrap.tail()],
+                |part| {
+                    slices[count] = IoSlice::new(part);
+                    count += 1;
+                },
+            );
         }
         let slices = &slices[..count];
         let total: usize = slices.iter().map(|slice| slice.len()).sum();
@@ -323,8 +333,8 @@ impl OutQueue {
         if self.written == self.replies.len() {
             done.frames = std::mem::take(&mut self.reply_count);
             self.written = 0;
-            self.replies.clear();
         }
+        // Once all are written the queue is empty, and the buffer goes.
         self.release_if_empty();
         done
     }
@@ -402,7 +412,6 @@ impl OutQueue {
         let dropped = self.frames.iter().map(Queued::frames).sum::<usize>()
             + std::mem::take(&mut self.reply_count);
         self.frames.clear();
-        self.replies.clear();
         self.written = 0;
         self.pending = 0;
         self.release_if_empty();
@@ -718,6 +727,25 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(drain(&mut q, &LINES, 100, &mut out), 3);
         assert_eq!(out, b"PONG a\nMSG t x\nPONG b\n");
+    }
+
+    #[test]
+    fn replies_that_fill_their_buffer_become_an_entry_without_a_copy() {
+        let mut q = OutQueue::default();
+        let payload = [b'p'; 100];
+        while q.replies.len() <= REPLY_CHUNK / 2 {
+            q.push_reply(&LINES, &[b"PONG ", &payload]);
+        }
+        let (buffer, runs) = (q.replies.as_ptr(), q.reply_count);
+        q.push(&LINES, Bytes::from_static(b"MSG t x"));
+        assert_eq!(q.frames[0].bytes.as_ptr(), buffer, "frozen where built");
+        assert_eq!(q.frames[0].replies, runs);
+        let mut out = Vec::new();
+        assert_eq!(drain(&mut q, &LINES, 700, &mut out), runs + 1);
+        let mut whole = LINES.encode(&[b"PONG ", &payload]).repeat(runs);
+        whole.extend_from_slice(b"MSG t x\n");
+        assert_eq!(out, whole);
+        assert!(q.holds_nothing());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! connection's mail first (`mailbox`), then reads (into a buffer shared
 //! by every connection of the thread, handing the bytes to `input.rs`),
 //! then writes what is queued. Small frames go out copied into one slice in
-//! one `send`. Deliveries reach a connection through its worker's flush
+//! one `send`; the connection's own replies, framed as they were queued,
+//! go out from their own buffer (`OutQueue::push_reply`). Deliveries reach a connection through its worker's flush
 //! list (`mailbox/table.rs`), which gathers them so that one write carries
 //! more frames: the turn they wake writes at once. Closing
 //! follows docs/protocol.md section 5: flush, shut the write side, read and

@@ -34,7 +34,7 @@ use crate::mailbox::{self, Address, ConnHandle, Mail};
 use crate::messages::{CloseReason, ConnInfo, last_frame};
 use crate::names::ConnId;
 use crate::refusals;
-use crate::state::ConnState;
+use crate::state::{ConnState, OutQueue};
 use crate::transport::Transport;
 
 /// Where a connection is in its life.
@@ -470,28 +470,24 @@ impl Connection {
     /// Answers the client: `parts` laid end to end, built in the queue's
     /// reply buffer rather than allocated on their own.
     pub(crate) fn reply(&mut self, parts: &[&[u8]]) {
-        if !self.takes_output() {
-            self.worker.metrics.dropped(DropReason::Closed, 1);
-            return;
-        }
-        self.state.out.push_reply(&self.codec(), parts);
-        self.check_pending();
+        self.queue_with(|out, codec| out.push_reply(codec, parts));
     }
 
     /// Queues a frame body, or drops it once a close was asked for. Past
     /// `--max-pending-bytes` the client is a slow consumer.
     fn enqueue(&mut self, frame: Bytes) {
+        self.queue_with(|out, codec| out.push(codec, frame));
+    }
+
+    /// Queues one frame with `push`, or drops it (counted) once a close was
+    /// asked for. Past `--max-pending-bytes` the client is a slow consumer.
+    fn queue_with(&mut self, push: impl FnOnce(&mut OutQueue, &FrameCodec)) {
         if !self.takes_output() {
             self.worker.metrics.dropped(DropReason::Closed, 1);
             return;
         }
-        self.state.out.push(&self.codec(), frame);
-        self.check_pending();
-    }
-
-    /// Past `--max-pending-bytes` after a push: the client is a slow
-    /// consumer.
-    fn check_pending(&mut self) {
+        let codec = self.codec();
+        push(&mut self.state.out, &codec);
         if self.state.out.pending() > self.worker.limits.max_pending_bytes {
             // The queue may only be long because nothing was written yet
             // this turn: give the socket a chance before judging the client.
