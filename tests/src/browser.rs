@@ -16,6 +16,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -164,6 +165,8 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so that its helpers die with it.
+            .process_group(0)
             .spawn()
             .expect("start chromium");
         let mut browser = Browser::connect(child, profile, url);
@@ -179,9 +182,7 @@ impl Browser {
             text.lines().next()?.trim().parse::<u16>().ok()
         });
         let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&profile);
+            stop(&mut child, &profile);
             panic!(
                 "chromium wrote no DevTools port into {}",
                 port_file.display()
@@ -279,10 +280,30 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        stop(&mut self.child, &self.profile);
     }
+}
+
+/// Kills Chromium and every helper it started, then removes its profile.
+/// Killing the browser process alone left its helpers (zygote, renderer,
+/// network service) alive for a moment, writing into the profile after it
+/// was removed, so a profile was left behind after every test.
+fn stop(child: &mut Child, profile: &Path) {
+    // The group's id is the browser's pid (`process_group(0)` above).
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    // A helper may still finish a write it had begun when the signal came:
+    // remove the profile until it stays removed.
+    let _ = eventually(Duration::from_secs(5), || {
+        let _ = std::fs::remove_dir_all(profile);
+        std::thread::sleep(Duration::from_millis(50));
+        (!profile.exists()).then_some(())
+    });
 }
 
 /// A GET to the DevTools HTTP endpoint; the body when it answers 200.
