@@ -133,16 +133,16 @@ impl RequestFramer {
 
     fn feed_head(&mut self, rest: &[u8]) -> usize {
         let before = self.head.len();
-        let take = rest.len().min(MAX_HEAD + 1 - before);
+        // Only the head is taken in: a body that came in the same read is
+        // neither copied nor scanned here (it was both, at 16 KiB a push).
+        let end = head_end(&self.head[before.saturating_sub(2)..], rest);
+        let take = end.unwrap_or(rest.len()).min(MAX_HEAD + 1 - before);
         self.head.extend_from_slice(&rest[..take]);
         // Known from the first bytes, for an answer to a head cut short.
         self.head_request = self.head.starts_with(b"HEAD ");
         // Parsed only once an empty line may have ended it, so a head
         // dribbled a byte at a time costs a scan, not a parse per byte.
-        let from = before.saturating_sub(3);
-        let ended = self.head[from..].windows(2).any(|w| w == b"\n\n")
-            || self.head[from..].windows(3).any(|w| w == b"\n\r\n");
-        if !ended {
+        if end.is_none_or(|end| end > take) {
             if self.head.len() <= MAX_HEAD {
                 return take;
             }
@@ -216,6 +216,25 @@ impl RequestFramer {
             _ => {}
         }
     }
+}
+
+/// Where in `rest` the first empty line ends (just past its `\n`), the
+/// end of a head; `held` is what came just before `rest` (the last two
+/// bytes of the head so far are enough to see an empty line cut in two).
+fn head_end(held: &[u8], rest: &[u8]) -> Option<usize> {
+    let byte_before = |i: usize, back: usize| match i.checked_sub(back) {
+        Some(at) => rest.get(at).copied(),
+        None => held
+            .len()
+            .checked_sub(back - i)
+            .and_then(|at| held.get(at).copied()),
+    };
+    memchr::memchr_iter(b'\n', rest)
+        .find(|&i| {
+            byte_before(i, 1) == Some(b'\n')
+                || (byte_before(i, 1) == Some(b'\r') && byte_before(i, 2) == Some(b'\n'))
+        })
+        .map(|i| i + 1)
 }
 
 /// Whether a request of this version with these headers ends its
@@ -298,10 +317,14 @@ mod tests {
     const POST: &[u8] =
         b"POST /api/v1/broadcast HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"data\":\"hi\"}";
     const CHUNKED: &[u8] = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n";
+    /// Bare `\n` line ends, and a body that holds an empty line of its own.
+    const BARE_LF: &[u8] = b"POST /y HTTP/1.1\nContent-Length: 6\n\nab\n\ncd";
+    /// An empty line before the request line, which a server ignores.
+    const LEADING_BLANK: &[u8] = b"\r\nPOST /z HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n";
 
     #[test]
     fn each_request_ends_where_it_should_in_pieces_of_any_size() {
-        for request in [GET, POST, CHUNKED] {
+        for request in [GET, POST, CHUNKED, BARE_LF, LEADING_BLANK] {
             let wire = [request, GET].concat();
             for step in 1..=wire.len() {
                 assert_eq!(

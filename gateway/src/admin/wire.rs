@@ -64,8 +64,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection with no request under way stays open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Input read from the socket at a time.
-const READ_CHUNK: usize = 8 * 1024;
+/// A held buffer with more room than this is freed once emptied.
+const HELD_KEPT: usize = 8 * 1024;
 
 /// When the request being received on a connection began: its first
 /// byte's arrival. Shared between the connection's [`AdminIo`] and its
@@ -176,13 +176,18 @@ impl<T> AdminIo<T> {
         if self.input != Input::Request || self.release == self.held.len() {
             return;
         }
+        self.begin_request();
+        self.release += self.framer.feed(&self.held[self.release..]);
+    }
+
+    /// Before the framer is fed: at a request's first byte, its bound
+    /// starts.
+    fn begin_request(&mut self) {
         if self.framer.is_fresh() {
-            // A request's first byte: its bound starts now.
             let now = Instant::now();
             self.clock.0.set(now);
             self.timer.as_mut().reset(now + REQUEST_TIMEOUT);
         }
-        self.release += self.framer.feed(&self.held[self.release..]);
     }
 
     /// The answer to the current request began (its final head): the next
@@ -393,7 +398,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for AdminIo<T> {
                 buf.put_slice(&this.held[..n]);
                 this.held.drain(..n);
                 this.release -= n;
-                if this.held.is_empty() && this.held.capacity() > READ_CHUNK {
+                if this.held.is_empty() && this.held.capacity() > HELD_KEPT {
                     this.held = Vec::new();
                 }
                 return Poll::Ready(Ok(()));
@@ -406,17 +411,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for AdminIo<T> {
                 this.input = Input::Closed;
                 continue;
             }
-            // Only the current request's bytes are held here: `held` is
-            // empty, so this read is its bound.
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut fresh = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut fresh))?;
-            if fresh.filled().is_empty() {
+            // `held` is empty here. The read goes straight into the HTTP
+            // layer's buffer, and what of it belongs to the next request
+            // is taken back out into `held`: a request's bytes are copied
+            // once less, and what is held is still at most one read.
+            if buf.remaining() == 0 {
+                // Not EOF: a caller with no room learns nothing from a read.
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            let fresh = &buf.filled()[before..];
+            if fresh.is_empty() {
                 this.inner_eof = true;
                 continue;
             }
-            this.held.extend_from_slice(fresh.filled());
-            this.frame_held();
+            this.begin_request();
+            let used = this.framer.feed(fresh);
+            if used < fresh.len() {
+                this.held.extend_from_slice(&fresh[used..]);
+                buf.set_filled(before + used);
+            }
+            if used > 0 {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 }

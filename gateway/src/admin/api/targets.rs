@@ -65,7 +65,7 @@ fn user(req: &HttpRequest) -> Result<Name, ApiError> {
 async fn send(state: State, target: Address, body: Body) -> Result<HttpResponse, ApiError> {
     let payload = body.message(state.framing)?;
     state.not_draining()?;
-    state.router.send(target, Bytes::from(payload)).await?;
+    state.router.send(target, payload).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "queued"})))
 }
 

@@ -39,12 +39,14 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
     let raw = param(&req, "topic")?;
     let topic = command::topic(&raw)
         .map_err(|_| ApiError::BadTopic(format!("`{}` is not a valid topic", show(&raw))))?;
-    let payload = body.message(state.framing)?;
+    // Bytes of its own: history may keep the payload, and a slice of the
+    // request body would keep the whole read buffer it came in.
+    let payload = Bytes::copy_from_slice(&body.message(state.framing)?);
     let key = idempotency_key(&req)?;
     state.not_draining()?;
     let delivered = state
         .router
-        .publish(Name::from(topic), Bytes::from(payload), key)
+        .publish(Name::from(topic), payload, key)
         .await?;
     Ok(answer(delivered))
 }
@@ -184,7 +186,7 @@ pub async fn delete_history(
 pub async fn broadcast(state: State, body: Body) -> Result<HttpResponse, ApiError> {
     let payload = body.message(state.framing)?;
     state.not_draining()?;
-    let delivered = state.router.broadcast(Bytes::from(payload)).await?;
+    let delivered = state.router.broadcast(payload).await?;
     Ok(answer(delivered))
 }
 
