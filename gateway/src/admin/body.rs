@@ -95,7 +95,7 @@ impl Body {
     /// A message body: `{"data": "text"}` or `{"data_base64": "..."}`.
     /// Returns the payload bytes, checked against `framing`: a slice of
     /// the body itself where the text has no escapes (see
-    /// [`Body::plain_message`]), else bytes of their own.
+    /// `Body::plain_message`), else bytes of their own.
     pub fn message(&self, framing: Framing) -> Result<Bytes, ApiError> {
         if let Some(payload) = self.plain_message() {
             // Fits every framing unchecked: a JSON text holds a newline or
