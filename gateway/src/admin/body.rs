@@ -105,6 +105,16 @@ impl Body {
         self.any_message(framing).map(Bytes::from)
     }
 
+    /// [`Body::message`] as bytes of their own, for a payload that may be
+    /// kept (history): a slice of the body would keep the whole read
+    /// buffer it came in alive with it. One copy either way.
+    pub fn message_to_keep(&self, framing: Framing) -> Result<Bytes, ApiError> {
+        match self.plain_message() {
+            Some(shared) => Ok(Bytes::copy_from_slice(&shared)),
+            None => self.any_message(framing).map(Bytes::from),
+        }
+    }
+
     /// The common case, `{"data": "text"}` alone with no escape in the
     /// text, read without building a JSON tree and without copying the
     /// text: a push of 16 KiB was copied twice more before (into a JSON
@@ -304,6 +314,17 @@ mod tests {
         assert_eq!(code("{\"data\":\"a\nb\"}", lines), Err("invalid_json"));
         assert_eq!(code("{\"data\":\"ab\r\"}", lines), Err("invalid_json"));
         assert_eq!(code(r#"{"data":"a\nb"}"#, lines), Err("invalid_payload"));
+        // To keep: never a slice of the body, and the same answers.
+        let kept = body.message_to_keep(lines).map_err(|e| e.code());
+        assert!(kept.is_ok_and(|p| p == b"hello"[..] && !inside.contains(&p.as_ptr())));
+        let keep = |text: &str| {
+            Body(Bytes::copy_from_slice(text.as_bytes()))
+                .message_to_keep(lines)
+                .map(|payload| payload.to_vec())
+                .map_err(|e| e.code())
+        };
+        assert_eq!(keep(r#"{"data":"a\"b"}"#), Ok(b"a\"b".to_vec()));
+        assert_eq!(keep(r#"{"data":"a\nb"}"#), Err("invalid_payload"));
     }
 
     #[test]

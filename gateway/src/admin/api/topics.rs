@@ -10,7 +10,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
-use bytes::Bytes;
 use conn_actor::{Name, command};
 use gateway_cluster::HistoryRouteError;
 use gateway_history::Position;
@@ -39,9 +38,7 @@ pub async fn publish(state: State, req: HttpRequest, body: Body) -> Result<HttpR
     let raw = param(&req, "topic")?;
     let topic = command::topic(&raw)
         .map_err(|_| ApiError::BadTopic(format!("`{}` is not a valid topic", show(&raw))))?;
-    // Bytes of its own: history may keep the payload, and a slice of the
-    // request body would keep the whole read buffer it came in.
-    let payload = Bytes::copy_from_slice(&body.message(state.framing)?);
+    let payload = body.message_to_keep(state.framing)?;
     let key = idempotency_key(&req)?;
     state.not_draining()?;
     let delivered = state
