@@ -34,6 +34,9 @@ pub struct RequestFramer {
     head_request: bool,
     /// The client asked for the connection to end after this request.
     last: bool,
+    /// Heads parsed, for the test that holds it to one per request.
+    #[cfg(test)]
+    parses: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -135,13 +138,22 @@ impl RequestFramer {
         let before = self.head.len();
         // Only the head is taken in: a body that came in the same read is
         // neither copied nor scanned here (it was both, at 16 KiB a push).
-        let end = head_end(&self.head[before.saturating_sub(2)..], rest);
+        // Empty lines before the request line end nothing (a server ignores
+        // them, RFC 9112 section 2.2), so the search starts after them:
+        // else each would be taken for the end and the head parsed again,
+        // once per blank line, quadratic in the head's length.
+        let blank = |b: &u8| matches!(b, b'\r' | b'\n');
+        let (held, from) = match self.head.iter().all(blank) {
+            true => (&[][..], rest.iter().position(|b| !blank(b)).unwrap_or(rest.len())),
+            false => (&self.head[before.saturating_sub(2)..], 0),
+        };
+        let end = head_end(held, &rest[from..]).map(|end| from + end);
         let take = end.unwrap_or(rest.len()).min(MAX_HEAD + 1 - before);
         self.head.extend_from_slice(&rest[..take]);
         // Known from the first bytes, for an answer to a head cut short.
         self.head_request = self.head.starts_with(b"HEAD ");
-        // Parsed only once an empty line may have ended it, so a head
-        // dribbled a byte at a time costs a scan, not a parse per byte.
+        // Parsed only once an empty line ended it, so a head dribbled a
+        // byte at a time costs a scan, not a parse per byte.
         if end.is_none_or(|end| end > take) {
             if self.head.len() <= MAX_HEAD {
                 return take;
@@ -152,6 +164,10 @@ impl RequestFramer {
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
+        #[cfg(test)]
+        {
+            self.parses += 1;
+        }
         match request.parse(&self.head) {
             Ok(httparse::Status::Complete(len)) => {
                 self.last = asks_to_close(request.version, request.headers);
@@ -334,6 +350,24 @@ mod tests {
                     String::from_utf8_lossy(request)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn blank_lines_before_a_request_cost_no_parse_each() {
+        let blank = b"\r\n\n".repeat(4000);
+        let wire = [&blank[..], GET].concat();
+        for step in [7, 4096, wire.len()] {
+            let mut framer = RequestFramer::default();
+            let mut used = 0;
+            for piece in wire.chunks(step) {
+                used += framer.feed(piece);
+                // The request's clock runs from its first blank byte.
+                assert!(!framer.is_fresh(), "step {step}");
+            }
+            assert!(framer.is_done());
+            assert_eq!(used, wire.len(), "step {step}");
+            assert_eq!(framer.parses, 1, "step {step}");
         }
     }
 
