@@ -144,7 +144,10 @@ impl RequestFramer {
         // once per blank line, quadratic in the head's length.
         let blank = |b: &u8| matches!(b, b'\r' | b'\n');
         let (held, from) = match self.head.iter().all(blank) {
-            true => (&[][..], rest.iter().position(|b| !blank(b)).unwrap_or(rest.len())),
+            true => (
+                &[][..],
+                rest.iter().position(|b| !blank(b)).unwrap_or(rest.len()),
+            ),
             false => (&self.head[before.saturating_sub(2)..], 0),
         };
         let end = head_end(held, &rest[from..]).map(|end| from + end);
