@@ -9,6 +9,7 @@
 //! Objects are strict: a member the endpoint does not know is a
 //! `bad_request`, so a misspelt field is never silently ignored.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -94,45 +95,57 @@ impl Body {
 
     /// A message body: `{"data": "text"}` or `{"data_base64": "..."}`.
     /// Returns the payload bytes, checked against `framing`: a slice of
-    /// the body itself where the text has no escapes (see
-    /// `Body::plain_message`), else bytes of their own.
+    /// the body itself where the text has no escapes, else bytes of their
+    /// own.
     pub fn message(&self, framing: Framing) -> Result<Bytes, ApiError> {
-        if let Some(payload) = self.plain_message() {
-            // Fits every framing unchecked: a JSON text holds a newline or
-            // a `\r` only escaped, and one with an escape is not plain.
-            return Ok(payload);
-        }
-        self.any_message(framing).map(Bytes::from)
+        self.read_message(framing, |text| self.0.slice_ref(text.as_bytes()))
     }
 
     /// [`Body::message`] as bytes of their own, for a payload that may be
     /// kept (history): a slice of the body would keep the whole read
-    /// buffer it came in alive with it. One copy either way.
+    /// buffer it came in alive with it. One copy on every path.
     pub fn message_to_keep(&self, framing: Framing) -> Result<Bytes, ApiError> {
-        match self.plain_message() {
-            Some(shared) => Ok(Bytes::copy_from_slice(&shared)),
+        self.read_message(framing, |text| Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// The message, a text that is in the body as it stands (no escape)
+    /// made into bytes by `in_body`.
+    fn read_message(
+        &self,
+        framing: Framing,
+        in_body: impl FnOnce(&str) -> Bytes,
+    ) -> Result<Bytes, ApiError> {
+        match self.plain_text() {
+            // Fits every framing unchecked: a JSON text holds a newline or
+            // a `\r` only escaped.
+            Some(Cow::Borrowed(text)) => Ok(in_body(text)),
+            Some(Cow::Owned(text)) => {
+                fits(text.as_bytes(), framing, "the payload")?;
+                Ok(Bytes::from(text))
+            }
             None => self.any_message(framing).map(Bytes::from),
         }
     }
 
-    /// The common case, `{"data": "text"}` alone with no escape in the
-    /// text, read without building a JSON tree and without copying the
-    /// text: a push of 16 KiB was copied twice more before (into a JSON
-    /// string, then out of it). `None` for anything else, which
-    /// [`Body::any_message`] reads or refuses.
-    fn plain_message(&self) -> Option<Bytes> {
+    /// The common case, `{"data": "text"}` alone, read without building a
+    /// JSON tree: the text borrowed from the body where it has no escape
+    /// (a push of 16 KiB was copied twice more before, into a JSON string
+    /// and out of it), unescaped once where it has. `None` for anything
+    /// else, which [`Body::any_message`] reads or refuses.
+    fn plain_text(&self) -> Option<Cow<'_, str>> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Plain<'a> {
-            // Borrowed: a text with an escape does not parse here.
-            data: &'a str,
+            #[serde(borrow)]
+            data: Cow<'a, str>,
         }
         // An object: serde's derive would take an array of the fields too.
         if self.0.trim_ascii_start().first() != Some(&b'{') {
             return None;
         }
-        let plain: Plain<'_> = serde_json::from_slice(&self.0).ok()?;
-        Some(self.0.slice_ref(plain.data.as_bytes()))
+        serde_json::from_slice::<Plain<'_>>(&self.0)
+            .ok()
+            .map(|plain| plain.data)
     }
 
     /// Any message body, as [`Body::message`] describes.
@@ -302,7 +315,7 @@ mod tests {
             "no escape: a slice of the body"
         );
         let lines = Framing::Lines;
-        // Escapes, a repeated member, a member too many: the full reader.
+        // Escapes (unescaped once), a repeated member, a member too many.
         assert_eq!(code(r#"{"data":"a\"b\u00e9"}"#, lines), Ok("a\"bé".into()));
         assert_eq!(code(r#"{"data":"a","data":"b"}"#, lines), Ok(b"b".to_vec()));
         assert_eq!(
