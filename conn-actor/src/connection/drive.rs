@@ -5,12 +5,13 @@
 //! by every connection of the thread, handing the bytes to `input.rs`),
 //! then writes what is queued. Small frames go out copied into one slice in
 //! one `send`; the connection's own replies, framed as they were queued,
-//! go out from their own buffer (`OutQueue::push_reply`). Deliveries reach a connection through its worker's flush
-//! list (`mailbox/table.rs`), which gathers them so that one write carries
-//! more frames: the turn they wake writes at once. Closing
-//! follows docs/protocol.md section 5: flush, shut the write side, read and
-//! discard until EOF or the close timeout; a slow consumer gets what the
-//! socket takes at once and is closed in the same turn. All of it goes
+//! go out from their own buffer (`OutQueue::push_reply`). Deliveries reach
+//! a connection through its worker's flush list (`mailbox/table.rs`),
+//! which gathers them so that one write carries more frames: the turn they
+//! wake writes at once. Closing follows docs/protocol.md section 5: flush,
+//! shut the write side, read and discard until EOF or the close timeout; a
+//! slow consumer gets what the socket takes at once and is closed in the
+//! same turn. All of it goes
 //! through the connection's [`Transport`](crate::transport::Transport), so
 //! none of it depends on which transport that is.
 
